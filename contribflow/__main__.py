@@ -1,0 +1,3 @@
+from contribflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""meta.etl_run: one row per step of every run, RUNNING at start, then SUCCESS or FAILED.
+
+The row is written on its own autocommit connection, so it survives the rollback of the step's
+work, and a process killed mid-step leaves it RUNNING (reported as stale by ``contribflow audit``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from contribflow.db import connect
+from contribflow.settings import Settings
+
+COUNTERS = ("rows_in", "rows_loaded", "rows_rejected")
+
+
+@dataclass
+class StepRun:
+    """What a step reports about itself; filled in while it runs."""
+
+    settings: Settings
+    step: str
+    logical_date: dt.date | None
+    source_file: str | None = None
+    rows_in: int | None = None
+    rows_loaded: int | None = None
+    rows_rejected: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = "RUNNING"
+    error: str | None = None
+    row_id: int | None = None
+    _conn: Any = None
+    _t0: float = 0.0
+
+    def __enter__(self) -> "StepRun":
+        self._t0 = time.monotonic()
+        self._conn = connect(self.settings, autocommit=True)
+        s = self.settings
+        self.row_id = self._conn.execute(
+            """INSERT INTO meta.etl_run (run_id, step, logical_date, status, ran_on,
+                                         workflow_name, task_name, pod_name)
+               VALUES (%s, %s, %s, 'RUNNING', %s, %s, %s, %s) RETURNING id""",
+            (s.run_id, self.step, self.logical_date, s.where,
+             s.workflow_name or None, s.task_name or None, s.pod_name or None),
+        ).fetchone()[0]
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.status = "SUCCESS"
+        else:
+            self.status = "FAILED"
+            self.error = f"{exc_type.__name__}: {exc}" if not str(exc) else str(exc)
+        try:
+            self._conn.execute(
+                """UPDATE meta.etl_run
+                      SET status = %s, finished_at = clock_timestamp(), duration_s = %s,
+                          rows_in = %s, rows_loaded = %s, rows_rejected = %s,
+                          source_file = %s, error = %s, details = %s
+                    WHERE id = %s""",
+                (self.status, round(time.monotonic() - self._t0, 3), self.rows_in,
+                 self.rows_loaded, self.rows_rejected, self.source_file, self.error,
+                 Jsonb(self.details), self.row_id),
+            )
+        finally:
+            self._conn.close()
+            write_outputs(self.settings, self.outputs())
+
+    def outputs(self) -> dict[str, str]:
+        """The values Argo shows as output parameters (and the local runner prints)."""
+        out = {name: str(getattr(self, name)) for name in COUNTERS if getattr(self, name) is not None}
+        out.update({k: str(v) for k, v in self.details.items() if isinstance(v, (int, str))})
+        return out
+
+
+def write_outputs(settings: Settings, values: dict[str, str]) -> None:
+    """One file per value under CONTRIBFLOW_OUTPUTS_DIR, where Argo reads output parameters."""
+    if settings.outputs_dir is None:
+        return
+    settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+    for name, value in values.items():
+        (settings.outputs_dir / name).write_text(value, encoding="utf-8")
+    (settings.outputs_dir / "outputs.json").write_text(json.dumps(values, sort_keys=True))

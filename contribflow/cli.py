@@ -1,0 +1,193 @@
+"""``contribflow <stage>``: the thin CLI every container runs. One subcommand per stage.
+
+Stage modules are imported only when their subcommand runs, so each image carries only its own
+stage's dependencies (the ingest image has no dbt, the dbt image no pandas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import psycopg
+
+from contribflow import __version__
+from contribflow.contract import parse_date
+from contribflow.errors import StageError
+from contribflow.settings import Settings, SettingsError
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return parse_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def cmd_init_db(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import migrate
+
+    step = migrate.run(settings, args.date)
+    print(f"init-db: {step.details['migrations_applied']} migration(s) applied")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import generate
+
+    step = generate.run(settings, args.date, args.rows, args.seed, args.defect_rate, args.out)
+    print(f"generate: {step.rows_in} rows -> {step.details['path']}")
+    return 0
+
+
+def cmd_pick(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import pick
+
+    step = pick.run(settings, args.date)
+    print(f"pick: {step.details['file']}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import ingest
+
+    step = ingest.run(settings, args.date, args.file)
+    already = step.details.get("already_ingested_by")
+    if already:
+        print(f"ingest: {args.file.name} was already ingested by run {already}; nothing to do")
+    else:
+        print(f"ingest: {step.rows_in} rows in, {step.rows_loaded} loaded, "
+              f"{step.rows_rejected} quarantined, {step.details['rows_already_loaded']} already in raw")
+    return 0
+
+
+def _dbt(command: str):
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        from contribflow import transform
+
+        step = transform.run(settings, args.date, command, getattr(args, "full_refresh", False))
+        print(f"dbt-{command}: " + ", ".join(f"{k}={v}" for k, v in step.details.items()))
+        return 0
+
+    return handler
+
+
+def cmd_finish(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import finish
+
+    finish.run(settings, args.date, args.status)
+    print(f"finish: run {settings.run_id} for {args.date} succeeded")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import embedded, runner
+
+    env = dict(os.environ)
+    if not embedded.configured(env):
+        db = embedded.start(settings.state_dir / "pgdata")
+        env.update(db)
+        os.environ.update(db)
+        print(f"embedded PostgreSQL at {db['PGHOST']} (connect: {embedded.psql_hint(db)})")
+    params = {"run-date": args.date.isoformat(), "rows": str(args.rows),
+              "defect-rate": str(args.defect_rate), "generate": "false" if args.no_generate else "true"}
+    results = runner.run_graph(settings, params, env)
+    print()
+    print(runner.summary(settings, args.date))
+    return 0 if all(r.state in ("ok", "skipped") for r in results) else 1
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import embedded
+
+    data_dir = settings.state_dir / "pgdata"
+    if args.action == "stop":
+        print("stopped" if embedded.stop(data_dir) else f"no embedded server running in {data_dir}")
+        return 0
+    db = embedded.start(data_dir)
+    if args.action == "env":
+        print("\n".join(f"export {k}={v}" for k, v in db.items()))
+    else:
+        print(f"embedded PostgreSQL at {db['PGHOST']}\nconnect: {embedded.psql_hint(db)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contribflow",
+        description="Daily tax-contribution files into an audited PostgreSQL warehouse.",
+    )
+    parser.add_argument("--version", action="version", version=f"contribflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+
+    def stage(name: str, handler, help_text: str, date_required: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if date_required:
+            p.add_argument("--date", type=_date, required=True, help="the run's logical date, YYYY-MM-DD")
+        else:
+            p.add_argument("--date", type=_date, default=None, help="the run's logical date, YYYY-MM-DD")
+        p.set_defaults(handler=handler)
+        return p
+
+    stage("init-db", cmd_init_db, "apply the raw/meta migrations (idempotent)", date_required=False)
+    p = stage("generate", cmd_generate, "write the synthetic source file for a date")
+    p.add_argument("--rows", type=int, default=10_000, help="data rows (default 10000)")
+    p.add_argument("--seed", type=int, default=42, help="same date and seed, same bytes (default 42)")
+    p.add_argument("--defect-rate", type=_share, default=0.0, help="share of rows given a defect (0-1)")
+    p.add_argument("--out", type=Path, default=None, help="write here instead of the landing folder")
+    stage("pick", cmd_pick, "find the source file for the run date in the landing folder")
+    p = stage("ingest", cmd_ingest, "validate a source file and load it into raw")
+    p.add_argument("--file", type=Path, required=True, help="the source file (inside the landing folder)")
+    p = stage("dbt-run", _dbt("run"), "build the dbt staging views and marts")
+    p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    stage("dbt-test", _dbt("test"), "run the dbt tests")
+    p = stage("finish", cmd_finish, "exit handler: record the run's outcome")
+    p.add_argument("--status", required=True, help="the workflow's status (Succeeded, Failed, Error)")
+
+    p = sub.add_parser("run", help="run the whole stage graph locally for a date",
+                       description="Run every stage for a date, in dependency order, through this CLI. "
+                                   "Without PG* variables, an embedded PostgreSQL is started.")
+    p.add_argument("--date", type=_date, default=_today(), help="logical date (default: today, UTC)")
+    p.add_argument("--rows", type=int, default=10_000, help="rows to generate (default 10000)")
+    p.add_argument("--defect-rate", type=_share, default=0.01, help="share of defective rows (default 0.01)")
+    p.add_argument("--no-generate", action="store_true", help="use the file already in the landing folder")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL used when no server is configured")
+    p.add_argument("action", choices=("start", "stop", "env"))
+    p.set_defaults(handler=cmd_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.handler(args, settings)
+    except (StageError, SettingsError, ValueError, RuntimeError) as exc:
+        print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"contribflow {args.command}: database error: {reason}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"contribflow {args.command}: interrupted", file=sys.stderr)
+        return 130

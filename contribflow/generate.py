@@ -1,0 +1,109 @@
+"""generate: a deterministic synthetic source file for a date (same date and seed, same bytes).
+
+Each declaration is a pure function of (seed, day, index), so a later day can re-send an earlier
+declaration with a new status (DUE → PAID) exactly as the source system would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from contribflow.audit import StepRun
+from contribflow.contract import COLUMNS, CONTRIBUTION_TYPES, COUNTRIES, file_name
+from contribflow.settings import Settings
+
+RESEND_SHARE = 0.10
+RESEND_LOOKBACK_DAYS = 7
+DEFECTS = (
+    ("amount", "-12.50"),
+    ("amount", "10.505"),
+    ("amount", "abc"),
+    ("currency", "USD"),
+    ("contribution_type", "GIFT_TAX"),
+    ("status", "UNKNOWN"),
+    ("country", "XX"),
+    ("event_date", "2026-02-30"),
+    ("taxpayer_id", ""),
+    ("declaration_id", None),  # a duplicate of the previous row's id
+)
+
+
+def _digest(seed: int, day: dt.date, index: int) -> int:
+    data = f"{seed}:{day.isoformat()}:{index}".encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
+
+
+def declaration(seed: int, day: dt.date, index: int) -> list[str]:
+    """The declaration first sent on ``day`` as row ``index``."""
+    h = _digest(seed, day, index)
+    status_roll = (h >> 64) % 100
+    status = "DUE" if status_roll < 50 else "PAID" if status_roll < 95 else "CANCELLED"
+    cents = (h >> 24) % 2_500_000
+    return [
+        f"D{day:%Y%m%d}{index:08d}",
+        f"{10000 + h % 90000}",
+        (day - dt.timedelta(days=(h >> 20) % 30)).isoformat(),
+        f"{cents // 100}.{cents % 100:02d}",
+        "EUR",
+        CONTRIBUTION_TYPES[(h >> 48) % len(CONTRIBUTION_TYPES)],
+        status,
+        COUNTRIES[(h >> 56) % len(COUNTRIES)],
+    ]
+
+
+def rows_for(day: dt.date, rows: int, seed: int = 42, defect_rate: float = 0.0) -> Iterator[list[str]]:
+    """The data rows of ``day``'s file: new declarations, then re-sends of earlier ones.
+
+    A generator, so a file of any size is written in constant memory.
+    """
+    resends = int(rows * RESEND_SHARE)
+    threshold = int(defect_rate * 1_000_000)
+    previous: list[str] | None = None
+    for i in range(rows):
+        if i < rows - resends:
+            row = declaration(seed, day, i)
+        else:
+            r = i - (rows - resends)
+            earlier = day - dt.timedelta(days=1 + r % RESEND_LOOKBACK_DAYS)
+            row = declaration(seed, earlier, r // RESEND_LOOKBACK_DAYS)
+            if row[6] == "DUE":
+                row[6] = "PAID"
+        if threshold and previous is not None:
+            h = _digest(seed + 1, day, i)
+            if h % 1_000_000 < threshold:
+                column, value = DEFECTS[(h >> 32) % len(DEFECTS)]
+                position = COLUMNS.index(column)
+                row[position] = previous[position] if value is None else value
+        previous = row
+        yield row
+
+
+def write_file(path: Path, rows: Iterable[list[str]]) -> int:
+    """Write atomically (a reader never sees half a file); return the number of data rows."""
+    tmp = path.with_suffix(".csv.partial")
+    count = 0
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(",".join(COLUMNS) + "\n")
+        for row in rows:
+            fh.write(",".join(row) + "\n")
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def run(settings: Settings, day: dt.date, rows: int, seed: int, defect_rate: float,
+        out: Path | None = None) -> StepRun:
+    if rows < 1:
+        raise ValueError(f"--rows must be at least 1 (got {rows})")
+    if not 0.0 <= defect_rate <= 1.0:
+        raise ValueError(f"--defect-rate must be between 0 and 1 (got {defect_rate})")
+    path = out or settings.landing_dir / file_name(day)
+    with StepRun(settings, "generate", day) as step:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        step.rows_in = write_file(path, rows_for(day, rows, seed, defect_rate))
+        step.source_file = path.name
+        step.details = {"path": str(path), "seed": seed, "defect_rate": str(defect_rate)}
+    return step

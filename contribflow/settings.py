@@ -1,0 +1,118 @@
+"""The one place that reads the environment.
+
+Connections use libpq's own ``PG*`` variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE…),
+so psycopg, dbt and psql all agree on the server without ContribFlow re-exporting anything.
+``CONTRIBFLOW_DSN`` may replace them with one connection string.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEV_PSEUDONYM_KEY = "DEV-ONLY-INSECURE-PSEUDONYM-KEY-do-not-use-in-production"
+PRODUCTION = "production"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has a value that cannot be used."""
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "dev"
+    landing_dir: Path = Path("data/landing")
+    state_dir: Path = Path(".contribflow")
+    dsn: str = ""
+    pseudonym_key: str = DEV_PSEUDONYM_KEY
+    reject_threshold: float = 0.05
+    chunk_rows: int = 100_000
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    workflow_name: str = ""
+    task_name: str = ""
+    pod_name: str = ""
+    outputs_dir: Path | None = None
+    dbt_project_dir: Path = Path("dbt")
+    dbt_target_dir: Path | None = None
+    db_connect_attempts: int = 5
+    db_connect_backoff_s: float = 1.0
+    stale_after_s: int = 3600
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        state_dir = Path(env.get("CONTRIBFLOW_STATE_DIR") or ".contribflow")
+        outputs = env.get("CONTRIBFLOW_OUTPUTS_DIR")
+        target = env.get("CONTRIBFLOW_DBT_TARGET_DIR")
+        settings = cls(
+            environment=env.get("CONTRIBFLOW_ENV", "dev").strip().lower() or "dev",
+            landing_dir=Path(env.get("CONTRIBFLOW_LANDING_DIR") or "data/landing"),
+            state_dir=state_dir,
+            dsn=env.get("CONTRIBFLOW_DSN", ""),
+            pseudonym_key=env.get("CONTRIBFLOW_PSEUDONYM_KEY") or DEV_PSEUDONYM_KEY,
+            reject_threshold=_float(env, "CONTRIBFLOW_REJECT_THRESHOLD", 0.05),
+            chunk_rows=_int(env, "CONTRIBFLOW_CHUNK_ROWS", 100_000),
+            run_id=env.get("CONTRIBFLOW_RUN_ID") or str(uuid.uuid4()),
+            workflow_name=env.get("CONTRIBFLOW_WORKFLOW_NAME", ""),
+            task_name=env.get("CONTRIBFLOW_TASK_NAME", ""),
+            pod_name=env.get("CONTRIBFLOW_POD_NAME", ""),
+            outputs_dir=Path(outputs) if outputs else None,
+            dbt_project_dir=Path(env.get("CONTRIBFLOW_DBT_PROJECT_DIR") or "dbt"),
+            dbt_target_dir=Path(target) if target else None,
+            db_connect_attempts=_int(env, "CONTRIBFLOW_DB_CONNECT_ATTEMPTS", 5),
+            db_connect_backoff_s=_float(env, "CONTRIBFLOW_DB_CONNECT_BACKOFF_S", 1.0),
+            stale_after_s=_int(env, "CONTRIBFLOW_STALE_AFTER_S", 3600),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 0.0 <= self.reject_threshold <= 1.0:
+            raise SettingsError(
+                f"CONTRIBFLOW_REJECT_THRESHOLD={self.reject_threshold} must be between 0 and 1"
+            )
+        if self.chunk_rows < 1:
+            raise SettingsError(f"CONTRIBFLOW_CHUNK_ROWS={self.chunk_rows} must be at least 1")
+        if self.db_connect_attempts < 1:
+            raise SettingsError("CONTRIBFLOW_DB_CONNECT_ATTEMPTS must be at least 1")
+
+    @property
+    def uses_dev_key(self) -> bool:
+        return self.pseudonym_key == DEV_PSEUDONYM_KEY
+
+    def require_pseudonym_key(self) -> bytes:
+        """The HMAC key; the dev default is refused in production."""
+        if self.uses_dev_key and self.environment == PRODUCTION:
+            raise SettingsError(
+                "CONTRIBFLOW_ENV=production but CONTRIBFLOW_PSEUDONYM_KEY is unset: "
+                "refusing to pseudonymise with the dev default key"
+            )
+        return self.pseudonym_key.encode("utf-8")
+
+    @property
+    def where(self) -> str:
+        """Where a step ran, for meta.etl_run: the pod in Argo, the host locally."""
+        return self.pod_name or socket.gethostname()

@@ -1,0 +1,1 @@
+{{ current_declarations(source('raw', 'contributions')) }}
