@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from contribflow import __version__
+from contribflow import __version__, imagemap
 from contribflow.contract import parse_date
 from contribflow.errors import StageError
 from contribflow.settings import Settings, SettingsError
@@ -129,6 +129,17 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import imagemap
+
+    if args.format == "json":
+        print(imagemap.as_json(args.registry, args.tag))
+    else:
+        for name, image in imagemap.IMAGES.items():
+            print(name, image.dockerfile, image.reference(args.registry, args.tag))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contribflow",
@@ -169,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defect-rate", type=_share, default=0.01, help="share of defective rows (default 0.01)")
     p.add_argument("--no-generate", action="store_true", help="use the file already in the landing folder")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("images", help="the image map: name, Dockerfile, repository:tag")
+    p.add_argument("--registry", default=imagemap.DEFAULT_REGISTRY, help="image registry prefix")
+    p.add_argument("--tag", default=__version__, help="image tag (default: the package version)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(handler=cmd_images)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL used when no server is configured")
     p.add_argument("action", choices=("start", "stop", "env"))
