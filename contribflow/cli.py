@@ -16,7 +16,7 @@ import psycopg
 
 from contribflow import __version__, imagemap
 from contribflow.contract import parse_date
-from contribflow.errors import StageError
+from contribflow.errors import DatabaseUnavailable, StageError
 from contribflow.settings import Settings, SettingsError
 
 
@@ -193,18 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_FAILED = 1
+EXIT_TRANSIENT = 75
+"""EX_TEMPFAIL: the database could not be reached. The only failure Argo's retryStrategy retries;
+a data-quality failure exits 1 and is never retried."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
         return args.handler(args, settings)
+    except DatabaseUnavailable as exc:
+        print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_TRANSIENT
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"contribflow {args.command}: database error (connection lost?): {reason}", file=sys.stderr)
+        return EXIT_TRANSIENT
     except (StageError, SettingsError, ValueError, RuntimeError) as exc:
         print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"contribflow {args.command}: database error: {reason}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"contribflow {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -30,7 +30,8 @@ class Stage:
     args: tuple[str, ...]
     depends: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
-    needs_database: bool = True
+    db_role: str = "loader"
+    """The database role the stage connects as (least privilege): migrator, loader or transformer."""
     needs_pseudonym_key: bool = False
     needs_landing: bool = False
     needs_dbt_target: bool = False
@@ -49,6 +50,7 @@ STAGES: tuple[Stage, ...] = (
         name="init-db",
         image="migrations",
         args=("--date", "{param:run-date}"),
+        db_role="migrator",
     ),
     Stage(
         name="generate",
@@ -82,6 +84,7 @@ STAGES: tuple[Stage, ...] = (
         args=("--date", "{param:run-date}"),
         depends=("ingest",),
         outputs=("models_ok", "models_failed"),
+        db_role="transformer",
         needs_dbt_target=True,
     ),
     Stage(
@@ -90,6 +93,7 @@ STAGES: tuple[Stage, ...] = (
         args=("--date", "{param:run-date}"),
         depends=("dbt-run",),
         outputs=("tests_passed", "tests_failed"),
+        db_role="transformer",
         needs_dbt_target=True,
         retry_transient=False,
     ),

@@ -1,0 +1,29 @@
+"""Names and numbers the cluster side agrees on: the Hera workflows, the images, the Helm chart and
+the cluster CLI all read them from here (for the default release name ``contribflow``)."""
+
+from __future__ import annotations
+
+NAMESPACE = "contribflow"
+WORKFLOW_TEMPLATE = "contribflow-daily"
+CRON_WORKFLOW = "contribflow-daily"
+BACKFILL_TEMPLATE = "contribflow-backfill"
+SERVICE_ACCOUNT = "contribflow-workflow"
+CONFIGMAP = "contribflow-settings"
+"""Non-secret settings: PGHOST, PGPORT, PGDATABASE, PGSSLMODE, CONTRIBFLOW_ENV, …"""
+DB_SECRET = "contribflow-db"
+"""Keys ``<role>-username`` and ``<role>-password`` for each database role below."""
+PSEUDONYM_SECRET = "contribflow-pseudonym"
+PSEUDONYM_SECRET_KEY = "hmac-key"
+LANDING_PVC = "contribflow-landing"
+LANDING_MOUNT = "/data/landing"
+OUTPUTS_DIR = "/tmp/outputs"
+DBT_TARGET_DIR = "/tmp/dbt-target"
+RUN_AS_USER = 10001
+"""The fixed non-root UID (and GID) of every image and every workflow pod."""
+DB_ROLES = ("migrator", "loader", "transformer", "analyst")
+
+
+def db_secret_keys(role: str) -> tuple[str, str]:
+    if role not in DB_ROLES:
+        raise ValueError(f"unknown database role {role!r}; known: {', '.join(DB_ROLES)}")
+    return f"{role}-username", f"{role}-password"
