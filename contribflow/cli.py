@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="the embedded PostgreSQL used when no server is configured")
     p.add_argument("action", choices=("start", "stop", "env"))
     p.set_defaults(handler=cmd_db)
+
+    from contribflow import cluster  # imports `kubernetes` only when a cluster command runs
+
+    cluster.add_commands(sub, _date)
     return parser
 
 
