@@ -49,3 +49,15 @@ test-unit: install ## Only the tests that need no database
 clean: ## Remove the virtualenv, local state and generated files (stops the embedded database first)
 	-@[ -x $(BIN)/contribflow ] && $(BIN)/contribflow db stop
 	rm -rf $(VENV) .contribflow data dbt/target dbt/logs *.egg-info
+
+# --- Argo Workflows (Hera) -----------------------------------------------------------------------
+
+.PHONY: render
+render: install ## Render the Hera workflows to workflows/rendered/*.yaml (commit the result)
+	$(BIN)/python -m workflows.render
+
+.PHONY: check-rendered
+check-rendered: install ## Fail when workflows/rendered/ differs from what the Hera source renders
+	$(BIN)/python -m workflows.render --check
+
+TEST_CHECKS += check-rendered

@@ -129,6 +129,15 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dates(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from contribflow import dates
+
+    print(json.dumps(dates.run(settings, args.first, args.last)))
+    return 0
+
+
 def cmd_images(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import imagemap
 
@@ -180,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defect-rate", type=_share, default=0.01, help="share of defective rows (default 0.01)")
     p.add_argument("--no-generate", action="store_true", help="use the file already in the landing folder")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("dates", help="the dates of a backfill range, as a JSON list (Argo withParam)")
+    p.add_argument("--from", dest="first", type=_date, required=True, help="first date, YYYY-MM-DD")
+    p.add_argument("--to", dest="last", type=_date, required=True, help="last date (included), YYYY-MM-DD")
+    p.set_defaults(handler=cmd_dates)
 
     p = sub.add_parser("images", help="the image map: name, Dockerfile, repository:tag")
     p.add_argument("--registry", default=imagemap.DEFAULT_REGISTRY, help="image registry prefix")
