@@ -1,0 +1,290 @@
+"""Replay a rendered Argo WorkflowTemplate's DAG on this machine, without a cluster.
+
+What is executed is the manifest itself: the DAG's tasks in the order its ``depends`` give, each
+task's ``when`` evaluated, each container's exact ``command``/``args`` with ``{{...}}`` substituted
+the way Argo does (workflow parameters, the workflow's uid/name/status, ``pod.name``, the
+template's inputs, upstream tasks' output parameters read from the paths the manifest declares),
+its declared ``env``/``envFrom`` resolved from stand-in Secrets and ConfigMaps, and its volume
+mounts mapped to folders (a PVC is one folder for the whole run, an emptyDir a new folder per
+pod). The ``retryStrategy`` expression decides whether a failed attempt is retried, and the
+``onExit`` template runs last with ``workflow.status``. A reference the replay cannot resolve is
+an error, never silently left in place: the manifest must be complete.
+
+Supported (and checked, so anything else fails loudly): ``depends`` of the form ``a && b``,
+``when`` of the form ``X == Y`` / ``X != Y``, retry expressions
+``asInt(lastRetry.exitCode) == N``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VARIABLE = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+TASK_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+RETRY_ON_EXIT_CODE = re.compile(r"^asInt\(lastRetry\.exitCode\)\s*==\s*(\d+)$")
+
+
+class ReplayError(RuntimeError):
+    """The manifest asks for something the replay cannot resolve (a missing secret key, an
+    unknown variable, an unsupported expression)."""
+
+
+@dataclass
+class Attempt:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class TaskRun:
+    name: str
+    phase: str  # Succeeded, Failed, Skipped, Omitted
+    pod_name: str = ""
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass
+class ReplayResult:
+    status: str
+    tasks: dict[str, TaskRun]
+    exit_handler: TaskRun | None
+
+
+def substitute(text: str, scope: Mapping[str, str], where: str) -> str:
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name.startswith("="):
+            raise ReplayError(f"{where}: expression template {{{{{name}}}}} is not supported by the replay")
+        if name not in scope:
+            raise ReplayError(f"{where}: unresolved variable {{{{{name}}}}}")
+        return scope[name]
+
+    return VARIABLE.sub(value, text)
+
+
+def evaluate_when(condition: str, where: str) -> bool:
+    for op in ("==", "!="):
+        if op in condition:
+            left, right = (part.strip() for part in condition.split(op, 1))
+            return (left == right) == (op == "==")
+    raise ReplayError(f"{where}: unsupported when expression {condition!r}")
+
+
+def depends_on(task: dict[str, Any]) -> list[str]:
+    expression = (task.get("depends") or "").strip()
+    if not expression:
+        return list(task.get("dependencies") or [])
+    names = [part.strip() for part in expression.split("&&")]
+    for name in names:
+        if not TASK_NAME.match(name):
+            raise ReplayError(f"task {task['name']}: unsupported depends expression {expression!r}")
+    return names
+
+
+def dag_order(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks in dependency order (Kahn), ties in manifest order; a cycle or unknown name is an error."""
+    by_name = {t["name"]: t for t in tasks}
+    for task in tasks:
+        unknown = set(depends_on(task)) - by_name.keys()
+        if unknown:
+            raise ReplayError(f"task {task['name']} depends on unknown task(s) {sorted(unknown)}")
+    done: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    while len(done) < len(tasks):
+        ready = [t for t in tasks if t["name"] not in seen and set(depends_on(t)) <= seen]
+        if not ready:
+            raise ReplayError(f"the DAG has a cycle among {sorted(by_name.keys() - seen)}")
+        done.append(ready[0])
+        seen.add(ready[0]["name"])
+    return done
+
+
+class Replay:
+    """Runs one Workflow made from ``template`` (a WorkflowTemplate or Workflow manifest)."""
+
+    def __init__(self, template: dict[str, Any], *, parameters: Mapping[str, str],
+                 secrets: Mapping[str, Mapping[str, str]], config_maps: Mapping[str, Mapping[str, str]],
+                 work_dir: Path, workflow_uid: str, workflow_name: str,
+                 base_env: Mapping[str, str] | None = None, claims: Mapping[str, Path] | None = None,
+                 timeout_s: int = 900) -> None:
+        self.spec = template["spec"]
+        self.templates = {t["name"]: t for t in self.spec["templates"]}
+        self.secrets, self.config_maps = secrets, config_maps
+        self.work_dir = work_dir
+        self.uid, self.name = workflow_uid, workflow_name
+        self.base_env = dict(base_env or {"PATH": os.environ["PATH"]})
+        self.timeout_s = timeout_s
+        self.parameters = self._parameters(parameters)
+        self.persistent: dict[str, Path] = dict(claims or {})
+        """PersistentVolumeClaim name → the folder standing in for it (created on first mount)."""
+        self._pods = 0
+
+    def _parameters(self, given: Mapping[str, str]) -> dict[str, str]:
+        declared = {p["name"]: p.get("value") for p in self.spec.get("arguments", {}).get("parameters", [])}
+        unknown = set(given) - declared.keys()
+        if unknown:
+            raise ReplayError(f"parameters {sorted(unknown)} are not declared by the template")
+        values = {**declared, **given}
+        missing = sorted(name for name, value in values.items() if value is None)
+        if missing:
+            raise ReplayError(f"parameter(s) {missing} have no value and no default")
+        return {name: str(value) for name, value in values.items()}
+
+    def _global_scope(self, status: str | None) -> dict[str, str]:
+        scope = {f"workflow.parameters.{k}": v for k, v in self.parameters.items()}
+        scope.update({"workflow.uid": self.uid, "workflow.name": self.name})
+        if status is not None:
+            scope["workflow.status"] = status
+        return scope
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> ReplayResult:
+        entry = self.templates[self.spec["entrypoint"]]
+        if "dag" not in entry:
+            raise ReplayError(f"entrypoint {entry['name']} is not a DAG")
+        runs: dict[str, TaskRun] = {}
+        for task in dag_order(entry["dag"]["tasks"]):
+            runs[task["name"]] = self._task(task, runs)
+        failed = any(r.phase == "Failed" for r in runs.values())
+        status = "Failed" if failed else "Succeeded"
+        exit_run = None
+        if self.spec.get("onExit"):
+            exit_run = self._pod(self.spec["onExit"], self.templates[self.spec["onExit"]], {},
+                                 self._global_scope(status))
+        return ReplayResult(status, runs, exit_run)
+
+    def _task(self, task: dict[str, Any], runs: dict[str, TaskRun]) -> TaskRun:
+        name = task["name"]
+        upstream = depends_on(task)
+        if any(runs[u].phase in ("Failed", "Omitted") for u in upstream):
+            return TaskRun(name, "Omitted")
+        scope = self._global_scope(None)
+        for done in runs.values():
+            scope.update({f"tasks.{done.name}.outputs.parameters.{k}": v for k, v in done.outputs.items()})
+        if task.get("when") and not evaluate_when(substitute(task["when"], scope, f"task {name} when"),
+                                                  f"task {name}"):
+            return TaskRun(name, "Skipped")
+        arguments = {p["name"]: substitute(str(p["value"]), scope, f"task {name} argument {p['name']}")
+                     for p in task.get("arguments", {}).get("parameters", [])}
+        return self._pod(name, self.templates[task["template"]], arguments, scope)
+
+    def _pod(self, name: str, template: dict[str, Any], arguments: dict[str, str],
+             scope: dict[str, str]) -> TaskRun:
+        if "container" not in template:
+            raise ReplayError(f"template {template['name']}: only container templates can be replayed")
+        self._pods += 1
+        pod_name = f"{self.name}-{template['name']}-{self._pods}"
+        scope = dict(scope, **{"pod.name": pod_name})
+        for declared in template.get("inputs", {}).get("parameters", []):
+            if declared["name"] not in arguments:
+                raise ReplayError(f"task {name}: input {declared['name']} not given by the DAG")
+            scope[f"inputs.parameters.{declared['name']}"] = arguments[declared["name"]]
+        container = template["container"]
+        pod_dir = self.work_dir / pod_name
+        mounts = self._mounts(container, pod_dir)
+        where = f"task {name}"
+        argv = [self._remap(substitute(a, scope, where), mounts)
+                for a in [*container.get("command", []), *container.get("args", [])]]
+        env = self._env(container, scope, mounts, where)
+        run = TaskRun(name, "Failed", pod_name, argv, env)
+        limit, retry_code = self._retry(template, where)
+        while True:
+            done = subprocess.run(argv, env=env, cwd=pod_dir, capture_output=True, text=True,
+                                  timeout=self.timeout_s)
+            run.attempts.append(Attempt(done.returncode, done.stdout, done.stderr))
+            if done.returncode == 0 or retry_code != done.returncode or len(run.attempts) > limit:
+                break
+        run.phase = "Succeeded" if run.attempts[-1].exit_code == 0 else "Failed"
+        for out in template.get("outputs", {}).get("parameters", []):
+            source = out["valueFrom"]
+            path = Path(self._remap(source["path"], mounts))
+            if path.is_file():
+                run.outputs[out["name"]] = self._unmap(path.read_text(encoding="utf-8"), mounts)
+            elif "default" in source:
+                run.outputs[out["name"]] = source["default"]
+            elif run.phase == "Succeeded":
+                raise ReplayError(f"{where}: output {out['name']} not written to {source['path']} and no default")
+        return run
+
+    def _retry(self, template: dict[str, Any], where: str) -> tuple[int, int | None]:
+        strategy = template.get("retryStrategy")
+        if not strategy:
+            return 0, None
+        match = RETRY_ON_EXIT_CODE.match(strategy.get("expression", "").strip())
+        if not match:
+            raise ReplayError(f"{where}: unsupported retry expression {strategy.get('expression')!r}")
+        return int(strategy["limit"]), int(match.group(1))
+
+    def _mounts(self, container: dict[str, Any], pod_dir: Path) -> dict[str, Path]:
+        """mountPath → folder: a PVC volume is shared by the whole run, anything else is per pod."""
+        volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
+        mounts: dict[str, Path] = {}
+        pod_dir.mkdir(parents=True)
+        for mount in container.get("volumeMounts", []):
+            volume = volumes.get(mount["name"])
+            if volume is None:
+                raise ReplayError(f"container mounts undeclared volume {mount['name']!r}")
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                host = self.persistent.setdefault(claim, self.work_dir / "pvc" / claim)
+            else:
+                host = pod_dir / "volumes" / mount["name"]
+            host.mkdir(parents=True, exist_ok=True)
+            mounts[mount["mountPath"].rstrip("/")] = host
+        return dict(sorted(mounts.items(), key=lambda kv: -len(kv[0])))
+
+    @staticmethod
+    def _remap(value: str, mounts: dict[str, Path]) -> str:
+        for mount_path, host in mounts.items():
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return str(host) + value[len(mount_path):]
+        return value
+
+    @staticmethod
+    def _unmap(value: str, mounts: dict[str, Path]) -> str:
+        """A host path a pod wrote in an output, seen as the container saw it (``/data/landing/…``)."""
+        for mount_path, host in sorted(mounts.items(), key=lambda kv: -len(str(kv[1]))):
+            if value == str(host) or value.startswith(f"{host}/"):
+                return mount_path + value[len(str(host)):]
+        return value
+
+    def _env(self, container: dict[str, Any], scope: dict[str, str], mounts: dict[str, Path],
+             where: str) -> dict[str, str]:
+        env = dict(self.base_env)
+        for source in container.get("envFrom", []):
+            ref = source.get("configMapRef") or source.get("secretRef")
+            store = self.config_maps if "configMapRef" in source else self.secrets
+            if ref["name"] not in store:
+                if ref.get("optional"):
+                    continue
+                raise ReplayError(f"{where}: envFrom {ref['name']!r} does not exist")
+            env.update(store[ref["name"]])
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = self._remap(substitute(str(var["value"]), scope, where), mounts)
+                continue
+            source = var["valueFrom"]
+            kind = "secretKeyRef" if "secretKeyRef" in source else "configMapKeyRef"
+            if kind not in source:
+                raise ReplayError(f"{where}: env {var['name']} uses an unsupported valueFrom {sorted(source)}")
+            ref = source[kind]
+            store = self.secrets if kind == "secretKeyRef" else self.config_maps
+            try:
+                env[var["name"]] = store[ref["name"]][ref["key"]]
+            except KeyError:
+                if ref.get("optional"):
+                    continue
+                raise ReplayError(f"{where}: env {var['name']}: {kind} {ref.get('name')}/{ref.get('key')} "
+                                  "does not exist") from None
+        return env

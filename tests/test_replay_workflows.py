@@ -1,0 +1,196 @@
+"""Replay of the rendered WorkflowTemplate against a real PostgreSQL (issue 3): the manifest's own
+commands, args, env and output parameters, run in its DAG order, leave the same warehouse as
+``contribflow run``, and a broken input stops the dependants and is recorded FAILED."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from argo_replay import Replay, ReplayResult
+from conftest import ROOT, TEST_KEY
+from contribflow import k8s, runner
+from contribflow.contract import file_name
+from contribflow.graph import EXIT_STAGE, STAGES
+from contribflow.settings import Settings
+from helpers import good_row, write_source
+
+pytestmark = pytest.mark.integration
+
+DAILY = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.yaml"
+DAY = dt.date(2026, 11, 24)
+PARAMS = {"run-date": DAY.isoformat(), "rows": "1500", "defect-rate": "0.02", "generate": "true"}
+VENV_BIN = Path(sys.executable).parent
+DB_USER_KEYS = [key for role in k8s.DB_ROLES for key in k8s.db_secret_keys(role)]
+COMPARED_SCHEMAS = ("raw", "staging", "marts", "meta")
+NOT_COMPARED = {"id", "run_id"}
+"""Plus every timestamptz column: they differ between any two runs by construction."""
+PER_RUN_TABLES = {("meta", "etl_run"), ("meta", "dbt_node_result")}
+
+
+def server_settings(server: dict[str, str], dbname: str) -> dict[str, str]:
+    """The ConfigMap contribflow-settings as the chart would fill it, pointing at the test server."""
+    return {
+        **{k: v for k, v in server.items() if k != "PGUSER"},
+        "PGDATABASE": dbname,
+        "CONTRIBFLOW_ENV": "dev",
+        "CONTRIBFLOW_DBT_PROJECT_DIR": str(ROOT / "dbt"),
+        "CONTRIBFLOW_DB_CONNECT_ATTEMPTS": "2",
+        "CONTRIBFLOW_DB_CONNECT_BACKOFF_S": "0.1",
+    }
+
+
+def stand_in_secrets(user: str) -> dict[str, dict[str, str]]:
+    """Secret values for the test: every role's login is the test server's user (roles are
+    exercised elsewhere); the pseudonym key is the test key, never a literal in the manifest."""
+    db = {key: (user if key.endswith("-username") else "unused-test-password") for key in DB_USER_KEYS}
+    return {k8s.DB_SECRET: db, k8s.PSEUDONYM_SECRET: {k8s.PSEUDONYM_SECRET_KEY: TEST_KEY}}
+
+
+def replay(tmp: Path, server: dict[str, str], dbname: str, params: dict[str, str],
+           claims: dict[str, Path] | None = None) -> tuple[ReplayResult, str, str]:
+    template = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
+    uid, name = str(uuid.uuid4()), "contribflow-daily-replay"
+    result = Replay(
+        template, parameters=params,
+        secrets=stand_in_secrets(server["PGUSER"]),
+        config_maps={k8s.CONFIGMAP: server_settings(server, dbname)},
+        work_dir=tmp, workflow_uid=uid, workflow_name=name, claims=claims,
+        base_env={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+                  "HOME": str(tmp), "LANG": "C.UTF-8"},
+    ).run()
+    return result, uid, name
+
+
+@pytest.fixture
+def other_database(pg_server: dict[str, str]) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=pg_server["PGDATABASE"],
+                         autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=pg_server["PGDATABASE"],
+                         autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def warehouse(server: dict[str, str], dbname: str) -> dict[str, list[tuple]]:
+    """Every table and view of raw/staging/marts/meta, row by row, without ids, run ids and
+    timestamps (which differ between any two runs)."""
+    with psycopg.connect(host=server["PGHOST"], user=server["PGUSER"], dbname=dbname) as conn:
+        columns = conn.execute(
+            """SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns
+                WHERE table_schema = ANY(%s) ORDER BY table_schema, table_name, ordinal_position""",
+            (list(COMPARED_SCHEMAS),)).fetchall()
+        tables: dict[tuple[str, str], list[str]] = {}
+        for schema, table, column, data_type in columns:
+            keep = column not in NOT_COMPARED and data_type != "timestamp with time zone"
+            cols = tables.setdefault((schema, table), [])
+            if keep:
+                cols.append(column)
+        contents = {}
+        for (schema, table), cols in tables.items():
+            if (schema, table) in PER_RUN_TABLES:
+                continue
+            select = ", ".join(f'"{c}"' for c in cols)
+            order = ", ".join(str(i + 1) for i in range(len(cols)))
+            contents[f"{schema}.{table}"] = conn.execute(
+                f'SELECT {select} FROM "{schema}"."{table}" ORDER BY {order}').fetchall()
+    return contents
+
+
+def etl_runs(server: dict[str, str], dbname: str) -> list[tuple]:
+    with psycopg.connect(host=server["PGHOST"], user=server["PGUSER"], dbname=dbname) as conn:
+        return conn.execute("""SELECT step, status, run_id, workflow_name, task_name, pod_name, ran_on, error
+                                 FROM meta.etl_run ORDER BY id""").fetchall()
+
+
+def test_replaying_the_rendered_template_leaves_the_warehouse_contribflow_run_leaves(
+        database, pg_server, other_database, tmp_path):
+    result, uid, wf_name = replay(tmp_path / "replay", pg_server, database["PGDATABASE"], PARAMS)
+    failures = {n: (r.phase, r.attempts and r.attempts[-1].stderr) for n, r in result.tasks.items()
+                if r.phase != "Succeeded"}
+    assert result.status == "Succeeded", failures
+    assert result.exit_handler is not None and result.exit_handler.phase == "Succeeded", \
+        result.exit_handler.attempts[-1].stderr
+    assert list(result.tasks) == [s.name for s in STAGES]
+    ingest = result.tasks["ingest"]
+    assert ingest.argv[:2] == ["contribflow", "ingest"]
+    assert result.tasks["pick"].outputs["file"] == f"{k8s.LANDING_MOUNT}/{file_name(DAY)}"
+    assert ingest.argv[-2:] == ["--file", str(tmp_path / "replay" / "pvc" / k8s.LANDING_PVC / file_name(DAY))]
+    assert int(ingest.outputs["rows_in"]) == 1500
+    assert int(ingest.outputs["rows_loaded"]) + int(ingest.outputs["rows_rejected"]) == 1500
+    assert result.tasks["dbt-test"].outputs["tests_failed"] == "0"
+    assert "CONTRIBFLOW_PSEUDONYM_KEY" not in result.tasks["dbt-run"].env
+
+    local_env = {**os.environ, **server_settings(pg_server, other_database), "PGUSER": pg_server["PGUSER"],
+                 "CONTRIBFLOW_PSEUDONYM_KEY": TEST_KEY,
+                 "CONTRIBFLOW_LANDING_DIR": str(tmp_path / "local" / "landing"),
+                 "CONTRIBFLOW_STATE_DIR": str(tmp_path / "local" / "state")}
+    local_env.pop("CONTRIBFLOW_RUN_ID", None)
+    local = runner.run_graph(Settings.from_env(local_env), PARAMS, local_env)
+    assert {r.stage: r.state for r in local} == {s.name: "ok" for s in (*STAGES, EXIT_STAGE)}
+
+    replayed = warehouse(pg_server, database["PGDATABASE"])
+    expected = warehouse(pg_server, other_database)
+    assert replayed.keys() == expected.keys()
+    assert {"raw.contributions", "raw.contributions_quarantine", "marts.fct_contributions",
+            "marts.dim_taxpayer", "staging.stg_contributions", "meta.source_file"} <= replayed.keys()
+    assert len(replayed["raw.contributions"]) > 1000 and replayed["raw.contributions_quarantine"]
+    assert replayed["marts.fct_contributions"] and replayed["marts.dim_taxpayer"]
+    for table in expected:
+        assert replayed[table] == expected[table], f"{table} differs between the replay and contribflow run"
+
+    rows = etl_runs(pg_server, database["PGDATABASE"])
+    steps = [s.name for s in (*STAGES, EXIT_STAGE)]
+    assert [r[0] for r in rows] == steps, "one row per task, in DAG order, then the exit handler"
+    pods = {**{n: r.pod_name for n, r in result.tasks.items()}, "finish": result.exit_handler.pod_name}
+    for step, status, run_id, workflow_name, task_name, pod_name, ran_on, error in rows:
+        assert (status, run_id, workflow_name, task_name, error) == ("SUCCESS", uid, wf_name, step, None)
+        assert pod_name == ran_on == pods[step]
+
+
+def test_a_broken_input_stops_the_dependants_and_the_exit_handler_records_failed(
+        database, pg_server, tmp_path):
+    landing = tmp_path / "landing-pvc"
+    write_source(landing, DAY, [good_row(1), good_row(2)], header="declaration_id,taxpayer_id,amount")
+    params = {**PARAMS, "generate": "false"}
+    result, uid, wf_name = replay(tmp_path / "replay", pg_server, database["PGDATABASE"], params,
+                                  claims={k8s.LANDING_PVC: landing})
+    phases = {n: r.phase for n, r in result.tasks.items()}
+    assert phases == {"init-db": "Succeeded", "generate": "Skipped", "pick": "Succeeded", "ingest": "Failed",
+                      "dbt-run": "Omitted", "dbt-test": "Omitted"}
+    ingest = result.tasks["ingest"]
+    assert [a.exit_code for a in ingest.attempts] == [1], "a data failure is not retried"
+    assert "column" in ingest.attempts[0].stderr
+    assert result.status == "Failed"
+    finish = result.exit_handler
+    assert finish is not None and finish.argv[-2:] == ["--status", "Failed"]
+    assert finish.phase == "Failed"
+
+    rows = {r[0]: r for r in etl_runs(pg_server, database["PGDATABASE"])}
+    assert set(rows) == {"init-db", "pick", "ingest", "finish"}
+    assert rows["ingest"][1] == "FAILED" and rows["ingest"][7]
+    assert rows["finish"][1] == "FAILED" and "ingest" in rows["finish"][7]
+    assert {r[2] for r in rows.values()} == {uid}
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=database["PGDATABASE"]) as c:
+        assert c.execute("SELECT count(*) FROM raw.contributions").fetchone()[0] == 0
+        assert c.execute("SELECT outcome FROM meta.source_file").fetchall() == [("REFUSED",)]
+
+
+def test_an_unreachable_database_is_retried_by_the_manifest_s_retry_strategy(database, pg_server, tmp_path):
+    unreachable = {**pg_server, "PGHOST": str(tmp_path / "no-server-here")}
+    (tmp_path / "no-server-here").mkdir()
+    result, _, _ = replay(tmp_path / "replay", unreachable, database["PGDATABASE"], PARAMS)
+    init_db = result.tasks["init-db"]
+    assert [a.exit_code for a in init_db.attempts] == [75] * 4, "exit 75 is retried up to the limit (3)"
+    assert all(r.phase == "Omitted" for n, r in result.tasks.items() if n != "init-db")
+    assert result.status == "Failed"
