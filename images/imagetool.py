@@ -1,0 +1,446 @@
+"""Prove each image's contents without a container engine, and pin what each image installs.
+
+``lock``  — resolve each image's dependency set (``.[<extras>]`` from pyproject.toml) in a fresh
+            virtualenv and write the exact versions to ``images/<image>/requirements.txt``, the
+            constraints file its Dockerfile installs with.
+``check`` — for each image, build a fresh virtualenv the way its Dockerfile builds ``/opt/venv``
+            (non-editable ``pip install --constraint images/<image>/requirements.txt '.[<extras>]'``
+            from a copy of exactly what the Dockerfile copies), then prove it: the installed packages
+            are the lock, every stage of the image answers ``contribflow <stage> --help``, the
+            packages of other images' extras (dbt in ingest, pandas in dbt, …) are absent, and,
+            with ``--pipeline``, the whole stage graph runs against a real PostgreSQL with every
+            stage executed by its own image's virtualenv.
+
+Run with the project's dev virtualenv (it imports the image map and the stage graph):
+``.venv/bin/python images/imagetool.py check``. ``make check-images`` and ``make lock-images``
+wrap it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_TOOLS = {"pip", "setuptools", "wheel"}
+"""Installed by ``python -m venv`` itself, in the image as here; not part of the dependency set."""
+
+
+# --- Dockerfile and .dockerignore parsing (also used by tests/test_images.py) ---------------------
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    value: str
+    line: int
+
+
+@dataclass
+class BuildStage:
+    base: str
+    name: str | None
+    instructions: list[Instruction]
+
+    def all(self, keyword: str) -> list[Instruction]:
+        return [i for i in self.instructions if i.keyword == keyword]
+
+
+def parse_dockerfile(text: str) -> list[BuildStage]:
+    """Instructions grouped by build stage; continuation lines joined, comments dropped."""
+    stages: list[BuildStage] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        keyword, _, value = full.partition(" ")
+        keyword, value = keyword.upper(), value.strip()
+        if keyword == "FROM":
+            words = value.split()
+            if words and words[0].startswith("--"):
+                words = words[1:]
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append(BuildStage(words[0], name, []))
+        elif not stages:
+            if keyword != "ARG":
+                raise ValueError(f"line {start}: {keyword} before the first FROM")
+            continue
+        else:
+            stages[-1].instructions.append(Instruction(keyword, value, start))
+    if pending:
+        raise ValueError("the last instruction ends with a line continuation")
+    if not stages:
+        raise ValueError("no FROM instruction")
+    return stages
+
+
+def exec_form(value: str) -> list[str] | None:
+    """The JSON (exec) form of ENTRYPOINT/CMD, or None for the shell form."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, list) and all(isinstance(p, str) for p in parsed) else None
+
+
+def copy_sources(instruction: Instruction) -> tuple[list[str], str, dict[str, str]]:
+    """(sources, destination, flags) of a COPY; the JSON form is accepted too."""
+    words = exec_form(instruction.value) or shlex.split(instruction.value)
+    flags = {}
+    while words and words[0].startswith("--"):
+        key, _, value = words.pop(0)[2:].partition("=")
+        flags[key] = value
+    if len(words) < 2:
+        raise ValueError(f"line {instruction.line}: COPY needs a source and a destination")
+    return words[:-1], words[-1], flags
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's .dockerignore syntax: ``**`` spans folders, ``*`` and ``?`` stay within one."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(f"^{out}$")
+
+
+def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern[str]]]:
+    """(excludes, regex) per line, in order; the last rule that matches a path decides."""
+    rules = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line[1:] if negate else line).lstrip("/")
+        rules.append((not negate, _pattern_regex(pattern)))
+    return rules
+
+
+def ignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    """Whether the builder leaves ``path`` (relative to the context) out, as Docker's matcher does:
+    a rule matches a path or any of its parent folders."""
+    parts = Path(path).parts
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    excluded = False
+    for excludes, regex in rules:
+        if any(regex.match(c) for c in candidates):
+            excluded = excludes
+    return excluded
+
+
+def context_files(source: str, context: Path, rules: list[tuple[bool, re.Pattern[str]]]) -> list[str]:
+    """The files a COPY source sends from the context (after .dockerignore), relative paths."""
+    base = context / source
+    if base.is_file():
+        files = [base]
+    elif base.is_dir():
+        files = [p for p in sorted(base.rglob("*")) if p.is_file()]
+    else:
+        files = [p for p in sorted(context.glob(source)) if p.is_file()]
+    return [rel for p in files if not ignored(rel := p.relative_to(context).as_posix(), rules)]
+
+
+# --- the image map and the dependency sets ----------------------------------------------------------
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def extras_requirements(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, set[str]]:
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    return {name: {_requirement_name(r) for r in reqs} for name, reqs in extras.items()}
+
+
+def forbidden_packages(image_name: str) -> set[str]:
+    """Packages other images' extras bring and this image must not contain."""
+    from contribflow.imagemap import IMAGES
+
+    extras = extras_requirements()
+    own = set().union(*(extras[e] for e in IMAGES[image_name].extras))
+    others = set().union(*(extras[e] for img in IMAGES.values() for e in img.extras))
+    return others - own
+
+
+def lock_file(image_name: str) -> Path:
+    return ROOT / "images" / image_name / "requirements.txt"
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    pins = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        if not sep or not version:
+            raise ValueError(f"{path}:{number}: {raw!r} is not an exact pin name==version")
+        pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+# --- fresh virtualenvs built like the images' ------------------------------------------------------
+
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, text=True, capture_output=True, **kwargs)
+
+
+def _must(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    result = _run(cmd, **kwargs)
+    if result.returncode != 0:
+        raise SystemExit(f"{what} failed ({shlex.join(cmd)}):\n{result.stdout}{result.stderr}")
+    return result
+
+
+def builder_context(image_name: str, into: Path) -> Path:
+    """Copy into ``into`` exactly what the builder stage of the image's Dockerfile COPYs."""
+    from contribflow.imagemap import IMAGES
+
+    stages = parse_dockerfile((ROOT / IMAGES[image_name].dockerfile).read_text())
+    rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
+    for instruction in stages[0].all("COPY"):
+        sources, _, flags = copy_sources(instruction)
+        if "from" in flags:
+            continue
+        for source in sources:
+            for rel in context_files(source, ROOT, rules):
+                target = into / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, target)
+    return into
+
+
+def fresh_venv(path: Path, python: str) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    _must([python, "-m", "venv", str(path)], f"creating {path}")
+    return path
+
+
+def pip_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
+    return dict(env, PIP_DISABLE_PIP_VERSION_CHECK="1")
+
+
+def install_image(image_name: str, venv: Path, python: str) -> None:
+    """What the Dockerfile's builder does, into ``venv``."""
+    from contribflow.imagemap import IMAGES
+
+    extras = ",".join(IMAGES[image_name].extras)
+    fresh_venv(venv, python)
+    with tempfile.TemporaryDirectory(prefix=f"contribflow-{image_name}-context-") as tmp:
+        context = builder_context(image_name, Path(tmp))
+        _must([str(venv / "bin" / "pip"), "install", "--quiet", "--no-cache-dir",
+               "--constraint", str(lock_file(image_name)), f".[{extras}]"],
+              f"installing the {image_name} image's dependency set", cwd=context, env=pip_env())
+
+
+def installed(venv: Path) -> dict[str, str]:
+    listing = _must([str(venv / "bin" / "pip"), "list", "--format", "json"], "pip list", env=pip_env())
+    return {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listing.stdout)}
+
+
+# --- lock --------------------------------------------------------------------------------------------
+
+def lock(image_names: list[str], work: Path, python: str) -> None:
+    from contribflow.imagemap import IMAGES
+
+    for name in image_names:
+        image = IMAGES[name]
+        venv = fresh_venv(work / f"lock-{name}", python)
+        report = work / f"lock-{name}.json"
+        with tempfile.TemporaryDirectory(prefix=f"contribflow-{name}-context-") as tmp:
+            context = builder_context(name, Path(tmp))
+            _must([str(venv / "bin" / "pip"), "install", "--quiet", "--dry-run", "--ignore-installed",
+                   "--report", str(report), f".[{','.join(image.extras)}]"],
+                  f"resolving the {name} image's dependency set", cwd=context, env=pip_env())
+        items = json.loads(report.read_text())["install"]
+        pins = sorted((i["metadata"]["name"].lower().replace("_", "-"), i["metadata"]["version"])
+                      for i in items if i["metadata"]["name"].lower() != "contribflow")
+        header = (f"# The {name} image's third-party packages, pinned: its Dockerfile and `make check-images`\n"
+                  f"# install `.[{','.join(image.extras)}]` with this file as constraints.\n"
+                  f"# Generated by `make lock-images` (Python {sys.version_info.major}.{sys.version_info.minor}, "
+                  f"linux); do not edit by hand.\n")
+        lock_file(name).write_text(header + "".join(f"{n}=={v}\n" for n, v in pins))
+        print(f"lock {name}: {len(pins)} packages -> {lock_file(name).relative_to(ROOT)}")
+
+
+# --- check -------------------------------------------------------------------------------------------
+
+def check_image(name: str, venv: Path) -> list[str]:
+    """Problems with the image's virtualenv; empty when it holds what its stages need and no more."""
+    from contribflow.imagemap import IMAGES
+
+    problems = []
+    have = {n: v for n, v in installed(venv).items() if n not in VENV_TOOLS | {"contribflow"}}
+    pins = read_lock(lock_file(name))
+    if have != pins:
+        extra = sorted(f"{n}=={v}" for n, v in have.items() if pins.get(n) != v)
+        missing = sorted(f"{n}=={v}" for n, v in pins.items() if have.get(n) != v)
+        problems.append(f"installed packages differ from {lock_file(name).relative_to(ROOT)}: "
+                        f"installed but not locked {extra}, locked but not installed {missing} "
+                        "(run `make lock-images`)")
+    present = sorted(forbidden_packages(name) & have.keys())
+    if present:
+        problems.append(f"holds packages of other images: {present}")
+    probe = _run([str(venv / "bin" / "python"), "-I", "-c",
+                  "import importlib.util, sys; print([m for m in sys.argv[1:] if importlib.util.find_spec(m)])",
+                  *sorted(import_names(forbidden_packages(name)))], cwd=venv)
+    if probe.returncode != 0 or probe.stdout.strip() != "[]":
+        problems.append(f"can import modules of other images: {probe.stdout.strip()} {probe.stderr.strip()}")
+    for stage in IMAGES[name].stages:
+        result = _run([str(venv / "bin" / "contribflow"), stage, "--help"], cwd=venv)
+        if result.returncode != 0 or f"usage: contribflow {stage}" not in result.stdout:
+            problems.append(f"`contribflow {stage} --help` failed (exit {result.returncode}): "
+                            f"{result.stderr.strip()[-500:]}")
+    return problems
+
+
+def import_names(distributions: set[str]) -> set[str]:
+    """Top-level modules of these distributions, from the dev virtualenv that has them all."""
+    from importlib.metadata import packages_distributions
+
+    names = set()
+    for module, dists in packages_distributions().items():
+        if module.startswith("_") or "-" in module:
+            continue
+        if {d.lower().replace("_", "-") for d in dists} & distributions:
+            names.add(module)
+    return names
+
+
+def run_pipeline(venvs: dict[str, Path], work: Path) -> list[str]:
+    """The stage graph against a real PostgreSQL, each stage run by its own image's virtualenv, with
+    the images' environment: working folder ``app`` (the images' /app, holding the dbt project as
+    the dbt image copies it), everything writable under ``tmp`` (the pods' /tmp emptyDir). Nothing
+    may be written under ``app``: in the cluster it is on the read-only root filesystem."""
+    from contribflow import embedded, runner
+    from contribflow.graph import by_name, EXIT_STAGE, STAGES
+    from contribflow.imagemap import image_for
+    from contribflow.settings import Settings
+
+    stages = by_name((*STAGES, EXIT_STAGE))
+    app = work / "app"
+    shutil.rmtree(app, ignore_errors=True)
+    shutil.copytree(ROOT / "dbt", app / "dbt", ignore=shutil.ignore_patterns("target", "logs"))
+    shipped = _snapshot(app)
+    tmp = work / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    db = embedded.start(Path(tempfile.gettempdir()) / f"contribflow-images-pg-{os.getpid()}")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CONTRIBFLOW_", "PG", "VIRTUAL_ENV", "PYTHONPATH", "DBT_"))}
+    env.update(db, HOME=str(tmp), PYTHONDONTWRITEBYTECODE="1", DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+               CONTRIBFLOW_STATE_DIR=str(tmp / "contribflow"), CONTRIBFLOW_LANDING_DIR=str(tmp / "landing"),
+               CONTRIBFLOW_DBT_PROJECT_DIR=str(app / "dbt"), CONTRIBFLOW_DBT_TARGET_DIR=str(tmp / "dbt-target"),
+               CONTRIBFLOW_PSEUDONYM_KEY="image-check-key-not-a-secret")
+    saved = os.environ.copy()
+    original = runner.cli_command
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(app)
+    try:
+        def cli_command(stage, args):
+            return [str(venvs[image_for(stages[stage.name].image).name] / "bin" / "contribflow"), stage.name, *args]
+
+        runner.cli_command = cli_command
+        settings = Settings.from_env()
+        day = dt.date(2026, 1, 15)
+        results = runner.run_graph(settings, {"run-date": day.isoformat(), "rows": "500", "defect-rate": "0.01"})
+    finally:
+        runner.cli_command = original
+        os.chdir(ROOT)
+        os.environ.clear()
+        os.environ.update(saved)
+        embedded.stop(Path(db["PGHOST"]))
+        shutil.rmtree(db["PGHOST"], ignore_errors=True)
+    problems = [f"stage {r.stage}: {r.state} {r.note}" for r in results if r.state not in ("ok", "skipped")]
+    written = sorted(set(_snapshot(app).items()) - set(shipped.items()))
+    if written:
+        problems.append("wrote outside the writable /tmp (read-only in the cluster): "
+                        + ", ".join(path for path, _ in written[:10]))
+    return problems
+
+
+def _snapshot(folder: Path) -> dict[str, float]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime for p in folder.rglob("*")}
+
+
+def check(image_names: list[str], work: Path, python: str, pipeline: bool) -> int:
+    venvs, failures = {}, 0
+    for name in image_names:
+        started = time.monotonic()
+        venv = work / name
+        install_image(name, venv, python)
+        problems = check_image(name, venv)
+        venvs[name] = venv
+        verdict = "ok" if not problems else "FAILED"
+        print(f"check-images {name}: {verdict} in {time.monotonic() - started:.0f}s", flush=True)
+        for problem in problems:
+            print(f"  {name}: {problem}", file=sys.stderr)
+        failures += bool(problems)
+    if pipeline and not failures:
+        started = time.monotonic()
+        problems = run_pipeline(venvs, work)
+        verdict = "ok" if not problems else "FAILED"
+        print(f"check-images pipeline (every stage in its image's venv): {verdict} "
+              f"in {time.monotonic() - started:.0f}s", flush=True)
+        for problem in problems:
+            print(f"  pipeline: {problem}", file=sys.stderr)
+        failures += bool(problems)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from contribflow.imagemap import IMAGES
+
+    parser = argparse.ArgumentParser(prog="imagetool", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("lock", "check"))
+    parser.add_argument("images", nargs="*", help=f"default: all of {', '.join(IMAGES)}")
+    parser.add_argument("--work", type=Path, default=ROOT / ".tools" / "image-venvs",
+                        help="where the fresh virtualenvs go (default .tools/image-venvs)")
+    parser.add_argument("--python", default="python3", help="the interpreter the venvs are made from")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="check: also run the stage graph, each stage in its image's venv")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.images if n not in IMAGES]
+    if unknown:
+        parser.error(f"not in the image map: {unknown}; known: {', '.join(IMAGES)}")
+    names = args.images or list(IMAGES)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.action == "lock":
+        lock(names, args.work.resolve(), args.python)
+        return 0
+    return check(names, args.work.resolve(), args.python, args.pipeline)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

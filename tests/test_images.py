@@ -1,0 +1,361 @@
+"""The container images: every Dockerfile parsed and held to the image map, the stage graph and the
+cluster's numbers; `make images` / `make kind-load` run against stand-in docker and kind executables
+that record their arguments (no container engine here). `make check-images` proves the images'
+contents by installing each dependency set for real; it is slower and runs outside this file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from contribflow import __version__, cli, k8s
+from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, by_name, render_args
+from contribflow.imagemap import DEFAULT_REGISTRY, IMAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("imagetool", ROOT / "images" / "imagetool.py")
+imagetool = importlib.util.module_from_spec(_spec)
+sys.modules["imagetool"] = imagetool
+_spec.loader.exec_module(imagetool)
+
+RULES = imagetool.dockerignore_rules((ROOT / ".dockerignore").read_text())
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def stages_of(name: str) -> list[imagetool.BuildStage]:
+    return imagetool.parse_dockerfile((ROOT / IMAGES[name].dockerfile).read_text())
+
+
+def final(name: str) -> imagetool.BuildStage:
+    return stages_of(name)[-1]
+
+
+def env_of(stage: imagetool.BuildStage) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in stage.all("ENV"):
+        for word in shlex.split(instruction.value):
+            key, sep, value = word.partition("=")
+            assert sep, f"ENV {instruction.value!r} (line {instruction.line}) is not in KEY=value form"
+            env[key] = value
+    return env
+
+
+def labels_of(stage: imagetool.BuildStage) -> dict[str, str]:
+    return dict(w.partition("=")[::2] for i in stage.all("LABEL") for w in shlex.split(i.value))
+
+
+# --- the image map and the Dockerfiles ---------------------------------------------------------------
+
+def test_every_image_has_a_dockerfile_and_every_dockerfile_is_in_the_map():
+    on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "images").glob("*/Dockerfile")}
+    assert on_disk == {image.dockerfile for image in IMAGES.values()}
+
+
+def test_every_stage_of_the_graph_is_served_by_an_image():
+    served = {stage for image in IMAGES.values() for stage in image.stages}
+    assert served == {s.name for s in (*STAGES, EXIT_STAGE)}
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_entrypoint_runs_the_contribflow_cli_for_each_stage_of_the_image(name: str):
+    last = final(name)
+    entrypoints = last.all("ENTRYPOINT")
+    assert len(entrypoints) == 1, "exactly one ENTRYPOINT in the final stage"
+    entrypoint = imagetool.exec_form(entrypoints[0].value)
+    assert entrypoint == ["contribflow"], "exec form, so the CLI is PID 1's program and gets signals"
+    assert PYPROJECT["project"]["scripts"]["contribflow"] == "contribflow.cli:main"
+    assert "/opt/venv/bin" in env_of(last)["PATH"].split(":")
+    cmd = [imagetool.exec_form(i.value) for i in last.all("CMD")]
+    assert cmd == [["--help"]], "without arguments the image prints its usage"
+    # The workflow's pod: command ["contribflow"] (the entrypoint restated), args [<stage>, …].
+    for stage_name in IMAGES[name].stages:
+        stage = by_name((*STAGES, EXIT_STAGE))[stage_name]
+        assert stage.command[0] == entrypoint[0]
+        values = {**PARAMETERS, "run-date": "2026-01-15"}
+        args = render_args(stage.command[1:], lambda kind, key, _: values.get(key, "Succeeded"))
+        parsed = cli.build_parser().parse_args(args)
+        assert parsed.command == stage_name
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_user_is_the_fixed_non_root_numeric_uid(name: str):
+    users = final(name).all("USER")
+    assert users, "the final stage sets USER"
+    uid, _, gid = users[-1].value.partition(":")
+    assert uid.isdigit() and gid.isdigit(), "numeric, so runAsNonRoot can verify it"
+    assert int(uid) == int(gid) == k8s.RUN_AS_USER != 0
+    last_user_line = users[-1].line
+    assert all(i.line < last_user_line for i in final(name).all("RUN")), "no RUN as root after USER"
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_bases_are_one_pinned_slim_python(name: str):
+    bases = [stage.base for stage in stages_of(name)]
+    assert len(stages_of(name)) >= 2, "multi-stage: a builder and a final stage"
+    assert len(set(bases)) == 1, "the venv built in the builder runs on the same interpreter"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", bases[-1]), bases[-1]
+    assert str(PYPROJECT["project"]["requires-python"]) == ">=3.11"
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_final_stage_holds_only_the_venv_from_the_builder(name: str):
+    builder, last = stages_of(name)[0], final(name)
+    copies = [imagetool.copy_sources(i) for i in last.all("COPY")]
+    from_builder = [(s, d) for s, d, flags in copies if flags.get("from") == builder.name]
+    assert from_builder == [(["/opt/venv"], "/opt/venv")]
+    assert not last.all("RUN"), "nothing is installed in the final stage"
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_builder_installs_exactly_the_image_map_extras_pinned_by_the_lock(name: str):
+    runs = " ".join(i.value for i in stages_of(name)[0].all("RUN"))
+    installs = re.findall(r"pip install (.+?)(?:&&|$)", runs)
+    assert len(installs) == 1
+    words = shlex.split(installs[0])
+    targets = [w for w in words if not w.startswith("-") and words[words.index(w) - 1] != "--constraint"]
+    assert targets == [f".[{','.join(IMAGES[name].extras)}]"], "non-editable, exactly the map's extras"
+    lock = f"images/{name}/requirements.txt"
+    assert words[words.index("--constraint") + 1] == lock
+    copied = [src for i in stages_of(name)[0].all("COPY") for src in imagetool.copy_sources(i)[0]]
+    assert lock in copied
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_every_copy_source_is_in_the_build_context_and_not_ignored(name: str):
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    tracked_files = set(tracked.stdout.split())
+    for stage in stages_of(name):
+        for instruction in stage.all("COPY"):
+            sources, _, flags = imagetool.copy_sources(instruction)
+            if "from" in flags:
+                continue
+            for source in sources:
+                assert (ROOT / source).exists(), f"{name}: COPY {source} (line {instruction.line}) does not exist"
+                sent = set(imagetool.context_files(source, ROOT, RULES))
+                assert sent, f"{name}: COPY {source} sends nothing past .dockerignore"
+                prefix = source.rstrip("/")
+                wanted = {f for f in tracked_files if f == prefix or f.startswith(prefix + "/")}
+                assert wanted <= sent | {f for f in wanted if not (ROOT / f).exists()}, (
+                    f"{name}: .dockerignore drops tracked files of COPY {source}: {sorted(wanted - sent)[:5]}")
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_writes_go_to_tmp_for_a_read_only_root_filesystem(name: str):
+    env = env_of(final(name))
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["CONTRIBFLOW_OUTPUTS_DIR"] == k8s.OUTPUTS_DIR
+    for key in ("HOME", "CONTRIBFLOW_STATE_DIR", "CONTRIBFLOW_OUTPUTS_DIR", "CONTRIBFLOW_DBT_TARGET_DIR"):
+        if key in env:
+            assert env[key] == "/tmp" or env[key].startswith("/tmp/"), f"{key}={env[key]} is not under /tmp"
+    if "CONTRIBFLOW_LANDING_DIR" in env:
+        assert env["CONTRIBFLOW_LANDING_DIR"] == k8s.LANDING_MOUNT
+
+
+def test_dbt_image_carries_the_dbt_project_where_its_settings_point():
+    last = final("dbt")
+    env = env_of(last)
+    copies = [imagetool.copy_sources(i) for i in last.all("COPY")]
+    assert (["dbt/"], "/app/dbt/") in [(s, d) for s, d, _ in copies]
+    assert env["CONTRIBFLOW_DBT_PROJECT_DIR"] == "/app/dbt"
+    assert env["CONTRIBFLOW_DBT_TARGET_DIR"] == k8s.DBT_TARGET_DIR
+    assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "false", "no usage cookie written to the read-only project"
+    others = [c for name in IMAGES if name != "dbt" for c in final(name).all("COPY")]
+    assert all("dbt" not in imagetool.copy_sources(c)[0] for c in others)
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_oci_labels_and_healthcheck(name: str):
+    labels = labels_of(final(name))
+    assert labels["org.opencontainers.image.title"] == IMAGES[name].repository
+    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]["text"]
+    assert labels["org.opencontainers.image.base.name"].endswith(final(name).base)
+    assert labels["org.opencontainers.image.description"]
+    assert [i.value for i in final(name).all("HEALTHCHECK")] == ["NONE"]
+
+
+# --- the locks: what each image installs ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_lock_pins_every_declared_dependency_within_its_range_and_nothing_forbidden(name: str):
+    pins = imagetool.read_lock(imagetool.lock_file(name))
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    declared = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
+    declared += [Requirement(r) for e in IMAGES[name].extras for r in extras[e]]
+    for requirement in declared:
+        key = requirement.name.lower().replace("_", "-")
+        assert key in pins, f"{name}: {requirement} is not pinned (run make lock-images)"
+        assert requirement.specifier.contains(pins[key], prereleases=True), (
+            f"{name}: locked {key}=={pins[key]} is outside {requirement} (run make lock-images)")
+    assert not imagetool.forbidden_packages(name) & pins.keys()
+    assert "contribflow" not in pins
+
+
+def test_forbidden_packages_come_from_the_other_images_extras():
+    assert {"dbt-core", "dbt-postgres"} <= imagetool.forbidden_packages("ingest")
+    assert {"pandas", "pandera"} <= imagetool.forbidden_packages("dbt")
+    assert not {"pandas", "pandera"} & imagetool.forbidden_packages("ingest")
+    assert {"pandas", "dbt-core"} <= imagetool.forbidden_packages("migrations")
+    assert "psycopg" not in imagetool.forbidden_packages("dbt"), "the shared core dependency is in every image"
+
+
+def test_read_lock_refuses_a_loose_pin(tmp_path: Path):
+    lock = tmp_path / "requirements.txt"
+    lock.write_text("# header\npandas==3.1.1\nnumpy>=2\n")
+    with pytest.raises(ValueError, match=r"requirements.txt:3: 'numpy>=2' is not an exact pin"):
+        imagetool.read_lock(lock)
+
+
+# --- .dockerignore --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", [
+    ".venv/bin/python", ".git/config", ".tools/checkov-venv/bin/checkov", "data/landing/x.csv",
+    ".contribflow/pgdata/PG_VERSION", "dbt/target/manifest.json", "dbt/logs/dbt.log", ".env",
+    "contribflow/__pycache__/cli.cpython-311.pyc", "tests/test_images.py", "helm/Chart.yaml",
+    "contribflow.egg-info/PKG-INFO", "images/ingest/Dockerfile",
+])
+def test_dockerignore_keeps_local_state_and_secrets_out(path: str):
+    assert imagetool.ignored(path, RULES)
+
+
+@pytest.mark.parametrize("path", [
+    "pyproject.toml", "README.md", "contribflow/cli.py", "contribflow/migrations/0001_raw_and_meta.sql",
+    "dbt/dbt_project.yml", "dbt/models/marts/fct_contributions.sql", "images/dbt/requirements.txt",
+])
+def test_dockerignore_sends_what_the_builds_need(path: str):
+    assert not imagetool.ignored(path, RULES)
+
+
+def test_dockerignore_matcher_follows_docker_syntax():
+    rules = imagetool.dockerignore_rules("*\n!src/\n**/*.pyc\nsrc/secret?.txt\n")
+    assert imagetool.ignored("a.txt", rules) and imagetool.ignored("deep/a.txt", rules)
+    assert not imagetool.ignored("src/a/b.py", rules)
+    assert imagetool.ignored("src/a/b.pyc", rules)
+    assert imagetool.ignored("src/secret1.txt", rules) and not imagetool.ignored("src/secret10.txt", rules)
+
+
+def test_dockerfile_parser_reports_a_dangling_continuation():
+    with pytest.raises(ValueError, match="continuation"):
+        imagetool.parse_dockerfile("FROM python:3.11.14-slim-bookworm\nRUN true \\\n")
+    with pytest.raises(ValueError, match="line 1: RUN before the first FROM"):
+        imagetool.parse_dockerfile("RUN true\nFROM x\n")
+
+
+def test_builder_context_is_what_the_dockerfile_copies(tmp_path: Path):
+    imagetool.builder_context("dbt", tmp_path)
+    sent = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {"pyproject.toml", "README.md", "contribflow/cli.py", "images/dbt/requirements.txt"} <= sent
+    assert any(p.startswith("contribflow/migrations/") for p in sent)
+    assert not any("__pycache__" in p or p.startswith(("dbt/", "tests/")) for p in sent)
+
+
+# --- make images / make kind-load, with stand-in executables ---------------------------------------------
+
+STANDIN = """#!{python}
+import json, os, sys
+name = os.path.basename(sys.argv[0])
+with open(os.environ["STANDIN_LOG"], "a") as log:
+    log.write(json.dumps([name, *sys.argv[1:]]) + "\\n")
+sub = sys.argv[1] if len(sys.argv) > 1 else ""
+sys.exit(int(os.environ.get("STANDIN_EXIT_" + name + "_" + sub, "0")))
+"""
+
+
+def _path_without(*tools: str) -> str:
+    return os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if d and not any(os.access(Path(d) / t, os.X_OK) for t in tools))
+
+
+def make(target: str, tmp_path: Path, tools: tuple[str, ...] = ("docker", "kind"), absent: tuple[str, ...] = (),
+         **variables: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    """Run ``make <target>`` with stand-ins for ``tools`` first on PATH and ``absent`` nowhere on it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        (bin_dir / tool).write_text(STANDIN.format(python=sys.executable))
+        (bin_dir / tool).chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    path = _path_without(*absent) if absent else os.environ["PATH"]
+    for tool in absent:
+        assert shutil.which(tool, path=path) is None
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{path}", STANDIN_LOG=str(log))
+    env.update({k: v for k, v in variables.items() if k.startswith("STANDIN_")})
+    make_vars = [f"{k}={v}" for k, v in variables.items() if not k.startswith("STANDIN_")]
+    # -o: never reinstall the venv from inside a test, whatever pyproject.toml's timestamp.
+    result = subprocess.run([shutil.which("make"), "--no-print-directory", "-o", ".venv/.installed",
+                             target, *make_vars], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return result, calls
+
+
+def test_make_images_builds_exactly_the_image_map(tmp_path: Path):
+    result, calls = make("images", tmp_path)
+    assert result.returncode == 0, result.stderr
+    builds = [c for c in calls if c[:2] == ["docker", "build"]]
+    assert [c[:6] for c in builds] == [
+        ["docker", "build", "-f", image.dockerfile, "-t", image.reference(DEFAULT_REGISTRY, __version__)]
+        for image in IMAGES.values()]
+    for call in builds:
+        assert call[-1] == ".", "the build context is the repository root"
+        assert f"org.opencontainers.image.version={__version__}" in call
+    assert calls[0] == ["docker", "info"], "the daemon is checked before any build"
+
+
+def test_make_images_takes_registry_and_tag(tmp_path: Path):
+    result, calls = make("images", tmp_path, IMAGE_REGISTRY="localhost:5001/cf", IMAGE_TAG="9.9.9-rc1")
+    assert result.returncode == 0, result.stderr
+    refs = [c[c.index("-t") + 1] for c in calls if c[:2] == ["docker", "build"]]
+    assert refs == [image.reference("localhost:5001/cf", "9.9.9-rc1") for image in IMAGES.values()]
+
+
+def test_make_images_without_docker_says_what_to_install(tmp_path: Path):
+    result, calls = make("images", tmp_path, tools=(), absent=("docker",))
+    assert result.returncode != 0
+    assert "'docker' was not found on PATH" in result.stderr
+    assert "Install Docker Engine" in result.stderr and "docs.docker.com" in result.stderr
+    assert calls == []
+
+
+def test_make_images_with_docker_but_no_daemon_says_so(tmp_path: Path):
+    result, calls = make("images", tmp_path, tools=("docker",), STANDIN_EXIT_docker_info="1")
+    assert result.returncode != 0
+    assert "cannot reach its daemon" in result.stderr
+    assert calls == [["docker", "info"]], "no build is attempted"
+
+
+def test_make_images_stops_at_the_first_failed_build(tmp_path: Path):
+    result, calls = make("images", tmp_path, tools=("docker",), STANDIN_EXIT_docker_build="1")
+    assert result.returncode != 0
+    assert [c[:2] for c in calls] == [["docker", "info"], ["docker", "build"]]
+
+
+def test_make_kind_load_loads_every_image_into_the_cluster(tmp_path: Path):
+    result, calls = make("kind-load", tmp_path)
+    assert result.returncode == 0, result.stderr
+    loads = [c for c in calls if c[0] == "kind"]
+    assert loads == [["kind", "load", "docker-image", image.reference(), "--name", "contribflow"]
+                     for image in IMAGES.values()]
+
+
+def test_make_kind_load_takes_the_cluster_name(tmp_path: Path):
+    result, calls = make("kind-load", tmp_path, KIND_CLUSTER="ci-7", IMAGE_TAG="dev")
+    assert result.returncode == 0, result.stderr
+    assert [c[3:] for c in calls if c[0] == "kind"] == [[image.reference(tag="dev"), "--name", "ci-7"]
+                                                         for image in IMAGES.values()]
+
+
+def test_make_kind_load_without_kind_says_what_to_install(tmp_path: Path):
+    result, calls = make("kind-load", tmp_path, tools=("docker",), absent=("kind",))
+    assert result.returncode != 0
+    assert "'kind' was not found on PATH" in result.stderr and "kind.sigs.k8s.io" in result.stderr
+    assert not [c for c in calls if c[0] == "kind"]
