@@ -138,6 +138,13 @@ def cmd_dates(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import audit_report
+
+    print(audit_report.run(settings, args.date, args.json))
+    return 0
+
+
 def cmd_images(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import imagemap
 
@@ -194,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="first", type=_date, required=True, help="first date, YYYY-MM-DD")
     p.add_argument("--to", dest="last", type=_date, required=True, help="last date (included), YYYY-MM-DD")
     p.set_defaults(handler=cmd_dates)
+
+    p = sub.add_parser("audit", help="what meta records for a run date: runs, steps, files, issues, dbt",
+                       description="The audit trail of a run date: every run and step with status and "
+                                   "counts, the files (sha256, ledger outcome), quality issues by rule, "
+                                   "dbt results, and steps RUNNING longer than CONTRIBFLOW_STALE_AFTER_S.")
+    p.add_argument("--date", type=_date, required=True, help="the run date, YYYY-MM-DD")
+    p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    p.set_defaults(handler=cmd_audit)
 
     p = sub.add_parser("images", help="the image map: name, Dockerfile, repository:tag")
     p.add_argument("--registry", default=imagemap.DEFAULT_REGISTRY, help="image registry prefix")

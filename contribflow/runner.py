@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from contribflow import dbroles
 from contribflow.db import connect
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, Stage, render_args, topological_order
 from contribflow.settings import Settings
@@ -48,8 +49,10 @@ def _resolver(settings: Settings, params: dict[str, str], workflow_status: str =
 
 
 def _run_stage(settings: Settings, stage: Stage, args: list[str], env: dict[str, str]) -> tuple[int, float]:
-    stage_env = dict(env, CONTRIBFLOW_TASK_NAME=stage.name,
+    stage_env = dict(dbroles.stage_env(stage.db_role, env), CONTRIBFLOW_TASK_NAME=stage.name,
                      CONTRIBFLOW_OUTPUTS_DIR=str(outputs_dir(settings, stage.name)))
+    if not stage.needs_pseudonym_key:
+        stage_env.pop("CONTRIBFLOW_PSEUDONYM_KEY", None)  # as in the cluster: only ingest mounts it
     started = time.monotonic()
     code = subprocess.call(cli_command(stage, args), env=stage_env)
     return code, time.monotonic() - started

@@ -1,0 +1,154 @@
+"""``contribflow audit --date D``: what the audit trail says about a run date.
+
+Everything comes from ``meta`` (the pipeline's own record, never from logs): every run of the date
+and each of its steps with status and counts, the source files with their sha256 and ledger
+outcome, the quality issues (counts by rule, a few examples), the dbt results, and the steps still
+RUNNING long after they started (a process killed mid-step leaves its row RUNNING: the step did not
+finish, and its transaction was rolled back).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from contribflow.db import connect
+from contribflow.settings import Settings
+
+EXAMPLES_PER_RULE = 3
+
+_STEPS = """
+SELECT id, run_id, step, status, started_at, finished_at, duration_s, rows_in, rows_loaded,
+       rows_rejected, source_file, error, ran_on, details,
+       status = 'RUNNING' AND started_at < clock_timestamp() - make_interval(secs => %(stale)s) AS stale
+  FROM meta.etl_run WHERE logical_date = %(day)s ORDER BY id
+"""
+_FILES = """
+SELECT file_name, sha256, size_bytes, rows_in, rows_loaded, rows_rejected, outcome, detail, run_id, seen_at
+  FROM meta.source_file WHERE file_date = %(day)s ORDER BY id
+"""
+_ISSUES = """
+SELECT rule, column_name, count(*) AS issues, count(DISTINCT (source_sha256, source_line)) AS rows,
+       (array_agg(jsonb_build_object('line', source_line, 'value', left(failing_value, 80), 'file', source_file)
+                  ORDER BY source_line))[1:%(examples)s] AS examples
+  FROM meta.data_quality_issue WHERE run_id = ANY(%(runs)s)
+ GROUP BY rule, column_name ORDER BY count(*) DESC, rule, column_name
+"""
+_DBT = """
+SELECT run_id, step, resource_type, unique_id, status, failures, left(message, 300) AS message
+  FROM meta.dbt_node_result WHERE run_id = ANY(%(runs)s) ORDER BY id
+"""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value
+
+
+def collect(conn: psycopg.Connection, day: dt.date, stale_after_s: int) -> dict[str, Any]:
+    """The audit of ``day`` as plain data (the JSON form)."""
+    params: dict[str, Any] = {"day": day, "stale": stale_after_s, "examples": EXAMPLES_PER_RULE}
+    cur = conn.cursor(row_factory=dict_row)
+    steps = cur.execute(_STEPS, params).fetchall()
+    runs: dict[str, dict[str, Any]] = {}
+    for s in steps:
+        run = runs.setdefault(s["run_id"], {"run_id": s["run_id"], "started_at": s["started_at"], "steps": []})
+        run["steps"].append({k: _plain(v) for k, v in s.items() if k != "run_id"})
+    for run in runs.values():
+        states = [s["status"] for s in run["steps"]]
+        finish = [s for s in run["steps"] if s["step"] == "finish"]
+        run["started_at"] = _plain(run["started_at"])
+        run["status"] = (finish[-1]["status"] if finish
+                         else "FAILED" if "FAILED" in states
+                         else "RUNNING" if "RUNNING" in states else "INCOMPLETE")
+    params["runs"] = list(runs)
+    files = [{k: _plain(v) for k, v in f.items()} for f in cur.execute(_FILES, params).fetchall()]
+    issues = [{k: _plain(v) for k, v in i.items()} for i in cur.execute(_ISSUES, params).fetchall()]
+    nodes = cur.execute(_DBT, params).fetchall()
+    dbt: dict[str, dict[str, Any]] = {}
+    for n in nodes:
+        entry = dbt.setdefault(f"{n['run_id']} {n['step']}", {
+            "run_id": n["run_id"], "step": n["step"], "counts": {}, "not_passed": []})
+        entry["counts"][n["status"]] = entry["counts"].get(n["status"], 0) + 1
+        if n["status"] not in ("pass", "success"):
+            entry["not_passed"].append({k: n[k] for k in ("unique_id", "status", "failures", "message")})
+    stale = [{"run_id": r["run_id"], "step": s["step"], "started_at": s["started_at"], "ran_on": s["ran_on"]}
+             for r in runs.values() for s in r["steps"] if s["stale"]]
+    return {
+        "date": day.isoformat(),
+        "stale_after_s": stale_after_s,
+        "runs": list(runs.values()),
+        "files": files,
+        "quality_issues": issues,
+        "dbt": list(dbt.values()),
+        "stale_steps": stale,
+    }
+
+
+def _n(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def render(report: dict[str, Any]) -> str:
+    """The audit as text for people."""
+    out = [f"audit of {report['date']}: {len(report['runs'])} run(s)"]
+    if not report["runs"]:
+        out.append("  no step of any run is recorded for this date")
+    for run in report["runs"]:
+        out.append("")
+        out.append(f"run {run['run_id']}  {run['status']}  started {run['started_at']}")
+        out.append(f"  {'step':<10} {'status':<8} {'seconds':>8} {'in':>9} {'loaded':>9} {'rejected':>9}  notes")
+        for s in run["steps"]:
+            notes = []
+            if s["stale"]:
+                notes.append(f"STALE: RUNNING for more than {report['stale_after_s']}s (process gone?)")
+            if s["error"]:
+                notes.append(f"error: {s['error']}")
+            out.append(f"  {s['step']:<10} {s['status']:<8} {_n(s['duration_s']):>8} {_n(s['rows_in']):>9} "
+                       f"{_n(s['rows_loaded']):>9} {_n(s['rows_rejected']):>9}  {' '.join(notes)}".rstrip())
+    out.append("")
+    out.append("files (ledger meta.source_file)")
+    if not report["files"]:
+        out.append("  none recorded")
+    for f in report["files"]:
+        out.append(f"  {f['file_name']}  sha256 {f['sha256']}  {f['outcome']}  in={_n(f['rows_in'])} "
+                   f"loaded={_n(f['rows_loaded'])} rejected={_n(f['rows_rejected'])}  run {f['run_id']}"
+                   + (f"  ({f['detail']})" if f["detail"] else ""))
+    out.append("")
+    out.append("quality issues (meta.data_quality_issue)")
+    if not report["quality_issues"]:
+        out.append("  none")
+    for i in report["quality_issues"]:
+        examples = "; ".join(f"line {e['line']}: {e['value']!r}" for e in i["examples"])
+        out.append(f"  {i['rule']:<34} {_n(i['column_name']):<18} {i['issues']:>7}  e.g. {examples}")
+    out.append("")
+    out.append("dbt results (meta.dbt_node_result)")
+    if not report["dbt"]:
+        out.append("  none")
+    for d in report["dbt"]:
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(d["counts"].items()))
+        out.append(f"  {d['step']:<9} run {d['run_id']}: {counts}")
+        for n in d["not_passed"]:
+            out.append(f"    {n['status'].upper()}: {n['unique_id']}"
+                       + (f" ({n['failures']} failing rows)" if n["failures"] else ""))
+    out.append("")
+    if report["stale_steps"]:
+        out.append(f"STALE steps (RUNNING for more than {report['stale_after_s']}s): "
+                   + ", ".join(f"{s['step']} of run {s['run_id']}" for s in report["stale_steps"]))
+    else:
+        out.append("no stale steps")
+    return "\n".join(out)
+
+
+def run(settings: Settings, day: dt.date, as_json: bool) -> str:
+    with connect(settings) as conn:
+        report = collect(conn, day, settings.stale_after_s)
+    return json.dumps(report, indent=2, default=str) if as_json else render(report)

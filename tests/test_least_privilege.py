@@ -1,0 +1,202 @@
+"""Least privilege and secrets against a real PostgreSQL (issue 7, points 6 and 7).
+
+The pipeline runs with one password-authenticated LOGIN per stage kind (members of the group roles
+of migration 0002); an analyst login reads marts and nothing else; no password and no
+pseudonymisation key appears in any output, artifact, log or audit row of the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from contribflow import dbroles
+
+pytestmark = pytest.mark.integration
+
+DAY = dt.date(2026, 11, 19)
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_ROLES = ("migrator", "loader", "transformer")
+LOGIN_PREFIX = "cf7_"
+HBA_LINES = (f"local all /^{LOGIN_PREFIX} scram-sha-256\n"
+             f"host all /^{LOGIN_PREFIX} 127.0.0.1/32 scram-sha-256\n")
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "contribflow", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def admin(pg_server: dict[str, str], dbname: str | None = None) -> psycopg.Connection:
+    return psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"],
+                           dbname=dbname or pg_server["PGDATABASE"], autocommit=True)
+
+
+@pytest.fixture
+def password_auth(pg_server):
+    """Logins named cf7_* must give a password (scram-sha-256), the rest of the server stays as it is."""
+    with admin(pg_server) as conn:
+        hba = Path(conn.execute("show hba_file").fetchone()[0])
+        original = hba.read_text()
+        hba.write_text(HBA_LINES + original)
+        conn.execute("select pg_reload_conf()")
+        time.sleep(0.3)
+        try:
+            yield
+        finally:
+            hba.write_text(original)
+            conn.execute("select pg_reload_conf()")
+
+
+@pytest.fixture
+def logins(pg_server, database, password_auth):
+    """Group roles (init-db as the administrator), then one login per role, each with a password."""
+    assert cli(["init-db"], dict(os.environ)).returncode == 0
+    made: dict[str, tuple[str, str]] = {}
+    with admin(pg_server) as conn:
+        for role in (*STAGE_ROLES, "analyst"):
+            name, password = f"{LOGIN_PREFIX}{role}_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(24)
+            conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                pgsql.Identifier(name), pgsql.Literal(password), pgsql.Identifier(dbroles.group_role(role))))
+            made[role] = (name, password)
+        try:
+            yield made
+        finally:
+            for name, _ in made.values():
+                conn.execute(pgsql.SQL("DROP ROLE IF EXISTS {}").format(pgsql.Identifier(name)))
+
+
+def login(database: dict[str, str], user: str, password: str) -> psycopg.Connection:
+    return psycopg.connect(host=database["PGHOST"], dbname=database["PGDATABASE"], user=user,
+                           password=password, autocommit=True)
+
+
+def run_as_stage_logins(logins, tmp_path: Path, key: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CONTRIBFLOW_PSEUDONYM_KEY=key)
+    for role in STAGE_ROLES:
+        user_var, password_var = dbroles.login_vars(role)
+        env[user_var], env[password_var] = logins[role]
+    return cli(["run", "--date", DAY.isoformat(), "--rows", "2000", "--defect-rate", "0.02"], env)
+
+
+def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(database, sql, logins, tmp_path):
+    done = run_as_stage_logins(logins, tmp_path, secrets.token_hex(32))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    who = sql("select step, db_login, db_role, status from meta.etl_run order by id")
+    expected_role = {"init-db": "migrator", "dbt-run": "transformer", "dbt-test": "transformer"}
+    init_by_admin, *steps = who
+    assert init_by_admin[1:3] == ("postgres", "postgres")
+    assert [s[0] for s in steps] == ["init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test", "finish"]
+    for step, db_login, db_role, status in steps:
+        role = expected_role.get(step, "loader")
+        assert (db_login, db_role, status) == (logins[role][0], dbroles.group_role(role), "SUCCESS"), step
+    owners = sql("select n.nspname, c.relname, pg_get_userbyid(c.relowner) from pg_class c "
+                 "join pg_namespace n on n.oid = c.relnamespace "
+                 "where n.nspname in ('staging', 'marts') and c.relkind in ('r', 'v')")
+    assert {o[:2] for o in owners} == {("staging", "stg_contributions"), ("marts", "fct_contributions"),
+                                       ("marts", "dim_taxpayer")}
+    assert {o[2] for o in owners} == {"contribflow_transformer"}
+
+    with login(database, *logins["analyst"]) as analyst:
+        assert analyst.execute("select count(*) from marts.fct_contributions").fetchone()[0] > 1000
+        assert analyst.execute("select count(*) from marts.dim_taxpayer").fetchone()[0] > 0
+        for forbidden in ("raw.contributions", "raw.contributions_quarantine", "meta.etl_run",
+                          "meta.source_file", "meta.data_quality_issue", "staging.stg_contributions"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                analyst.execute(f"select 1 from {forbidden} limit 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            analyst.execute("create table marts.mine (x int)")
+
+    with login(database, *logins["loader"]) as loader:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            loader.execute("update raw.contributions set amount = 0")
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            loader.execute("delete from raw.contributions")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            loader.execute("truncate raw.contributions")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            loader.execute("update meta.etl_run set step = 'forged'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            loader.execute("select 1 from marts.fct_contributions")
+    with login(database, *logins["transformer"]) as transformer:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            transformer.execute("insert into raw.contributions_quarantine select * from raw.contributions_quarantine")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            transformer.execute("select raw_line from raw.contributions_quarantine")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        login(database, logins["loader"][0], "not-the-password")
+    assert sql("select count(*) from raw.contributions")[0][0] > 1000
+
+
+def test_no_password_and_no_pseudonym_key_in_any_output_artifact_log_or_audit_row(database, sql, logins, tmp_path):
+    key = "pseudonym-" + secrets.token_hex(24)
+    started = time.time()
+    done = run_as_stage_logins(logins, tmp_path, key)
+    assert done.returncode == 0, done.stdout + done.stderr
+    secret_values = {"pseudonymisation key": key,
+                     **{f"{role} password": logins[role][1] for role in STAGE_ROLES}}
+
+    state = Path(database["CONTRIBFLOW_STATE_DIR"])
+    written = [p for p in state.rglob("*") if p.is_file()]
+    written += [p for p in (ROOT / "dbt").rglob("*") if p.is_file() and p.stat().st_mtime >= started]
+    assert any(p.name == "run_results.json" for p in written) and any(p.suffix == ".log" for p in written)
+    assert any(p.name == "manifest.json" for p in written)
+    places = {"stdout": done.stdout.encode(), "stderr": done.stderr.encode()}
+    places |= {str(p): p.read_bytes() for p in written}
+    audit_rows = sql("select string_agg(t::text, ' ') from meta.etl_run t")[0][0]
+    audit_rows += sql("select coalesce(string_agg(t::text, ' '), '') from meta.dbt_node_result t")[0][0]
+    places["meta rows"] = audit_rows.encode()
+    leaks = [(what, where) for what, value in secret_values.items() for where, content in places.items()
+             if value.encode() in content]
+    assert leaks == []
+    assert len(places) > 10
+    assert "Traceback" not in done.stderr
+
+
+def test_init_db_without_createrole_stops_with_a_clear_message_until_an_admin_creates_the_roles(
+        pg_server, database, sql):
+    name = f"cfnocr_{uuid.uuid4().hex[:8]}"
+    group_roles = [dbroles.group_role(r) for r in ("migrator", "loader", "transformer", "analyst")]
+    with admin(pg_server) as conn:
+        for role in group_roles:  # roles are server-wide: earlier tests made them; start without
+            conn.execute(pgsql.SQL("DROP ROLE IF EXISTS {}").format(pgsql.Identifier(role)))
+        conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN").format(pgsql.Identifier(name)))
+        conn.execute(pgsql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            pgsql.Identifier(database["PGDATABASE"]), pgsql.Identifier(name)))
+        try:
+            env = dict(os.environ, PGUSER=name)
+            done = cli(["init-db"], env)
+            assert done.returncode == 1
+            [line] = done.stderr.strip().splitlines()
+            assert "the group role contribflow_migrator does not exist" in line
+            assert f"{name} may not create roles (no CREATEROLE)" in line
+            assert sql("select version from meta.schema_migration") == [("0001_raw_and_meta",)]
+            assert sql("select count(*) from pg_roles where rolname like 'contribflow%%'") == [(0,)]
+
+            for role in group_roles:  # what the README asks an administrator to do
+                conn.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN").format(pgsql.Identifier(role)))
+                conn.execute(pgsql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET TRUE").format(
+                    pgsql.Identifier(role), pgsql.Identifier(name)))
+            done = cli(["init-db"], env)
+            assert done.returncode == 0, done.stderr
+            assert sql("select count(*) from meta.schema_migration") == [(2,)]
+            assert sql("select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'marts'") == [
+                ("contribflow_transformer",)]
+        finally:
+            conn.execute(pgsql.SQL("ALTER DATABASE {} OWNER TO postgres").format(
+                pgsql.Identifier(database["PGDATABASE"])))
+            with admin(pg_server, database["PGDATABASE"]) as db:
+                db.execute(pgsql.SQL("REASSIGN OWNED BY {} TO postgres").format(pgsql.Identifier(name)))
+                db.execute(pgsql.SQL("DROP OWNED BY {}").format(pgsql.Identifier(name)))
+            conn.execute(pgsql.SQL("DROP ROLE {}").format(pgsql.Identifier(name)))
