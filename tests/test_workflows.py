@@ -344,3 +344,16 @@ def test_make_check_rendered_fails_when_the_graph_changes_without_re_rendering(t
     assert result.returncode != 0
     assert "out of date" in result.stderr and "make render" in result.stderr
     assert "-      value: '10000'" in result.stdout and "+      value: '20000'" in result.stdout
+
+
+def test_each_module_holds_its_object_at_module_level_as_hera_generate_yaml_expects():
+    from hera.workflows import Workflow
+
+    found = {}
+    for module in (contribflow_daily, contribflow_cron, contribflow_backfill):
+        objects = [v for v in vars(module).values() if isinstance(v, Workflow)]
+        assert len(objects) == 1, module.__name__
+        found[module.__name__] = objects[0]
+    assert {id(obj) for obj, _ in render.objects().values()} == {id(obj) for obj in found.values()}
+    text = "".join(p.read_text() for p in RENDERED.glob("*.yaml"))
+    assert "'null'" not in text, "a parameter without a default must have no value, not the string 'null'"
