@@ -359,3 +359,47 @@ def test_make_kind_load_without_kind_says_what_to_install(tmp_path: Path):
     assert result.returncode != 0
     assert "'kind' was not found on PATH" in result.stderr and "kind.sigs.k8s.io" in result.stderr
     assert not [c for c in calls if c[0] == "kind"]
+
+
+# --- the rendered workflows run what `make images` builds, as the user the images declare -----------
+
+def _walk(node, key: str):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from _walk(v, key)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item, key)
+
+
+def rendered_workflows() -> list:
+    import yaml
+
+    files = sorted((ROOT / "workflows" / "rendered").glob("*.yaml"))
+    assert files, "workflows/rendered/ holds the rendered Argo objects"
+    return [doc for f in files for doc in yaml.safe_load_all(f.read_text()) if doc]
+
+
+def test_every_image_the_rendered_workflows_run_is_built_by_make_images(tmp_path: Path):
+    result, calls = make("images", tmp_path, tools=("docker",))
+    assert result.returncode == 0, result.stderr
+    built = {c[c.index("-t") + 1] for c in calls if c[:2] == ["docker", "build"]}
+    used = {image for doc in rendered_workflows() for image in _walk(doc, "image")}
+    assert used and used <= built, sorted(used - built)
+
+
+def test_rendered_workflows_run_as_the_images_user_with_tmp_writable():
+    (uid, gid), = {tuple(final(n).all("USER")[-1].value.split(":")) for n in IMAGES}
+    contexts = [c for doc in rendered_workflows() for c in _walk(doc, "securityContext")]
+    users = {c["runAsUser"] for c in contexts if "runAsUser" in c}
+    groups = {c["runAsGroup"] for c in contexts if "runAsGroup" in c}
+    assert users == {int(uid)} and groups == {int(gid)}
+    containers = [t["container"] for doc in rendered_workflows()
+                  for templates in _walk(doc, "templates") for t in templates if "container" in t]
+    assert containers
+    for container in containers:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert "/tmp" in {m["mountPath"] for m in container.get("volumeMounts", [])}
+        assert container["command"] == imagetool.exec_form(final("migrations").all("ENTRYPOINT")[0].value)
