@@ -1,0 +1,224 @@
+{{/*
+Helpers shared by every template. Names follow `helm create`: with the release name `contribflow`
+every name below equals the one in contribflow/k8s.py (contribflow-db, contribflow-settings, …).
+*/}}
+
+{{/*
+contribflow.name: the chart name (or nameOverride), for the app.kubernetes.io/name label.
+*/}}
+{{- define "contribflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+contribflow.fullname: the prefix of every object name, `<release>-<chart>`, or the release name
+alone when it already contains the chart name (release `contribflow` → `contribflow`). Truncated
+to 52 characters so that the longest suffix added below (`-postgresql`) still fits in 63.
+*/}}
+{{- define "contribflow.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+contribflow.chart: chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "contribflow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+contribflow.labels: the labels of every object (app.kubernetes.io/* plus commonLabels).
+*/}}
+{{- define "contribflow.labels" -}}
+helm.sh/chart: {{ include "contribflow.chart" . }}
+{{ include "contribflow.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: contribflow
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+contribflow.selectorLabels: the labels that identify the release's objects (immutable selectors).
+*/}}
+{{- define "contribflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "contribflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+contribflow.componentLabels: labels plus app.kubernetes.io/component.
+Call with (dict "context" $ "component" "postgresql").
+*/}}
+{{- define "contribflow.componentLabels" -}}
+{{ include "contribflow.labels" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+contribflow.postgresql.selectorLabels: selects the PostgreSQL pods (StatefulSet, Service,
+NetworkPolicy).
+*/}}
+{{- define "contribflow.postgresql.selectorLabels" -}}
+{{ include "contribflow.selectorLabels" . }}
+app.kubernetes.io/component: postgresql
+{{- end }}
+
+{{/*
+contribflow.postgresql.fullname: name of the StatefulSet and of its Service.
+*/}}
+{{- define "contribflow.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "contribflow.fullname" .) }}
+{{- end }}
+
+{{/*
+contribflow.db.host / port / database / sslmode: where the steps connect, the bundled PostgreSQL
+or externalDatabase. An external database without a host is refused with a clear message.
+*/}}
+{{- define "contribflow.db.host" -}}
+{{- if .Values.postgresql.enabled }}
+{{- printf "%s.%s.svc" (include "contribflow.postgresql.fullname" .) .Release.Namespace }}
+{{- else }}
+{{- required "externalDatabase.host is required when postgresql.enabled=false" .Values.externalDatabase.host }}
+{{- end }}
+{{- end }}
+
+{{- define "contribflow.db.port" -}}
+{{- if .Values.postgresql.enabled }}{{ .Values.postgresql.port }}{{ else }}{{ .Values.externalDatabase.port }}{{ end }}
+{{- end }}
+
+{{- define "contribflow.db.database" -}}
+{{- if .Values.postgresql.enabled }}{{ .Values.postgresql.database }}{{ else }}{{ .Values.externalDatabase.database }}{{ end }}
+{{- end }}
+
+{{- define "contribflow.db.sslmode" -}}
+{{- if .Values.postgresql.enabled }}disable{{ else }}{{ .Values.externalDatabase.sslmode }}{{ end }}
+{{- end }}
+
+{{/*
+contribflow.dbSecretName: the Secret with the database credentials: auth.existingSecret, or the
+generated `<fullname>-db`. An external database needs an existing Secret: its users must already
+exist with those passwords, which a generated Secret could not know.
+*/}}
+{{- define "contribflow.dbSecretName" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecret }}
+{{- else if not .Values.postgresql.enabled }}
+{{- fail "auth.existingSecret is required when postgresql.enabled=false: the external database's users and passwords must exist before the pipeline runs" }}
+{{- else }}
+{{- printf "%s-db" (include "contribflow.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+contribflow.pseudonymSecretName: pseudonym.existingSecret or the generated `<fullname>-pseudonym`.
+*/}}
+{{- define "contribflow.pseudonymSecretName" -}}
+{{- default (printf "%s-pseudonym" (include "contribflow.fullname" .)) .Values.pseudonym.existingSecret }}
+{{- end }}
+
+{{/*
+contribflow.settingsName: the ConfigMap of non-secret settings.
+*/}}
+{{- define "contribflow.settingsName" -}}
+{{- printf "%s-settings" (include "contribflow.fullname" .) }}
+{{- end }}
+
+{{/*
+contribflow.landingClaimName: landing.existingClaim or the chart's `<fullname>-landing`.
+*/}}
+{{- define "contribflow.landingClaimName" -}}
+{{- default (printf "%s-landing" (include "contribflow.fullname" .)) .Values.landing.existingClaim }}
+{{- end }}
+
+{{/*
+contribflow.serviceAccountName: the ServiceAccount of the workflow pods.
+*/}}
+{{- define "contribflow.serviceAccountName" -}}
+{{- default (printf "%s-workflow" (include "contribflow.fullname" .)) .Values.serviceAccount.name }}
+{{- end }}
+
+{{/*
+contribflow.stageImage: `<registry>/<repository>:<tag>` of a stage image from the image map.
+Call with (dict "context" $ "image" "ingest"); an image missing from image.repositories fails.
+*/}}
+{{- define "contribflow.stageImage" -}}
+{{- $values := .context.Values.image }}
+{{- $repository := required (printf "image.repositories.%s is required (see contribflow/imagemap.py)" .image) (get $values.repositories .image) }}
+{{- printf "%s/%s:%s" $values.registry $repository (default .context.Chart.AppVersion $values.tag) }}
+{{- end }}
+
+{{/*
+contribflow.postgresql.image: the pinned official PostgreSQL image (also used by `helm test`).
+*/}}
+{{- define "contribflow.postgresql.image" -}}
+{{- printf "%s:%s" .Values.postgresql.image.repository .Values.postgresql.image.tag }}
+{{- end }}
+
+{{/*
+contribflow.secretValue: the base64 value of a key of a Secret the chart generates. On upgrade the
+value already in the cluster is kept (`lookup` of the live Secret); on install a random one is made.
+`helm template` and `--dry-run` (client) cannot reach a cluster, so there `lookup` returns nothing
+and every render generates fresh values: only `helm install/upgrade` (or `--dry-run=server`) keeps
+them. Call with (dict "live" $liveSecretOrEmptyDict "key" "loader-password" "value" $fresh), where
+$fresh is the plain value to use when the key is not live yet.
+*/}}
+{{- define "contribflow.secretValue" -}}
+{{- $data := dict }}
+{{- if and .live .live.data }}{{ $data = .live.data }}{{ end }}
+{{- if hasKey $data .key }}
+{{- index $data .key }}
+{{- else }}
+{{- .value | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/*
+contribflow.podSecurityContext / contribflow.containerSecurityContext: the Pod Security "restricted"
+profile for a uid/gid: non-root, RuntimeDefault seccomp, no privilege escalation, every capability
+dropped, read-only root filesystem. Call with the uid (an int).
+*/}}
+{{- define "contribflow.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+fsGroup: {{ . }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "contribflow.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+contribflow.launcherServiceAccountName: the ServiceAccount of workflows that create Workflows (the
+backfill): the executor's rights plus creating and following Workflows in the namespace.
+*/}}
+{{- define "contribflow.launcherServiceAccountName" -}}
+{{- printf "%s-launcher" (include "contribflow.fullname" .) }}
+{{- end }}
