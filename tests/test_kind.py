@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cluster_standin import StandIn, StandInServer, write_kubeconfig
 from conftest import ROOT
@@ -276,3 +278,44 @@ def test_e2e_runs_the_sql_assertions_for_the_run_it_submitted(make, api):
     state.fail_dates = {"2026-11-26"}
     failed_run = make("e2e", "DATE=2026-11-26", env=env)
     assert failed_run.returncode != 0 and "the workflow did not succeed" in failed_run.stderr
+
+
+def script_minimums() -> dict[str, str]:
+    text = (ROOT / "scripts" / "cluster.sh").read_text()
+    return dict(re.findall(r"^(docker|kind|kubectl|helm|argo)\|([0-9.]+)\|", text, flags=re.M))
+
+
+def as_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.lstrip("v").split("."))
+
+
+def test_the_script_checks_the_minimums_these_tests_assume():
+    assert script_minimums() == MINIMUMS
+
+
+def test_kind_config_pins_the_node_image_and_maps_the_argo_ui_to_loopback_only():
+    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["name"] == "contribflow"
+    [node] = config["nodes"]
+    assert re.fullmatch(r"kindest/node:v1\.33\.\d+@sha256:[0-9a-f]{64}", node["image"])
+    [mapping] = node["extraPortMappings"]
+    nodeport = re.search(r"^ARGO_UI_NODEPORT=(\d+)", (ROOT / "scripts" / "cluster.sh").read_text(), re.M).group(1)
+    assert mapping == {"containerPort": int(nodeport), "hostPort": 2746, "listenAddress": "127.0.0.1", "protocol": "TCP"}
+
+
+def test_github_ci_runs_make_test_and_the_kind_e2e_with_the_pinned_tools():
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yaml").read_text())
+    runs = {job: [step.get("run", "") for step in spec["steps"]] for job, spec in ci["jobs"].items()}
+    assert "make test" in runs["test"]
+    e2e = runs["kind-e2e"]
+    kind_up = next(i for i, run in enumerate(e2e) if run.startswith("make kind-up"))
+    assert e2e.index("make e2e") > kind_up
+    assert ci["jobs"]["kind-e2e"]["steps"][-1] == {"name": "make kind-down", "if": "always()", "run": "make kind-down"}
+    pinned = ci["env"]
+    makefile_argo = re.search(r"^ARGO_VERSION \?= (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert pinned["ARGO_VERSION"] == makefile_argo == "v4.1.2"
+    minimums = script_minimums()
+    for tool in ("kind", "kubectl", "helm", "argo"):
+        assert as_tuple(pinned[f"{tool.upper()}_VERSION"]) >= as_tuple(minimums[tool]), tool
+    assert as_tuple(pinned["HELM_VERSION"])[0] == 3
