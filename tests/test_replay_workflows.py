@@ -17,7 +17,7 @@ import yaml
 
 from argo_replay import Replay, ReplayResult
 from conftest import ROOT, TEST_KEY
-from contribflow import k8s, runner
+from contribflow import dbroles, k8s, runner
 from contribflow.contract import file_name
 from contribflow.graph import EXIT_STAGE, STAGES
 from contribflow.settings import Settings
@@ -29,7 +29,6 @@ DAILY = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.ya
 DAY = dt.date(2026, 11, 24)
 PARAMS = {"run-date": DAY.isoformat(), "rows": "1500", "defect-rate": "0.02", "generate": "true"}
 VENV_BIN = Path(sys.executable).parent
-DB_USER_KEYS = [key for role in k8s.DB_ROLES for key in k8s.db_secret_keys(role)]
 COMPARED_SCHEMAS = ("raw", "staging", "marts", "meta")
 NOT_COMPARED = {"id", "run_id"}
 """Plus every timestamptz column: they differ between any two runs by construction."""
@@ -48,20 +47,60 @@ def server_settings(server: dict[str, str], dbname: str) -> dict[str, str]:
     }
 
 
-def stand_in_secrets(user: str) -> dict[str, dict[str, str]]:
-    """Secret values for the test: every role's login is the test server's user (roles are
-    exercised elsewhere); the pseudonym key is the test key, never a literal in the manifest."""
-    db = {key: (user if key.endswith("-username") else "unused-test-password") for key in DB_USER_KEYS}
+def stand_in_secrets(logins: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The Secrets as the chart fills them: each role's own login (the test server trusts its
+    socket, so passwords are not checked); the pseudonym key is the test key."""
+    db = {}
+    for role in k8s.DB_ROLES:
+        user_key, password_key = k8s.db_secret_keys(role)
+        db[user_key], db[password_key] = logins[role], f"unused-{role}-password"
     return {k8s.DB_SECRET: db, k8s.PSEUDONYM_SECRET: {k8s.PSEUDONYM_SECRET_KEY: TEST_KEY}}
 
 
-def replay(tmp: Path, server: dict[str, str], dbname: str, params: dict[str, str],
+@pytest.fixture
+def stage_logins(database, pg_server) -> Iterator[dict[str, str]]:
+    """What the database needs before the first run: per role, a NOLOGIN group role and a LOGIN
+    user in it; CONNECT for every group, CREATE on the database for the migrator and transformer
+    (as the chart's init script does). The replayed pods then connect as their own role only."""
+    dbname = database["PGDATABASE"]
+    logins = {role: f"{dbname}_{role}" for role in k8s.DB_ROLES}
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=dbname,
+                         autocommit=True) as admin:
+        for role, login in logins.items():
+            group = dbroles.group_role(role)
+            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone():
+                admin.execute(f'CREATE ROLE "{group}" NOLOGIN')
+            admin.execute(f'CREATE ROLE "{login}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+            admin.execute(f'GRANT "{group}" TO "{login}"')
+            admin.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO "{group}"')
+            if role in ("migrator", "transformer"):
+                admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO "{group}"')
+        # What migration 0002 asks an administrator for when the migrator may not create roles:
+        # the migrator (acting as its group) may SET every group role, to grant and own for it.
+        migrator = dbroles.group_role("migrator")
+        granted = []
+        for role in k8s.DB_ROLES:
+            group = dbroles.group_role(role)
+            if role != "migrator" and not admin.execute(
+                    "SELECT pg_has_role(%s, %s, 'SET')", (migrator, group)).fetchone()[0]:
+                admin.execute(f'GRANT "{group}" TO "{migrator}" WITH INHERIT TRUE, SET TRUE')
+                granted.append(group)
+    yield logins
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=pg_server["PGDATABASE"],
+                         autocommit=True) as admin:
+        for group in granted:  # roles are server-wide: leave other tests the server as it was
+            admin.execute(f'REVOKE "{group}" FROM "{migrator}"')
+        for login in logins.values():
+            admin.execute(f'DROP ROLE IF EXISTS "{login}"')
+
+
+def replay(tmp: Path, server: dict[str, str], dbname: str, params: dict[str, str], logins: dict[str, str],
            claims: dict[str, Path] | None = None) -> tuple[ReplayResult, str, str]:
     template = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
     uid, name = str(uuid.uuid4()), "contribflow-daily-replay"
     result = Replay(
         template, parameters=params,
-        secrets=stand_in_secrets(server["PGUSER"]),
+        secrets=stand_in_secrets(logins),
         config_maps={k8s.CONFIGMAP: server_settings(server, dbname)},
         work_dir=tmp, workflow_uid=uid, workflow_name=name, claims=claims,
         base_env={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -114,8 +153,8 @@ def etl_runs(server: dict[str, str], dbname: str) -> list[tuple]:
 
 
 def test_replaying_the_rendered_template_leaves_the_warehouse_contribflow_run_leaves(
-        database, pg_server, other_database, tmp_path):
-    result, uid, wf_name = replay(tmp_path / "replay", pg_server, database["PGDATABASE"], PARAMS)
+        database, pg_server, other_database, stage_logins, tmp_path):
+    result, uid, wf_name = replay(tmp_path / "replay", pg_server, database["PGDATABASE"], PARAMS, stage_logins)
     failures = {n: (r.phase, r.attempts and r.attempts[-1].stderr) for n, r in result.tasks.items()
                 if r.phase != "Succeeded"}
     assert result.status == "Succeeded", failures
@@ -159,11 +198,11 @@ def test_replaying_the_rendered_template_leaves_the_warehouse_contribflow_run_le
 
 
 def test_a_broken_input_stops_the_dependants_and_the_exit_handler_records_failed(
-        database, pg_server, tmp_path):
+        database, pg_server, stage_logins, tmp_path):
     landing = tmp_path / "landing-pvc"
     write_source(landing, DAY, [good_row(1), good_row(2)], header="declaration_id,taxpayer_id,amount")
     params = {**PARAMS, "generate": "false"}
-    result, uid, wf_name = replay(tmp_path / "replay", pg_server, database["PGDATABASE"], params,
+    result, uid, wf_name = replay(tmp_path / "replay", pg_server, database["PGDATABASE"], params, stage_logins,
                                   claims={k8s.LANDING_PVC: landing})
     phases = {n: r.phase for n, r in result.tasks.items()}
     assert phases == {"init-db": "Succeeded", "generate": "Skipped", "pick": "Succeeded", "ingest": "Failed",
@@ -186,10 +225,11 @@ def test_a_broken_input_stops_the_dependants_and_the_exit_handler_records_failed
         assert c.execute("SELECT outcome FROM meta.source_file").fetchall() == [("REFUSED",)]
 
 
-def test_an_unreachable_database_is_retried_by_the_manifest_s_retry_strategy(database, pg_server, tmp_path):
+def test_an_unreachable_database_is_retried_by_the_manifest_s_retry_strategy(database, pg_server, stage_logins,
+                                                                              tmp_path):
     unreachable = {**pg_server, "PGHOST": str(tmp_path / "no-server-here")}
     (tmp_path / "no-server-here").mkdir()
-    result, _, _ = replay(tmp_path / "replay", unreachable, database["PGDATABASE"], PARAMS)
+    result, _, _ = replay(tmp_path / "replay", unreachable, database["PGDATABASE"], PARAMS, stage_logins)
     init_db = result.tasks["init-db"]
     assert [a.exit_code for a in init_db.attempts] == [75] * 4, "exit 75 is retried up to the limit (3)"
     assert all(r.phase == "Omitted" for n, r in result.tasks.items() if n != "init-db")

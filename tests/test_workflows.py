@@ -217,6 +217,7 @@ def test_each_stage_connects_as_its_own_role_and_only_ingest_sees_the_pseudonym_
         assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == \
             {"name": k8s.DB_SECRET, "key": f"{stage.db_role}-username", "optional": False}
         assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == f"{stage.db_role}-password"
+        assert env["PGOPTIONS"]["value"] == f"-c role=contribflow_{stage.db_role}"
         assert ("CONTRIBFLOW_PSEUDONYM_KEY" in env) == stage.needs_pseudonym_key
         assert ("CONTRIBFLOW_LANDING_DIR" in env) == stage.needs_landing
         assert ("CONTRIBFLOW_DBT_TARGET_DIR" in env) == stage.needs_dbt_target

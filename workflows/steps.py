@@ -13,7 +13,7 @@ from __future__ import annotations
 from hera.workflows import Container, Parameter, Resources, RetryStrategy
 from hera.workflows import models as m
 
-from contribflow import k8s
+from contribflow import dbroles, k8s
 from contribflow.graph import Stage, render_args
 from contribflow.imagemap import image_for
 
@@ -72,6 +72,8 @@ def task_arguments(stage: Stage) -> list[Parameter]:
 
 
 def env(stage: Stage) -> list[m.EnvVar]:
+    """The stage's login is its role's Secret keys; it acts as the role's group
+    (``PGOPTIONS=-c role=contribflow_<role>``) so what it creates is owned by the group."""
     user_key, password_key = k8s.db_secret_keys(stage.db_role)
     values = [
         m.EnvVar(name="CONTRIBFLOW_RUN_ID", value="{{workflow.uid}}"),
@@ -81,6 +83,7 @@ def env(stage: Stage) -> list[m.EnvVar]:
         m.EnvVar(name="CONTRIBFLOW_OUTPUTS_DIR", value=k8s.OUTPUTS_DIR),
         _secret("PGUSER", k8s.DB_SECRET, user_key),
         _secret("PGPASSWORD", k8s.DB_SECRET, password_key),
+        m.EnvVar(name="PGOPTIONS", value=f"-c role={dbroles.group_role(stage.db_role)}"),
     ]
     if stage.needs_landing:
         values.append(m.EnvVar(name="CONTRIBFLOW_LANDING_DIR", value=k8s.LANDING_MOUNT))
