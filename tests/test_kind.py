@@ -319,3 +319,14 @@ def test_github_ci_runs_make_test_and_the_kind_e2e_with_the_pinned_tools():
     for tool in ("kind", "kubectl", "helm", "argo"):
         assert as_tuple(pinned[f"{tool.upper()}_VERSION"]) >= as_tuple(minimums[tool]), tool
     assert as_tuple(pinned["HELM_VERSION"])[0] == 3
+
+
+def test_the_readme_quickstart_lists_exactly_the_cluster_targets():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Cluster quickstart (kind)"):]
+    block = section[section.index("```bash"):section.index("```", section.index("```bash") + 3)]
+    listed = re.findall(r"^make ([a-z0-9-]+)", block, flags=re.M)
+    assert listed == ["kind-up", "submit", "backfill", "e2e", "ui", "psql", "kind-down"]
+    makefile = (ROOT / "Makefile").read_text()
+    cluster = makefile[makefile.index("# --- cluster ---"):]
+    assert set(re.findall(r"^([a-z0-9-]+): .*## ", cluster, flags=re.M)) >= set(listed)
