@@ -139,8 +139,10 @@ deploy() {
   local k=(kubectl --context "$KIND_CONTEXT")
   [ -f "$KIND_VALUES" ] || die "the chart's kind values $KIND_VALUES are missing"
   say "chart $CHART as release $RELEASE in namespace $NAMESPACE with $KIND_VALUES"
+  # No --wait: it would wait for the landing PVC to bind, which on kind's WaitForFirstConsumer
+  # storage happens only when the first workflow pod mounts it. The rollouts below are the wait.
   run helm --kube-context "$KIND_CONTEXT" upgrade --install "$RELEASE" "$CHART" \
-    -n "$NAMESPACE" --create-namespace -f "$KIND_VALUES" --wait --timeout 10m
+    -n "$NAMESPACE" --create-namespace -f "$KIND_VALUES"
   say "waiting for the Argo controller, the Argo server and PostgreSQL"
   run "${k[@]}" -n "$ARGO_NAMESPACE" rollout status deployment/workflow-controller --timeout="$ROLLOUT_TIMEOUT"
   run "${k[@]}" -n "$ARGO_NAMESPACE" rollout status deployment/argo-server --timeout="$ROLLOUT_TIMEOUT"

@@ -151,8 +151,7 @@ def test_kind_up_creates_the_cluster_installs_argo_loads_the_images_and_the_char
     assert sorted(a[2] for a in loaded) == sorted(refs)
     assert all(a[3:] == ["--name", "contribflow"] for a in loaded)
     assert ["--kube-context", "kind-contribflow", "upgrade", "--install", "contribflow", "helm/contribflow",
-            "-n", "contribflow", "--create-namespace", "-f", "helm/contribflow/ci/kind-values.yaml",
-            "--wait", "--timeout", "10m"] in result.of("helm")
+            "-n", "contribflow", "--create-namespace", "-f", "helm/contribflow/ci/kind-values.yaml"] in result.of("helm")
     rollouts = [a[a.index("status") + 1] for a in result.of("kubectl") if "rollout" in a]
     assert rollouts == ["deployment/workflow-controller", "deployment/argo-server", "statefulset/contribflow-postgresql"]
     order = [result.index("kind", "create", "cluster"),
