@@ -50,6 +50,14 @@ clean: ## Remove the virtualenv, local state and generated files (stops the embe
 	-@[ -x $(BIN)/contribflow ] && $(BIN)/contribflow db stop
 	rm -rf $(VENV) .contribflow data dbt/target dbt/logs *.egg-info
 
+# --- reliability and security --------------------------------------------------------------------
+# These are pytest tests, so `make test` runs them already; this target runs only them.
+
+.PHONY: test-reliability
+test-reliability: install ## Crash, concurrency, outage, dbt failure, hostile files, least privilege, secrets, audit
+	$(BIN)/pytest tests/test_reliability.py tests/test_reliability_units.py tests/test_least_privilege.py \
+		tests/test_hostile_files.py
+
 # --- Argo Workflows (Hera) -----------------------------------------------------------------------
 
 .PHONY: render

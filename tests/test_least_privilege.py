@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -164,39 +166,61 @@ def test_no_password_and_no_pseudonym_key_in_any_output_artifact_log_or_audit_ro
     assert "Traceback" not in done.stderr
 
 
-def test_init_db_without_createrole_stops_with_a_clear_message_until_an_admin_creates_the_roles(
-        pg_server, database, sql):
-    name = f"cfnocr_{uuid.uuid4().hex[:8]}"
-    group_roles = [dbroles.group_role(r) for r in ("migrator", "loader", "transformer", "analyst")]
-    with admin(pg_server) as conn:
-        for role in group_roles:  # roles are server-wide: earlier tests made them; start without
-            conn.execute(pgsql.SQL("DROP ROLE IF EXISTS {}").format(pgsql.Identifier(role)))
-        conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN").format(pgsql.Identifier(name)))
-        conn.execute(pgsql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-            pgsql.Identifier(database["PGDATABASE"]), pgsql.Identifier(name)))
-        try:
-            env = dict(os.environ, PGUSER=name)
-            done = cli(["init-db"], env)
-            assert done.returncode == 1
-            [line] = done.stderr.strip().splitlines()
-            assert "the group role contribflow_migrator does not exist" in line
-            assert f"{name} may not create roles (no CREATEROLE)" in line
-            assert sql("select version from meta.schema_migration") == [("0001_raw_and_meta",)]
-            assert sql("select count(*) from pg_roles where rolname like 'contribflow%%'") == [(0,)]
+@pytest.fixture(scope="module")
+def roleless_server():
+    """A server of its own, where no contribflow role exists yet (roles are server-wide)."""
+    from contribflow import embedded
 
-            for role in group_roles:  # what the README asks an administrator to do
-                conn.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN").format(pgsql.Identifier(role)))
-                conn.execute(pgsql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET TRUE").format(
-                    pgsql.Identifier(role), pgsql.Identifier(name)))
-            done = cli(["init-db"], env)
-            assert done.returncode == 0, done.stderr
-            assert sql("select count(*) from meta.schema_migration") == [(2,)]
-            assert sql("select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'marts'") == [
-                ("contribflow_transformer",)]
-        finally:
-            conn.execute(pgsql.SQL("ALTER DATABASE {} OWNER TO postgres").format(
-                pgsql.Identifier(database["PGDATABASE"])))
-            with admin(pg_server, database["PGDATABASE"]) as db:
-                db.execute(pgsql.SQL("REASSIGN OWNED BY {} TO postgres").format(pgsql.Identifier(name)))
-                db.execute(pgsql.SQL("DROP OWNED BY {}").format(pgsql.Identifier(name)))
-            conn.execute(pgsql.SQL("DROP ROLE {}").format(pgsql.Identifier(name)))
+    data_dir = Path(tempfile.gettempdir()) / f"cf-roles-pg-{os.getpid()}"
+    env = embedded.start(data_dir)
+    yield env
+    embedded.stop(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_init_db_without_createrole_stops_with_a_clear_message_until_an_admin_creates_the_roles(
+        roleless_server, tmp_path):
+    group_roles = [dbroles.group_role(r) for r in ("migrator", "loader", "transformer", "analyst")]
+    ident = pgsql.Identifier
+
+    def init_db(user: str, dbname: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "CONTRIBFLOW_"))}
+        env.update(PGHOST=roleless_server["PGHOST"], PGUSER=user, PGDATABASE=dbname,
+                   CONTRIBFLOW_STATE_DIR=str(tmp_path / "state"), CONTRIBFLOW_DB_CONNECT_ATTEMPTS="1")
+        return cli(["init-db"], env)
+
+    with admin(roleless_server) as conn:
+        def q(query: str, dbname: str) -> list[tuple]:
+            with admin(roleless_server, dbname) as db:
+                return db.execute(query).fetchall()
+
+        assert conn.execute("select count(*) from pg_roles where rolname like 'contribflow%'").fetchone() == (0,)
+        for user, options in (("plain_login", "LOGIN"), ("createrole_login", "LOGIN CREATEROLE")):
+            conn.execute(pgsql.SQL("CREATE ROLE {} " + options).format(ident(user)))
+            conn.execute(pgsql.SQL("CREATE DATABASE {} OWNER {}").format(ident(f"db_{user}"), ident(user)))
+
+        done = init_db("plain_login", "db_plain_login")
+        assert done.returncode == 1
+        [line] = done.stderr.strip().splitlines()
+        assert "the group role contribflow_migrator does not exist" in line
+        assert "plain_login may not create roles (no CREATEROLE)" in line
+        assert q("select version from meta.schema_migration", "db_plain_login") == [("0001_raw_and_meta",)]
+        assert conn.execute("select count(*) from pg_roles where rolname like 'contribflow%'").fetchone() == (0,)
+
+        done = init_db("createrole_login", "db_createrole_login")  # creates the roles itself
+        assert done.returncode == 0, done.stderr
+        assert q("select count(*) from meta.schema_migration", "db_createrole_login") == [(2,)]
+        assert q("select pg_get_userbyid(nspowner) from pg_namespace where nspname = 'marts'",
+                 "db_createrole_login") == [("contribflow_transformer",)]
+
+        done = init_db("plain_login", "db_plain_login")  # the roles exist now, but are not its own
+        assert done.returncode == 1
+        assert "plain_login must be a member of the group role contribflow_migrator" in done.stderr
+
+        for role in group_roles:  # what the README asks an administrator to do
+            conn.execute(pgsql.SQL("GRANT {} TO plain_login WITH INHERIT TRUE, SET TRUE").format(ident(role)))
+        done = init_db("plain_login", "db_plain_login")
+        assert done.returncode == 0, done.stderr
+        assert q("select count(*) from meta.schema_migration", "db_plain_login") == [(2,)]
+        assert q("select pg_get_userbyid(relowner) from pg_class where oid = 'raw.contributions'::regclass",
+                 "db_plain_login") == [("contribflow_migrator",)]

@@ -27,7 +27,12 @@ BEGIN
         END IF;
         IF NOT me.rolsuper AND NOT pg_has_role(me.rolname, role_name, 'SET') THEN
             -- A CREATEROLE creator holds ADMIN OPTION on its roles, enough to give itself SET.
-            EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE, SET TRUE', role_name, me.rolname);
+            BEGIN
+                EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE, SET TRUE', role_name, me.rolname);
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'init-db: % must be a member of the group role % to hand it its objects: have an administrator run GRANT % TO % WITH INHERIT TRUE, SET TRUE',
+                    me.rolname, role_name, role_name, me.rolname;
+            END;
         END IF;
     END LOOP;
     EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO contribflow_migrator, '
