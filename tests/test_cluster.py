@@ -108,10 +108,12 @@ def test_backfill_runs_every_date_and_names_the_ones_that_failed(standin, capsys
     assert "2 of 5 run(s) did not succeed: 2026-11-02, 2026-11-04" in capsys.readouterr().err
 
 
-def test_backfill_with_the_dates_the_wrong_way_round_is_refused(standin, capsys):
+def test_backfill_with_the_dates_the_wrong_way_round_or_no_parallelism_is_refused(standin, capsys):
     state, run = standin.state, standin.run
     assert run("backfill", "--from", "2026-11-05", "--to", "2026-11-01") == 1
     assert "--from 2026-11-05 is after --to 2026-11-01" in capsys.readouterr().err
+    assert run("backfill", "--from", "2026-11-01", "--to", "2026-11-02", "--parallel", "0") == 1
+    assert "--parallel 0 must be at least 1" in capsys.readouterr().err
     assert state.requests == []
 
 
