@@ -11,19 +11,24 @@ pod). The ``retryStrategy`` expression decides whether a failed attempt is retri
 an error, never silently left in place: the manifest must be complete.
 
 Supported (and checked, so anything else fails loudly): ``depends`` of the form ``a && b``,
-``when`` of the form ``X == Y`` / ``X != Y``, retry expressions
-``asInt(lastRetry.exitCode) == N``.
+``when`` of the form ``X == Y`` / ``X != Y``, retry expressions ``asInt(lastRetry.exitCode) == N``,
+``withParam`` fan-out (items run one after the other), and resource templates that create a
+Workflow from a ``workflowTemplateRef`` (replayed in turn, sharing the PVCs).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 VARIABLE = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 TASK_NAME = re.compile(r"^[A-Za-z0-9-]+$")
@@ -51,6 +56,10 @@ class TaskRun:
     env: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
+    items: list[TaskRun] = field(default_factory=list)
+    """A ``withParam`` task: one run per item."""
+    workflow: ReplayResult | None = None
+    """A resource template that created a Workflow: that Workflow's replay."""
 
 
 @dataclass
@@ -116,7 +125,7 @@ class Replay:
                  secrets: Mapping[str, Mapping[str, str]], config_maps: Mapping[str, Mapping[str, str]],
                  work_dir: Path, workflow_uid: str, workflow_name: str,
                  base_env: Mapping[str, str] | None = None, claims: Mapping[str, Path] | None = None,
-                 timeout_s: int = 900) -> None:
+                 workflow_templates: Mapping[str, dict[str, Any]] | None = None, timeout_s: int = 900) -> None:
         self.spec = template["spec"]
         self.templates = {t["name"]: t for t in self.spec["templates"]}
         self.secrets, self.config_maps = secrets, config_maps
@@ -125,6 +134,8 @@ class Replay:
         self.base_env = dict(base_env or {"PATH": os.environ["PATH"]})
         self.timeout_s = timeout_s
         self.parameters = self._parameters(parameters)
+        self.workflow_templates = dict(workflow_templates or {})
+        """WorkflowTemplates by name, for Workflows a resource template creates (``workflowTemplateRef``)."""
         self.persistent: dict[str, Path] = dict(claims or {})
         """PersistentVolumeClaim name → the folder standing in for it (created on first mount)."""
         self._pods = 0
@@ -175,9 +186,62 @@ class Replay:
         if task.get("when") and not evaluate_when(substitute(task["when"], scope, f"task {name} when"),
                                                   f"task {name}"):
             return TaskRun(name, "Skipped")
+        if task.get("withParam"):
+            items = json.loads(substitute(task["withParam"], scope, f"task {name} withParam"))
+            if not isinstance(items, list):
+                raise ReplayError(f"task {name}: withParam is not a JSON list: {items!r}")
+            fan_out = TaskRun(name, "Succeeded")
+            for index, item in enumerate(items):
+                item_scope = dict(scope, item=item if isinstance(item, str) else json.dumps(item))
+                fan_out.items.append(self._run_template(f"{name}({index}:{item})", task, item_scope))
+            if any(r.phase == "Failed" for r in fan_out.items):
+                fan_out.phase = "Failed"
+            return fan_out
+        return self._run_template(name, task, scope)
+
+    def _run_template(self, name: str, task: dict[str, Any], scope: dict[str, str]) -> TaskRun:
         arguments = {p["name"]: substitute(str(p["value"]), scope, f"task {name} argument {p['name']}")
                      for p in task.get("arguments", {}).get("parameters", [])}
-        return self._pod(name, self.templates[task["template"]], arguments, scope)
+        template = self.templates[task["template"]]
+        if "resource" in template:
+            return self._resource(name, template, arguments, scope)
+        return self._pod(name, template, arguments, scope)
+
+    def _inputs(self, name: str, template: dict[str, Any], arguments: dict[str, str],
+                scope: dict[str, str]) -> dict[str, str]:
+        scope = dict(scope)
+        for declared in template.get("inputs", {}).get("parameters", []):
+            if declared["name"] not in arguments:
+                raise ReplayError(f"task {name}: input {declared['name']} not given by the DAG")
+            scope[f"inputs.parameters.{declared['name']}"] = arguments[declared["name"]]
+        return scope
+
+    def _resource(self, name: str, template: dict[str, Any], arguments: dict[str, str],
+                  scope: dict[str, str]) -> TaskRun:
+        """``action: create`` of a Workflow from a WorkflowTemplate: replayed here, to its end."""
+        resource = template["resource"]
+        scope = self._inputs(name, template, arguments, scope)
+        manifest = yaml.safe_load(substitute(resource["manifest"], scope, f"task {name} manifest"))
+        ref = manifest.get("spec", {}).get("workflowTemplateRef", {}).get("name")
+        if resource.get("action") != "create" or manifest.get("kind") != "Workflow" or not ref:
+            raise ReplayError(f"task {name}: only creating a Workflow from a workflowTemplateRef is replayed")
+        if ref not in self.workflow_templates:
+            raise ReplayError(f"task {name}: WorkflowTemplate {ref!r} is not installed")
+        if resource.get("successCondition") != "status.phase == Succeeded":
+            raise ReplayError(f"task {name}: unsupported successCondition {resource.get('successCondition')!r}")
+        self._pods += 1
+        child_name = manifest["metadata"].get("name") or f"{manifest['metadata']['generateName']}{self._pods:05d}"
+        params = {p["name"]: str(p["value"]) for p in manifest["spec"].get("arguments", {}).get("parameters", [])}
+        child = Replay(self.workflow_templates[ref], parameters=params, secrets=self.secrets,
+                       config_maps=self.config_maps, work_dir=self.work_dir / child_name,
+                       workflow_uid=str(uuid.uuid4()), workflow_name=child_name, base_env=self.base_env,
+                       claims=self.persistent, workflow_templates=self.workflow_templates,
+                       timeout_s=self.timeout_s).run()
+        run = TaskRun(name, "Succeeded" if child.status == "Succeeded" else "Failed", workflow=child)
+        for out in template.get("outputs", {}).get("parameters", []):
+            if out.get("valueFrom", {}).get("jsonPath") == "{.metadata.name}":
+                run.outputs[out["name"]] = child_name
+        return run
 
     def _pod(self, name: str, template: dict[str, Any], arguments: dict[str, str],
              scope: dict[str, str]) -> TaskRun:
@@ -185,11 +249,7 @@ class Replay:
             raise ReplayError(f"template {template['name']}: only container templates can be replayed")
         self._pods += 1
         pod_name = f"{self.name}-{template['name']}-{self._pods}"
-        scope = dict(scope, **{"pod.name": pod_name})
-        for declared in template.get("inputs", {}).get("parameters", []):
-            if declared["name"] not in arguments:
-                raise ReplayError(f"task {name}: input {declared['name']} not given by the DAG")
-            scope[f"inputs.parameters.{declared['name']}"] = arguments[declared["name"]]
+        scope = self._inputs(name, template, arguments, dict(scope, **{"pod.name": pod_name}))
         container = template["container"]
         pod_dir = self.work_dir / pod_name
         mounts = self._mounts(container, pod_dir)

@@ -26,6 +26,7 @@ from helpers import good_row, write_source
 pytestmark = pytest.mark.integration
 
 DAILY = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.yaml"
+BACKFILL = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-backfill.yaml"
 DAY = dt.date(2026, 11, 24)
 PARAMS = {"run-date": DAY.isoformat(), "rows": "1500", "defect-rate": "0.02", "generate": "true"}
 VENV_BIN = Path(sys.executable).parent
@@ -95,11 +96,12 @@ def stage_logins(database, pg_server) -> Iterator[dict[str, str]]:
 
 
 def replay(tmp: Path, server: dict[str, str], dbname: str, params: dict[str, str], logins: dict[str, str],
-           claims: dict[str, Path] | None = None) -> tuple[ReplayResult, str, str]:
-    template = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
-    uid, name = str(uuid.uuid4()), "contribflow-daily-replay"
+           claims: dict[str, Path] | None = None, rendered: Path = DAILY) -> tuple[ReplayResult, str, str]:
+    template = yaml.safe_load(rendered.read_text(encoding="utf-8"))
+    uid, name = str(uuid.uuid4()), f"{template['metadata']['name']}-replay"
     result = Replay(
         template, parameters=params,
+        workflow_templates={k8s.WORKFLOW_TEMPLATE: yaml.safe_load(DAILY.read_text(encoding="utf-8"))},
         secrets=stand_in_secrets(logins),
         config_maps={k8s.CONFIGMAP: server_settings(server, dbname)},
         work_dir=tmp, workflow_uid=uid, workflow_name=name, claims=claims,
@@ -234,3 +236,26 @@ def test_an_unreachable_database_is_retried_by_the_manifest_s_retry_strategy(dat
     assert [a.exit_code for a in init_db.attempts] == [75] * 4, "exit 75 is retried up to the limit (3)"
     assert all(r.phase == "Omitted" for n, r in result.tasks.items() if n != "init-db")
     assert result.status == "Failed"
+
+
+def test_the_backfill_runs_one_audited_daily_workflow_per_date(database, pg_server, stage_logins, tmp_path):
+    params = {"from": "2026-11-23", "to": "2026-11-24", "rows": "400", "generate": "true"}
+    result, _, _ = replay(tmp_path / "replay", pg_server, database["PGDATABASE"], params, stage_logins,
+                          rendered=BACKFILL)
+    assert result.status == "Succeeded"
+    assert result.tasks["dates"].outputs["dates"] == '["2026-11-23", "2026-11-24"]'
+    days = result.tasks["run-day"].items
+    assert [d.workflow.tasks["init-db"].argv[-1] for d in days] == ["2026-11-23", "2026-11-24"]
+    assert all(d.workflow.status == "Succeeded" and d.workflow.exit_handler.phase == "Succeeded" for d in days)
+    names = [d.outputs["workflow-name"] for d in days]
+    assert names[0].startswith("contribflow-daily-2026-11-23-") and names[1].startswith("contribflow-daily-2026-11-24-")
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=database["PGDATABASE"]) as c:
+        runs = c.execute("""SELECT logical_date::text, workflow_name, count(DISTINCT run_id), count(*),
+                                   count(*) FILTER (WHERE status = 'SUCCESS')
+                              FROM meta.etl_run GROUP BY 1, 2 ORDER BY 1""").fetchall()
+        files = c.execute("SELECT file_date::text, outcome FROM meta.source_file ORDER BY 1").fetchall()
+        per_day = c.execute("SELECT file_date::text, count(*) > 0 FROM raw.contributions GROUP BY 1 ORDER BY 1").fetchall()
+    steps = len(STAGES) + 1
+    assert runs == [("2026-11-23", names[0], 1, steps, steps), ("2026-11-24", names[1], 1, steps, steps)]
+    assert files == [("2026-11-23", "LOADED"), ("2026-11-24", "LOADED")]
+    assert per_day == [("2026-11-23", True), ("2026-11-24", True)]
