@@ -82,13 +82,12 @@ require() {
       problems+=("$tool: could not read its version: make $target needs $tool >= $minimum; install it: $hint")
     elif ! version_at_least "$have" "$minimum"; then
       problems+=("$tool $have is too old: make $target needs $tool >= $minimum; install it: $hint")
+    elif [ "$tool" = docker ] && ! docker info >/dev/null 2>&1; then
+      problems+=("docker $have is installed but its engine is not running ('docker info' failed): start Docker")
     else
       found+=("$tool $have")
     fi
   done
-  if [ ${#problems[@]} -eq 0 ] && [[ " $* " == *" docker "* ]] && ! docker info >/dev/null 2>&1; then
-    problems+=("docker is installed but its engine is not running ('docker info' failed): start Docker")
-  fi
   if [ ${#problems[@]} -gt 0 ]; then
     printf 'make %s: missing prerequisites, nothing was done:\n' "$target" >&2
     printf '  - %s\n' "${problems[@]}" >&2
