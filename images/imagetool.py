@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_TOOLS = {"pip", "setuptools", "wheel"}
-"""Installed by ``python -m venv`` itself, in the image as here; not part of the dependency set."""
 
 
 # --- Dockerfile and .dockerignore parsing (also used by tests/test_images.py) ---------------------
@@ -240,9 +238,15 @@ def builder_context(image_name: str, into: Path) -> Path:
 
 
 def fresh_venv(path: Path, python: str) -> Path:
+    """As the Dockerfiles make /opt/venv: without pip or setuptools of its own."""
     shutil.rmtree(path, ignore_errors=True)
-    _must([python, "-m", "venv", str(path)], f"creating {path}")
+    _must([python, "-m", "venv", "--without-pip", str(path)], f"creating {path}")
     return path
+
+
+def pip(python: str, venv: Path, *args: str) -> list[str]:
+    """``python -m pip --python <venv> …``: the interpreter's pip working on the venv, as in the builder."""
+    return [python, "-m", "pip", "--python", str(venv / "bin" / "python"), *args]
 
 
 def pip_env() -> dict[str, str]:
@@ -258,13 +262,13 @@ def install_image(image_name: str, venv: Path, python: str) -> None:
     fresh_venv(venv, python)
     with tempfile.TemporaryDirectory(prefix=f"contribflow-{image_name}-context-") as tmp:
         context = builder_context(image_name, Path(tmp))
-        _must([str(venv / "bin" / "pip"), "install", "--quiet", "--no-cache-dir",
-               "--constraint", str(lock_file(image_name)), f".[{extras}]"],
+        _must(pip(python, venv, "install", "--quiet", "--no-cache-dir",
+                  "--constraint", str(lock_file(image_name)), f".[{extras}]"),
               f"installing the {image_name} image's dependency set", cwd=context, env=pip_env())
 
 
-def installed(venv: Path) -> dict[str, str]:
-    listing = _must([str(venv / "bin" / "pip"), "list", "--format", "json"], "pip list", env=pip_env())
+def installed(venv: Path, python: str) -> dict[str, str]:
+    listing = _must(pip(python, venv, "list", "--format", "json"), "pip list", env=pip_env())
     return {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listing.stdout)}
 
 
@@ -279,8 +283,8 @@ def lock(image_names: list[str], work: Path, python: str) -> None:
         report = work / f"lock-{name}.json"
         with tempfile.TemporaryDirectory(prefix=f"contribflow-{name}-context-") as tmp:
             context = builder_context(name, Path(tmp))
-            _must([str(venv / "bin" / "pip"), "install", "--quiet", "--dry-run", "--ignore-installed",
-                   "--report", str(report), f".[{','.join(image.extras)}]"],
+            _must(pip(python, venv, "install", "--quiet", "--dry-run", "--ignore-installed",
+                      "--report", str(report), f".[{','.join(image.extras)}]"),
                   f"resolving the {name} image's dependency set", cwd=context, env=pip_env())
         items = json.loads(report.read_text())["install"]
         pins = sorted((i["metadata"]["name"].lower().replace("_", "-"), i["metadata"]["version"])
@@ -295,12 +299,12 @@ def lock(image_names: list[str], work: Path, python: str) -> None:
 
 # --- check -------------------------------------------------------------------------------------------
 
-def check_image(name: str, venv: Path) -> list[str]:
+def check_image(name: str, venv: Path, python: str) -> list[str]:
     """Problems with the image's virtualenv; empty when it holds what its stages need and no more."""
     from contribflow.imagemap import IMAGES
 
     problems = []
-    have = {n: v for n, v in installed(venv).items() if n not in VENV_TOOLS | {"contribflow"}}
+    have = {n: v for n, v in installed(venv, python).items() if n != "contribflow"}
     pins = read_lock(lock_file(name))
     if have != pins:
         extra = sorted(f"{n}=={v}" for n, v in have.items() if pins.get(n) != v)
@@ -316,6 +320,10 @@ def check_image(name: str, venv: Path) -> list[str]:
                   *sorted(import_names(forbidden_packages(name)))], cwd=venv)
     if probe.returncode != 0 or probe.stdout.strip() != "[]":
         problems.append(f"can import modules of other images: {probe.stdout.strip()} {probe.stderr.strip()}")
+    where = _run([str(venv / "bin" / "python"), "-I", "-c", "import contribflow; print(contribflow.__file__)"],
+                 cwd=venv)
+    if not where.stdout.strip().startswith(str(venv)):
+        problems.append(f"contribflow is not installed into the venv (editable?): {where.stdout}{where.stderr}")
     for stage in IMAGES[name].stages:
         result = _run([str(venv / "bin" / "contribflow"), stage, "--help"], cwd=venv)
         if result.returncode != 0 or f"usage: contribflow {stage}" not in result.stdout:
@@ -337,39 +345,94 @@ def import_names(distributions: set[str]) -> set[str]:
     return names
 
 
+def env_of(stage: BuildStage) -> dict[str, str]:
+    """The ENV a build stage sets (``KEY=value`` form)."""
+    env: dict[str, str] = {}
+    for instruction in stage.all("ENV"):
+        for word in shlex.split(instruction.value):
+            key, sep, value = word.partition("=")
+            if not sep:
+                raise ValueError(f"line {instruction.line}: ENV {word!r} is not in KEY=value form")
+            env[key] = value
+    return env
+
+
+class ImageFilesystem:
+    """The images' absolute paths mapped into a work folder: /opt/venv to the image's venv, /app,
+    /tmp and /data (the landing volume) to folders of their own."""
+
+    def __init__(self, work: Path):
+        self.app, self.tmp, self.data = work / "app", work / "tmp", work / "data"
+        for folder in (self.app, self.tmp, self.data):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+
+    def path(self, image_path: str, venv: Path) -> str:
+        for prefix, here in (("/opt/venv", venv), ("/app", self.app), ("/tmp", self.tmp), ("/data", self.data)):
+            if image_path == prefix or image_path.startswith(prefix + "/"):
+                return str(here) + image_path[len(prefix):]
+        return image_path
+
+    def add_files(self, name: str) -> None:
+        """What the final stage COPYs from the build context (the dbt project), as Docker sends it."""
+        from contribflow.imagemap import IMAGES
+
+        rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
+        for instruction in parse_dockerfile((ROOT / IMAGES[name].dockerfile).read_text())[-1].all("COPY"):
+            sources, destination, flags = copy_sources(instruction)
+            if "from" in flags:
+                continue
+            for source in sources:
+                for rel in context_files(source, ROOT, rules):
+                    inside = rel[len(source.rstrip("/")):].lstrip("/") or Path(rel).name
+                    target = Path(self.path(destination.rstrip("/"), Path("/nonexistent"))) / inside
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(ROOT / rel, target)
+
+    def env(self, name: str, venv: Path) -> dict[str, str]:
+        """The image's ENV with its paths mapped (``$PATH`` in its PATH is this machine's PATH).
+        CONTRIBFLOW_OUTPUTS_DIR is left to the runner, as the workflow sets it per step."""
+        from contribflow.imagemap import IMAGES
+
+        env = env_of(parse_dockerfile((ROOT / IMAGES[name].dockerfile).read_text())[-1])
+        env.pop("CONTRIBFLOW_OUTPUTS_DIR", None)
+        mapped = {key: self.path(value, venv) for key, value in env.items() if key != "PATH"}
+        path = env.get("PATH", "$PATH").split(":")
+        mapped["PATH"] = os.pathsep.join(os.environ.get("PATH", "") if p == "$PATH" else self.path(p, venv)
+                                         for p in path)
+        return mapped
+
+
 def run_pipeline(venvs: dict[str, Path], work: Path) -> list[str]:
-    """The stage graph against a real PostgreSQL, each stage run by its own image's virtualenv, with
-    the images' environment: working folder ``app`` (the images' /app, holding the dbt project as
-    the dbt image copies it), everything writable under ``tmp`` (the pods' /tmp emptyDir). Nothing
-    may be written under ``app``: in the cluster it is on the read-only root filesystem."""
+    """The stage graph against a real PostgreSQL, each stage run by its own image's virtualenv with
+    its image's ENV (paths mapped by ImageFilesystem), from the images' working folder /app. Nothing
+    may be written under /app or into the venvs: in the cluster they are on the read-only root
+    filesystem; only /tmp (an emptyDir) and the landing volume are writable."""
     from contribflow import embedded, runner
     from contribflow.graph import by_name, EXIT_STAGE, STAGES
     from contribflow.imagemap import image_for
     from contribflow.settings import Settings
 
     stages = by_name((*STAGES, EXIT_STAGE))
-    app = work / "app"
-    shutil.rmtree(app, ignore_errors=True)
-    shutil.copytree(ROOT / "dbt", app / "dbt", ignore=shutil.ignore_patterns("target", "logs"))
-    shipped = _snapshot(app)
-    tmp = work / "tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    fs = ImageFilesystem(work)
+    for name in venvs:
+        fs.add_files(name)
+    read_only = [fs.app, *venvs.values()]
+    shipped = {folder: _snapshot(folder) for folder in read_only}
     db = embedded.start(Path(tempfile.gettempdir()) / f"contribflow-images-pg-{os.getpid()}")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CONTRIBFLOW_", "PG", "VIRTUAL_ENV", "PYTHONPATH", "DBT_"))}
-    env.update(db, HOME=str(tmp), PYTHONDONTWRITEBYTECODE="1", DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-               CONTRIBFLOW_STATE_DIR=str(tmp / "contribflow"), CONTRIBFLOW_LANDING_DIR=str(tmp / "landing"),
-               CONTRIBFLOW_DBT_PROJECT_DIR=str(app / "dbt"), CONTRIBFLOW_DBT_TARGET_DIR=str(tmp / "dbt-target"),
-               CONTRIBFLOW_PSEUDONYM_KEY="image-check-key-not-a-secret")
+    env.update(db, CONTRIBFLOW_STATE_DIR=str(work / "runner"), CONTRIBFLOW_PSEUDONYM_KEY="image-check-key-not-a-secret")
     saved = os.environ.copy()
     original = runner.cli_command
     os.environ.clear()
     os.environ.update(env)
-    os.chdir(app)
+    os.chdir(fs.app)
     try:
         def cli_command(stage, args):
-            return [str(venvs[image_for(stages[stage.name].image).name] / "bin" / "contribflow"), stage.name, *args]
+            name = image_for(stages[stage.name].image).name
+            image_env = [f"{k}={v}" for k, v in fs.env(name, venvs[name]).items()]
+            return ["env", *image_env, str(venvs[name] / "bin" / "contribflow"), stage.name, *args]
 
         runner.cli_command = cli_command
         settings = Settings.from_env()
@@ -383,10 +446,11 @@ def run_pipeline(venvs: dict[str, Path], work: Path) -> list[str]:
         embedded.stop(Path(db["PGHOST"]))
         shutil.rmtree(db["PGHOST"], ignore_errors=True)
     problems = [f"stage {r.stage}: {r.state} {r.note}" for r in results if r.state not in ("ok", "skipped")]
-    written = sorted(set(_snapshot(app).items()) - set(shipped.items()))
-    if written:
-        problems.append("wrote outside the writable /tmp (read-only in the cluster): "
-                        + ", ".join(path for path, _ in written[:10]))
+    for folder in read_only:
+        written = sorted(set(_snapshot(folder).items()) - set(shipped[folder].items()))
+        if written:
+            problems.append(f"wrote into {folder} (read-only in the cluster): "
+                            + ", ".join(path for path, _ in written[:10]))
     return problems
 
 
@@ -400,7 +464,7 @@ def check(image_names: list[str], work: Path, python: str, pipeline: bool) -> in
         started = time.monotonic()
         venv = work / name
         install_image(name, venv, python)
-        problems = check_image(name, venv)
+        problems = check_image(name, venv, python)
         venvs[name] = venv
         verdict = "ok" if not problems else "FAILED"
         print(f"check-images {name}: {verdict} in {time.monotonic() - started:.0f}s", flush=True)

@@ -41,14 +41,7 @@ def final(name: str) -> imagetool.BuildStage:
     return stages_of(name)[-1]
 
 
-def env_of(stage: imagetool.BuildStage) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for instruction in stage.all("ENV"):
-        for word in shlex.split(instruction.value):
-            key, sep, value = word.partition("=")
-            assert sep, f"ENV {instruction.value!r} (line {instruction.line}) is not in KEY=value form"
-            env[key] = value
-    return env
+env_of = imagetool.env_of
 
 
 def labels_of(stage: imagetool.BuildStage) -> dict[str, str]:
@@ -120,9 +113,12 @@ def test_final_stage_holds_only_the_venv_from_the_builder(name: str):
 @pytest.mark.parametrize("name", IMAGES)
 def test_builder_installs_exactly_the_image_map_extras_pinned_by_the_lock(name: str):
     runs = " ".join(i.value for i in stages_of(name)[0].all("RUN"))
-    installs = re.findall(r"pip install (.+?)(?:&&|$)", runs)
+    assert "python -m venv --without-pip /opt/venv" in runs, "the venv holds the image's packages only"
+    installs = re.findall(r"pip --python (\S+) install (.+?)(?:&&|$)", runs)
     assert len(installs) == 1
-    words = shlex.split(installs[0])
+    target, arguments = installs[0]
+    assert target == "/opt/venv/bin/python", "installs into the venv the final stage copies"
+    words = shlex.split(arguments)
     targets = [w for w in words if not w.startswith("-") and words[words.index(w) - 1] != "--constraint"]
     assert targets == [f".[{','.join(IMAGES[name].extras)}]"], "non-editable, exactly the map's extras"
     lock = f"images/{name}/requirements.txt"
@@ -249,6 +245,22 @@ def test_dockerfile_parser_reports_a_dangling_continuation():
         imagetool.parse_dockerfile("FROM python:3.11.14-slim-bookworm\nRUN true \\\n")
     with pytest.raises(ValueError, match="line 1: RUN before the first FROM"):
         imagetool.parse_dockerfile("RUN true\nFROM x\n")
+
+
+def test_image_filesystem_maps_the_images_paths_and_env(tmp_path: Path):
+    fs = imagetool.ImageFilesystem(tmp_path)
+    fs.add_files("dbt")
+    assert (fs.app / "dbt" / "dbt_project.yml").is_file()
+    assert (fs.app / "dbt" / "models" / "marts" / "fct_contributions.sql").is_file()
+    assert not (fs.app / "dbt" / "target").exists() and not (fs.app / "dbt" / "logs").exists()
+    venv = tmp_path / "venv"
+    env = fs.env("dbt", venv)
+    assert env["CONTRIBFLOW_DBT_PROJECT_DIR"] == str(fs.app / "dbt")
+    assert env["CONTRIBFLOW_DBT_TARGET_DIR"] == str(fs.tmp / "dbt-target")
+    assert env["HOME"] == str(fs.tmp)
+    assert env["PATH"].split(os.pathsep)[0] == str(venv / "bin")
+    assert "CONTRIBFLOW_OUTPUTS_DIR" not in env, "the runner gives each step its own, as the workflow does"
+    assert fs.env("ingest", venv)["CONTRIBFLOW_LANDING_DIR"] == str(fs.data / "landing")
 
 
 def test_builder_context_is_what_the_dockerfile_copies(tmp_path: Path):
