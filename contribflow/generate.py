@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -82,15 +84,22 @@ def rows_for(day: dt.date, rows: int, seed: int = 42, defect_rate: float = 0.0) 
 
 
 def write_file(path: Path, rows: Iterable[list[str]]) -> int:
-    """Write atomically (a reader never sees half a file); return the number of data rows."""
-    tmp = path.with_suffix(".csv.partial")
+    """Write atomically (a reader never sees half a file); return the number of data rows.
+
+    The temporary file is this writer's own, so two runs generating the same date at once both
+    succeed (the last rename wins, with the same bytes) instead of one renaming the other's file.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     count = 0
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(",".join(COLUMNS) + "\n")
-        for row in rows:
-            fh.write(",".join(row) + "\n")
-            count += 1
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(",".join(COLUMNS) + "\n")
+            for row in rows:
+                fh.write(",".join(row) + "\n")
+                count += 1
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return count
 
 

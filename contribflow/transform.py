@@ -6,10 +6,13 @@ cannot reach compiled SQL, logs or artifacts even by a careless ``env_var`` in a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from contribflow.audit import StepRun
@@ -18,6 +21,7 @@ from contribflow.errors import StageError
 from contribflow.settings import Settings
 
 _SCRUBBED_ENV = ("CONTRIBFLOW_PSEUDONYM_KEY",)
+DBT_LOCK = "contribflow:dbt"
 _PASSED = {"success", "pass"}
 _FAILED = {"error", "fail", "runtime error"}
 
@@ -46,6 +50,19 @@ def _invoke(settings: Settings, command: str, extra: list[str]) -> bool:
     return bool(result.success)
 
 
+@contextlib.contextmanager
+def _one_dbt_at_a_time(settings: Settings) -> Iterator[None]:
+    """A session advisory lock around dbt, held on a connection of its own (released when it closes,
+    even if the process dies). Two dbt builds of the same relations at once collide ("relation
+    already exists"); this lock serialises them, on top of the Argo mutex."""
+    with connect(settings, autocommit=True) as conn:
+        key = (DBT_LOCK,)
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", key).fetchone()[0]:
+            print("another dbt run holds the warehouse; waiting for it to finish", file=sys.stderr, flush=True)
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", key)
+        yield
+
+
 def _record(settings: Settings, step: str, run_results: dict) -> list[dict]:
     invocation = run_results.get("metadata", {}).get("invocation_id", "")
     nodes = run_results.get("results", [])
@@ -68,7 +85,8 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
         extra = ["--vars", json.dumps({"run_date": day.isoformat()})]
         if full_refresh:
             extra.append("--full-refresh")
-        ok = _invoke(settings, command, extra)
+        with _one_dbt_at_a_time(settings):
+            ok = _invoke(settings, command, extra)
         results_file = target_dir(settings) / "run_results.json"
         if not results_file.exists():
             raise StageError(f"dbt {command} wrote no {results_file}")

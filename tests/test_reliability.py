@@ -158,6 +158,43 @@ def test_two_ingests_of_the_same_date_at_once_load_it_once(database, sql):
     assert sql("select count(distinct run_id) from meta.data_quality_issue") == [(1,)]
 
 
+def test_two_full_runs_of_the_same_date_at_once_both_succeed_and_load_once(database, sql, tmp_path):
+    """Each run has its own state folder (dbt target), as each pod has its own; landing and
+    warehouse are shared. Generate, ingest and dbt all meet the other run and must cope."""
+    runs = []
+    for n in (1, 2):
+        env = dict(os.environ, CONTRIBFLOW_STATE_DIR=str(tmp_path / f"state-{n}"), CONTRIBFLOW_RUN_ID=f"twin-{n}")
+        runs.append(spawn(["run", "--date", DAY.isoformat(), "--rows", "3000", "--defect-rate", "0.01"], env))
+    outputs = [p.communicate(timeout=300) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outputs
+
+    loads = sql("select run_id, rows_loaded, rows_rejected from meta.etl_run where step = 'ingest' order by rows_loaded")
+    assert [r[1] for r in loads][0] == 0 and loads[1][1] + loads[1][2] == 3000
+    assert sql("select count(*), count(distinct run_id) from raw.contributions") == [(loads[1][1], 1)]
+    assert sql("select count(*) from meta.source_file where outcome = 'LOADED'") == [(1,)]
+    assert sql("select count(*) from marts.fct_contributions") == [(loads[1][1],)]
+    assert sql("select count(*) from meta.etl_run where status <> 'SUCCESS'") == [(0,)]
+    assert sql("select count(*) from meta.dbt_node_result where status not in ('pass', 'success')") == [(0,)]
+
+
+def test_a_dbt_step_waits_while_another_dbt_holds_the_warehouse(database, sql):
+    assert cli(["init-db"]).returncode == 0
+    sql("select pg_advisory_lock(hashtextextended('contribflow:dbt', 0))")
+    proc = spawn(["dbt-run", "--date", DAY.isoformat()], dict(os.environ))
+    try:
+        wait_until(lambda: sql("select 1 from pg_locks where locktype = 'advisory' and not granted")
+                   or proc.poll() is not None, 120, "dbt-run to wait on the dbt lock", interval=0.1)
+        time.sleep(1)
+        assert proc.poll() is None, "dbt-run must not start building while another dbt holds the lock"
+        assert sql("select count(*) from pg_class where relnamespace = 'marts'::regnamespace") == [(0,)]
+    finally:
+        sql("select pg_advisory_unlock(hashtextextended('contribflow:dbt', 0))")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "another dbt run holds the warehouse; waiting for it to finish" in err
+    assert sql("select to_regclass('marts.fct_contributions') is not null") == [(True,)]
+
+
 # --- 3. the database unavailable ------------------------------------------------------------------
 
 def _free_port() -> int:
