@@ -174,7 +174,7 @@ def test_dbt_image_carries_the_dbt_project_where_its_settings_point():
 def test_oci_labels_and_healthcheck(name: str):
     labels = labels_of(final(name))
     assert labels["org.opencontainers.image.title"] == IMAGES[name].repository
-    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]
     assert labels["org.opencontainers.image.base.name"].endswith(final(name).base)
     assert labels["org.opencontainers.image.description"]
     assert [i.value for i in final(name).all("HEALTHCHECK")] == ["NONE"]
@@ -283,6 +283,10 @@ sys.exit(int(os.environ.get("STANDIN_EXIT_" + name + "_" + sub, "0")))
 """
 
 
+OUTER_MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "DOCKER", "KIND", "KIND_CLUSTER",
+                        "IMAGE_REGISTRY", "IMAGE_TAG", "VENV", "BIN"}
+
+
 def _path_without(*tools: str) -> str:
     return os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
                            if d and not any(os.access(Path(d) / t, os.X_OK) for t in tools))
@@ -300,7 +304,10 @@ def make(target: str, tmp_path: Path, tools: tuple[str, ...] = ("docker", "kind"
     path = _path_without(*absent) if absent else os.environ["PATH"]
     for tool in absent:
         assert shutil.which(tool, path=path) is None
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{path}", STANDIN_LOG=str(log))
+    # Nothing of an outer `make test` (MAKEFLAGS carries its command-line variables) or of the
+    # caller's environment (make's ?= reads it) may change what the target does here.
+    inherited = {k: v for k, v in os.environ.items() if k not in OUTER_MAKE_VARIABLES}
+    env = dict(inherited, PATH=f"{bin_dir}{os.pathsep}{path}", STANDIN_LOG=str(log))
     env.update({k: v for k, v in variables.items() if k.startswith("STANDIN_")})
     make_vars = [f"{k}={v}" for k, v in variables.items() if not k.startswith("STANDIN_")]
     # -o: never reinstall the venv from inside a test, whatever pyproject.toml's timestamp.
