@@ -106,7 +106,7 @@ images: install ## Build every image of the image map with docker (IMAGE_TAG, IM
 	  echo "+ $(DOCKER) build -f $$dockerfile -t $$ref ."; \
 	  $(DOCKER) build -f $$dockerfile -t $$ref \
 	    --label org.opencontainers.image.version=$${ref##*:} \
-	    --label org.opencontainers.image.revision=$$revision . || exit 1; \
+	    --label org.opencontainers.image.revision=$$revision . </dev/null || exit 1; \
 	done <<< "$$map"
 
 .PHONY: kind-load
@@ -116,8 +116,12 @@ kind-load: install ## Load every image of the image map into the kind cluster KI
 	@$(require_docker)
 	@map=$$($(IMAGE_MAP)) || exit 1; \
 	while read -r name dockerfile ref; do \
+	  $(DOCKER) image inspect $$ref </dev/null >/dev/null 2>&1 || { \
+	    echo "make $@: $$ref is not among docker's images: run make images first (same IMAGE_REGISTRY/IMAGE_TAG)." >&2; exit 1; }; \
+	done <<< "$$map"; \
+	while read -r name dockerfile ref; do \
 	  echo "+ $(KIND) load docker-image $$ref --name $(KIND_CLUSTER)"; \
-	  $(KIND) load docker-image $$ref --name $(KIND_CLUSTER) || exit 1; \
+	  $(KIND) load docker-image $$ref --name $(KIND_CLUSTER) </dev/null || exit 1; \
 	done <<< "$$map"
 
 $(HADOLINT):

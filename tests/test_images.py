@@ -373,6 +373,21 @@ def test_make_kind_load_takes_the_cluster_name(tmp_path: Path):
                                                          for image in IMAGES.values()]
 
 
+def test_make_kind_load_refuses_before_loading_when_an_image_was_not_built(tmp_path: Path):
+    result, calls = make("kind-load", tmp_path, STANDIN_EXIT_docker_image="1")
+    assert result.returncode != 0
+    assert f"{IMAGES['migrations'].reference()} is not among docker's images: run make images first" in result.stderr
+    assert not [c for c in calls if c[0] == "kind"]
+
+
+def test_make_kind_load_checks_every_image_is_built_first(tmp_path: Path):
+    result, calls = make("kind-load", tmp_path)
+    assert result.returncode == 0, result.stderr
+    inspected = [c[3] for c in calls if c[:3] == ["docker", "image", "inspect"]]
+    assert inspected == [image.reference() for image in IMAGES.values()]
+    assert calls.index(["docker", "image", "inspect", inspected[-1]]) < [c[0] for c in calls].index("kind")
+
+
 def test_make_kind_load_without_kind_says_what_to_install(tmp_path: Path):
     result, calls = make("kind-load", tmp_path, tools=("docker",), absent=("kind",))
     assert result.returncode != 0
