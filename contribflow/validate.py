@@ -6,7 +6,9 @@ it was written and nothing is coerced silently; PostgreSQL types the good rows o
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +27,26 @@ def _real_date(values: pd.Series) -> pd.Series:
 
 
 def _matches(pattern: str, name: str) -> pa.Check:
-    """A regex check reported under a rule name an auditor can read."""
-    return pa.Check(lambda s: s.str.fullmatch(pattern), name=name)
+    """A regex check reported under a rule name an auditor can read.
+
+    ASCII only: Python's ``\\d`` also matches other scripts' digits, which PostgreSQL would not
+    accept as a number or a date. One compiled ``fullmatch`` per value, without the pandas string
+    accessor's per-value overhead (pandera has already dropped the empty values).
+    """
+    return pa.Check(_regex_mask(re.compile(pattern, re.ASCII).fullmatch), name=name)
+
+
+def _regex_mask(match: Callable[[str], re.Match | None]) -> Callable[[pd.Series], pd.Series]:
+    """A vectorised check: ``match`` applied to every value in C (``map``), no Python frame each."""
+
+    def check(values: pd.Series) -> pd.Series:
+        matched = np.fromiter(map(bool, map(match, values.tolist())), dtype=bool, count=len(values))
+        return pd.Series(matched, index=values.index)
+
+    return check
+
+
+_starts_negative = _regex_mask(re.compile("-").match)
 
 
 def _text(pattern: str, name: str, *checks: pa.Check) -> pa.Column:
@@ -46,7 +66,7 @@ SCHEMA = pa.DataFrameSchema(
                             pa.Check(_real_date, name="real_calendar_date")),
         "amount": pa.Column(str, nullable=False, checks=[
             _matches(contract.NUMBER, "amount_is_decimal_number"),
-            pa.Check(lambda s: ~s.str.startswith("-"), name="amount_not_negative"),
+            pa.Check(lambda s: ~_starts_negative(s), name="amount_not_negative"),
             _matches(contract.AMOUNT, "amount_two_decimals_max_12_digits"),
         ]),
         "currency": _enum(contract.CURRENCIES),

@@ -1,0 +1,164 @@
+"""The fast paths of ingest (issue 8) give exactly what the exact, line-by-line path gives.
+
+The plain-block reader, the comma-delimited COPY of plain lines and the run-merging duplicate check
+exist for speed only; these tests pin them to the slow, obviously correct behaviour.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from contribflow import cli
+from contribflow.contract import COLUMNS
+from contribflow.errors import FileRefused
+from contribflow.ingest import SeenKeys
+from contribflow.reader import chunks, records
+from helpers import good_row, write_source
+
+DAY = dt.date(2026, 11, 24)
+HEADER = ",".join(COLUMNS) + "\n"
+
+PIECES = [
+    ",".join(good_row(1)) + "\n",
+    "\n",
+    "a,b\n",
+    'x,"q\nq",3,4,5,6,7,8\n',
+    '"a""b",2,3,4,5,6,7,8\n',
+    'a,"b"c,3,4,5,6,7,8\n',
+    "a,b,c,d,e,f,g,h,i\n",
+    "a,b\r\n",
+    "a,b,c,d,e,f,g,h\r\n",
+    ",,,,,,,\n",
+    "a\x00b,1,2,3,4,5,6,7\n",
+    " ,1,2,3,4,5,6,7\n",
+    "é,ü,2,3,4,5,6,7\n",
+    "a,b\rc,d,e,f,g,h,i\n",
+    '"multi\n\nline",2,3,4,5,6,7,8\n',
+]
+
+
+def _via_records(path):
+    header, stream = records(path)
+    return header, [(r.line, r.raw, r.fields, r.syntax_error) for r in stream]
+
+
+def _via_chunks(path, size):
+    header, stream = chunks(path, size)
+    found, counted = [], 0
+    for chunk in stream:
+        counted += chunk.records
+        for i, line in enumerate(chunk.lines.tolist()):
+            found.append((line, chunk.raw(line), [column[i] for column in chunk.fields], None))
+        for rec in chunk.broken:
+            assert chunk.raw(rec.line) == rec.raw
+            found.append((rec.line, rec.raw, rec.fields, rec.syntax_error))
+    assert counted == len(found)
+    return header, sorted(found, key=lambda r: r[0])
+
+
+def _outcome(read):
+    try:
+        return read()
+    except FileRefused as exc:
+        return ("refused", str(exc))
+
+
+def test_chunked_reader_matches_the_exact_reader_on_random_hostile_files(tmp_path):
+    rng = random.Random(8)
+    for _ in range(300):
+        body = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 20)))
+        if rng.random() < 0.3:
+            body = body.rstrip("\n")
+        if rng.random() < 0.1:
+            body += '"unterminated,1\n'
+        path = write_source(tmp_path, DAY, [], raw=(HEADER + body).encode())
+        expected = _outcome(lambda: _via_records(path))
+        for size in (1, 2, 3, 7, 1000):
+            assert _outcome(lambda: _via_chunks(path, size)) == expected, (size, body)
+
+
+def test_a_quoted_newline_across_a_chunk_boundary_keeps_its_line_and_text(tmp_path):
+    rows = [",".join(good_row(1)), 'D2,1,2026-11-01,1.00,EUR,"INCOME\nTAX",DUE,LU', ",".join(good_row(3))]
+    path = write_source(tmp_path, DAY, rows)
+    _, stream = chunks(path, 2)
+    first, second = list(stream)
+    assert first.lines.tolist() == [2, 3] and first.plain is None  # the record ran past the block
+    assert first.raw(3) == rows[1] + "\n"
+    assert second.lines.tolist() == [5] and second.plain is not None
+    assert [column[0] for column in second.fields] == good_row(3)
+
+
+def test_seen_keys_merging_runs_finds_every_repeat_across_many_chunks():
+    rng = np.random.default_rng(8)
+    ids = [f"D{n}" for n in rng.integers(0, 5_000, size=20_000)]
+    seen = SeenKeys(max_run=3_000)
+    marked = np.concatenate([seen.mark(pd.Series(ids[i:i + 700])) for i in range(0, len(ids), 700)])
+    assert marked.tolist() == pd.Series(ids).duplicated().tolist()
+    assert seen.count == len(set(ids))
+    assert max(len(run) for run in seen.runs) <= 3_000
+
+
+def _ingest(landing, rows, query):
+    path = write_source(landing, DAY, rows)
+    assert cli.main(["init-db"]) == 0
+    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
+    loaded = query("""select declaration_id, taxpayer_id, taxpayer_key, event_date, amount::text, currency,
+                             contribution_type, status, country, file_date, source_file, source_line,
+                             run_id, encode(record_hash, 'hex')
+                        from raw.contributions order by source_line""")
+    quarantined = query("select source_line, raw_line, reasons from raw.contributions_quarantine order by source_line")
+    return loaded, quarantined
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("chunk_rows", [3, 1000])
+def test_plain_and_quoted_files_load_the_same_rows(database, sql, pg_server, tmp_path, monkeypatch, chunk_rows):
+    """The same records, written plain (fast path, comma-delimited COPY) and with every field quoted
+    (exact path, tab-delimited COPY), give the same raw rows, hashes and quarantine."""
+    monkeypatch.setenv("CONTRIBFLOW_REJECT_THRESHOLD", "0.9")
+    monkeypatch.setenv("CONTRIBFLOW_CHUNK_ROWS", str(chunk_rows))
+    monkeypatch.setenv("CONTRIBFLOW_RUN_ID", "run,with\\odd\tcharacters")
+    rows = [good_row(i, amount=f"{i}.5", taxpayer=str(10000 + i % 4)) for i in range(1, 13)]
+    rows[2][3] = "-1.00"
+    rows[5][6] = "LOST"
+    rows[7][0] = rows[6][0]
+    rows[9] = rows[9][:5]
+    plain = [",".join(r) for r in rows]
+    quoted = [",".join(f'"{v}"' for v in r) for r in rows]
+    landing = tmp_path / "landing"
+    first = _ingest(landing, plain, sql)
+
+    other = database["PGDATABASE"] + "_q"
+    admin = psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"],
+                            dbname=pg_server["PGDATABASE"], autocommit=True)
+    admin.execute(f'CREATE DATABASE "{other}"')
+    try:
+        monkeypatch.setenv("PGDATABASE", other)
+        with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=other,
+                             autocommit=True) as conn:
+            second = _ingest(landing, quoted, lambda q: conn.execute(q).fetchall())
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+        admin.close()
+
+    assert len(first[0]) == len(second[0]) == 8
+    assert first[0] == second[0]
+    assert {r[12] for r in first[0]} == {"run,with\\odd\tcharacters"}
+    assert [q[0] for q in first[1]] == [q[0] for q in second[1]] == [4, 7, 9, 11]
+    assert [q[2] for q in first[1]] == [q[2] for q in second[1]]
+    assert first[1][0][1] == plain[2] + "\n" and second[1][0][1] == quoted[2] + "\n"
+
+
+@pytest.mark.integration
+def test_a_last_line_without_newline_loads_through_the_plain_path(database, sql, tmp_path, monkeypatch):
+    path = write_source(tmp_path / "landing", DAY, [], raw=(HEADER + ",".join(good_row(1))).encode())
+    monkeypatch.setenv("CONTRIBFLOW_CHUNK_ROWS", "10")
+    assert cli.main(["init-db"]) == 0
+    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
+    assert sql("select declaration_id, amount::text, source_line from raw.contributions") == [("D00000001", "100.00", 2)]
