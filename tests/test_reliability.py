@@ -127,6 +127,9 @@ def test_sigkill_mid_load_leaves_no_rows_no_ledger_entry_and_a_stale_running_ste
 
 # --- 2. concurrency -------------------------------------------------------------------------------
 
+WAITERS = "select pid from pg_locks where locktype = 'advisory' and not granted"
+
+
 def test_two_ingests_of_the_same_date_at_once_load_it_once(database, sql):
     env = dict(os.environ)
     assert cli(["init-db"], env).returncode == 0
@@ -134,12 +137,17 @@ def test_two_ingests_of_the_same_date_at_once_load_it_once(database, sql):
                env).returncode == 0
     path = Path(database["CONTRIBFLOW_LANDING_DIR"]) / file_name(DAY)
     args = ["ingest", "--date", DAY.isoformat(), "--file", str(path)]
+    # Hold the raw-writer lock so that both start before either can load, whatever their timing.
+    sql("select pg_advisory_lock(hashtextextended('contribflow:raw-writer', 0))")
     procs = [spawn(args, dict(env, CONTRIBFLOW_RUN_ID=f"racer-{n}")) for n in (1, 2)]
-    waited = wait_until(lambda: sql("select 1 from pg_locks where locktype = 'advisory' and not granted")
-                        or all(p.poll() is not None for p in procs), 120, "a waiter or the end")
+    try:
+        waiting = wait_until(lambda: len(sql(WAITERS)) == 2 or any(p.poll() is not None for p in procs),
+                             120, "both ingests to wait on the raw-writer lock")
+    finally:
+        sql("select pg_advisory_unlock(hashtextextended('contribflow:raw-writer', 0))")
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert waited == [(1,)], "one ingest must have waited on the raw-writer advisory lock"
+    assert waiting is True, "both ingests must have waited on the raw-writer advisory lock"
 
     steps = {r[0]: r[1:] for r in sql(
         "select run_id, rows_in, rows_loaded, rows_rejected, details->>'already_ingested_by' "
