@@ -232,6 +232,26 @@ def test_an_unreachable_database_is_retried_with_backoff_then_exits_75_in_one_li
     assert 0.9 <= elapsed < 30
 
 
+def test_a_connection_lost_mid_load_is_transient_loads_nothing_and_the_step_says_so(database, sql):
+    assert cli(["init-db"]).returncode == 0
+    env = dict(os.environ, CONTRIBFLOW_CHUNK_ROWS="20000", CONTRIBFLOW_RUN_ID="run-cut")
+    path = write_clean_file(Path(database["CONTRIBFLOW_LANDING_DIR"]), DAY, 200_000)
+    proc = spawn(["ingest", "--date", DAY.isoformat(), "--file", str(path)], env)
+    try:
+        [(backend,)] = wait_until(lambda: sql(LOADING) or (proc.poll() is not None and pytest.fail(
+            f"ingest ended (exit {proc.returncode}) before its connection could be cut")), 120, "rows streaming")
+        assert sql("select pg_terminate_backend(%s)", (backend,)) == [(True,)]  # as a server restart would
+    finally:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert err.strip().splitlines()[-1].startswith("contribflow ingest: database error (connection lost?): ")
+    assert "Traceback" not in err
+    assert sql("select count(*) from raw.contributions") == [(0,)]
+    assert sql("select count(*) from meta.source_file") == [(0,)]
+    status, error = sql("select status, error from meta.etl_run where run_id = 'run-cut'")[0]
+    assert status == "FAILED" and "terminat" in error
+
+
 # --- 4. dbt failures ------------------------------------------------------------------------------
 
 def _raw_row(declaration: str, status: str = "PAID", amount: str = "1.00", taxpayer_key: str = "k-injected") -> tuple:
