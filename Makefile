@@ -252,3 +252,12 @@ lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts
 	$(SHELLCHECK) scripts/*.sh
 
 TEST_CHECKS += lint-cluster
+
+# --- performance -----------------------------------------------------------------------------------
+# Slow (minutes) and timing-dependent, so not part of `make test`; tests/test_ingest_fastpath.py is.
+BENCH_SIZES   ?= 100000 1000000
+BENCH_HISTORY ?= 1000000
+
+.PHONY: bench
+bench: install ## Time ingest and dbt against COPY and a row-by-row baseline (BENCH_SIZES="… 10000000", BENCH_HISTORY="1000000 10000000")
+	BENCH_SIZES="$(BENCH_SIZES)" BENCH_HISTORY="$(BENCH_HISTORY)" $(BIN)/python bench/run.py

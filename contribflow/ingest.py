@@ -78,7 +78,7 @@ class SeenKeys:
     """
 
     runs: list[np.ndarray] = field(default_factory=list)
-    max_run: int = 1 << 21
+    max_run: int = 1 << 20
 
     def mark(self, ids: pd.Series) -> np.ndarray:
         values = ids.to_numpy(dtype=object)

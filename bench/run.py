@@ -1,0 +1,402 @@
+"""`make bench` (issue 8): ContribFlow's ingest and daily transform against their yardsticks, in one run.
+
+It starts its own PostgreSQL (pgserver, in a temporary folder), generates the source files once, and
+measures on them, each in a fresh database:
+
+- floor       server-side COPY of the already-clean rows (exactly those ingest loaded) into a table
+              with raw.contributions' columns and indexes, generated record hash included;
+- baseline    the row-by-row way (bench/baseline.py), measured on the smallest size and extrapolated
+              by its rows/s to the others (marked "extrapolated");
+- ingest      the real `contribflow ingest` subprocess (validation, hashing, quarantine, dedup, load,
+              ledger, audit rows); peak RSS is that process's own (wait4);
+- re-ingest   the same file again (the ledger makes it a no-op);
+- overlap     a file for the next day whose first half repeats the previous file: only its new half
+              may load;
+- dbt         `contribflow dbt-run` on day N+1 after N days of 100k rows, incremental and then
+              --full-refresh; the fact model's own execution_time comes from run_results.json and
+              dbt's fixed start-up (wall minus dbt's elapsed_time) is reported on its own.
+
+Correctness is checked on the way: the baseline and ingest end with the same row count and the same
+checksum of record_hash; the overlap file loads exactly its new rows; the incremental fact table
+equals the full refresh. The table is printed and the figures written as JSON (git-ignored).
+
+Timings on a shared machine are noisy: compare the ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from contribflow import embedded
+from contribflow.contract import file_name
+from contribflow.generate import declaration, rows_for, write_file
+from contribflow.ingest import RAW_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRIBFLOW = [sys.executable, "-m", "contribflow"]
+BENCH_KEY = "bench-pseudonym-key-not-a-secret"
+DAY = dt.date(2026, 1, 1)
+DAILY_ROWS = 100_000
+DEFECT_RATE = 0.001
+CHECKSUM = "md5(string_agg(encode(record_hash, 'hex'), '' ORDER BY record_hash))"
+_FOREIGN_SELECTORS = ("CONTRIBFLOW_DSN", "PGSERVICE", "PGHOSTADDR", "PGPORT", "PGPASSWORD",
+                      "PGOPTIONS", "CONTRIBFLOW_RUN_ID", "CONTRIBFLOW_OUTPUTS_DIR")
+
+
+@dataclass
+class Measure:
+    case: str
+    rows: int
+    wall_s: float
+    peak_rss_mb: float | None = None
+    floor_s: float | None = None
+    extrapolated: bool = False
+    note: str = ""
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def vs_floor(self) -> float | None:
+        return self.wall_s / self.floor_s if self.floor_s else None
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "rows_per_s": round(self.rows_per_s), "vs_floor":
+                None if self.vs_floor is None else round(self.vs_floor, 3)}
+
+
+@dataclass
+class Target:
+    name: str
+    measured: str
+    ok: bool
+
+
+class Bench:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.server = embedded.start(work / "pg")
+        self.exports = work / "exports"
+        self.exports.mkdir()
+        os.chmod(self.exports, 0o777)  # the server (its own user when run as root) writes here
+        self.measures: list[Measure] = []
+        self.checks: list[Target] = []
+
+    def connect(self, db: str) -> psycopg.Connection:
+        return psycopg.connect(host=self.server["PGHOST"], user=self.server["PGUSER"], dbname=db,
+                               autocommit=True)
+
+    def database(self, name: str) -> dict[str, str]:
+        with self.connect(self.server["PGDATABASE"]) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_SELECTORS}
+        env.update(self.server, PGDATABASE=name,
+                   CONTRIBFLOW_LANDING_DIR=str(self.work / f"landing-{name}"),
+                   CONTRIBFLOW_STATE_DIR=str(self.work / f"state-{name}"),
+                   CONTRIBFLOW_DBT_PROJECT_DIR=str(ROOT / "dbt"),
+                   CONTRIBFLOW_DBT_TARGET_DIR=str(self.work / f"dbt-{name}"),
+                   CONTRIBFLOW_PSEUDONYM_KEY=BENCH_KEY)
+        Path(env["CONTRIBFLOW_LANDING_DIR"]).mkdir()
+        self.run(["init-db"], env)
+        return env
+
+    def run(self, args: list[str], env: dict[str, str], command: list[str] | None = None,
+            run_id: str | None = None) -> tuple[float, float]:
+        """Run a subprocess; its wall seconds and its own peak RSS in MB (from wait4)."""
+        env = dict(env, CONTRIBFLOW_RUN_ID=run_id or f"bench-{args[0]}-{time.time_ns()}")
+        log = self.work / "subprocess.log"
+        with open(log, "ab") as out:
+            started = time.perf_counter()
+            proc = subprocess.Popen((command or CONTRIBFLOW) + args, env=env, stdout=out, stderr=out)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"bench: {' '.join(args)} failed (exit {proc.returncode}):\n{tail}")
+        return wall, usage.ru_maxrss / 1024
+
+    def checkpoint(self, env: dict[str, str]) -> None:
+        """Flush what earlier steps wrote, so it is not charged to the next measurement."""
+        with self.connect(env["PGDATABASE"]) as conn:
+            conn.execute("CHECKPOINT")
+
+    def ingest(self, env: dict[str, str], day: dt.date) -> tuple[float, float]:
+        path = Path(env["CONTRIBFLOW_LANDING_DIR"]) / file_name(day)
+        self.checkpoint(env)
+        return self.run(["ingest", "--date", day.isoformat(), "--file", str(path)], env)
+
+    def ledger(self, env: dict[str, str], name: str) -> tuple[int, int, int]:
+        with self.connect(env["PGDATABASE"]) as conn:
+            return conn.execute(
+                "SELECT rows_in, rows_loaded, rows_rejected FROM meta.source_file "
+                "WHERE file_name = %s AND outcome = 'LOADED'", (name,)).fetchone()
+
+    def check(self, name: str, measured: str, ok: bool) -> None:
+        self.checks.append(Target(name, measured, ok))
+        if not ok:
+            print(f"bench: CHECK FAILED: {name}: {measured}", file=sys.stderr)
+
+    # --- ingest ---------------------------------------------------------------------------------
+
+    def ingest_cases(self, size: int, baseline_rate: float | None) -> float:
+        """Every ingest measurement for one file size; returns the baseline's rows/s."""
+        env = self.database(f"bench_ingest_{size}")
+        landing = Path(env["CONTRIBFLOW_LANDING_DIR"])
+        first = landing / file_name(DAY)
+        write_file(first, rows_for(DAY, size, 42, DEFECT_RATE))
+        overlap = landing / file_name(DAY + dt.timedelta(days=1))
+        write_file(overlap, _overlapping_rows(first, size))
+
+        wall, rss = self.ingest(env, DAY)
+        rows_in, loaded, rejected = self.ledger(env, first.name)
+        floor = self.floor(env, first.name, size)
+        self.measures.append(Measure("ingest", size, wall, rss, floor,
+                                     note=f"{loaded} loaded, {rejected} quarantined"))
+        self.check(f"ingest {size}: nothing lost", f"{loaded} + {rejected} of {rows_in}",
+                   loaded + rejected == rows_in == size)
+
+        with self.connect(env["PGDATABASE"]) as conn:
+            before = conn.execute("SELECT count(*) FROM raw.contributions").fetchone()[0]
+        wall, rss = self.ingest(env, DAY)
+        with self.connect(env["PGDATABASE"]) as conn:
+            after = conn.execute("SELECT count(*) FROM raw.contributions").fetchone()[0]
+        self.measures.append(Measure("re-ingest", size, wall, rss, floor, note="ledger: no-op"))
+        self.check(f"re-ingest {size}: no row added", f"{before} -> {after}", before == after)
+
+        wall, rss = self.ingest(env, DAY + dt.timedelta(days=1))
+        _, new_loaded, _ = self.ledger(env, overlap.name)
+        self.measures.append(Measure("overlap ½", size, wall, rss, floor,
+                                     note=f"{new_loaded} new rows loaded"))
+        self.check(f"overlap {size}: only the new half loads", f"{new_loaded} loaded, {size // 2} new",
+                   new_loaded == size // 2)
+
+        if baseline_rate is None:
+            baseline_rate = self.baseline(env, first, size, floor)
+        else:
+            self.measures.append(Measure("baseline (row by row)", size, size / baseline_rate, None,
+                                         floor, extrapolated=True, note="extrapolated by rows/s"))
+        return baseline_rate
+
+    def floor(self, env: dict[str, str], source: str, size: int) -> float:
+        """Server-side COPY of the rows ingest loaded into an empty copy of raw.contributions."""
+        clean = self.exports / f"clean_{size}.tsv"
+        columns = ", ".join(RAW_COLUMNS)
+        with self.connect(env["PGDATABASE"]) as conn:
+            conn.execute(sql.SQL(f"COPY (SELECT {columns} FROM raw.contributions WHERE source_file = {{}} "
+                                 f"ORDER BY source_line) TO {{}}").format(source, str(clean)))
+            conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+            conn.execute("CREATE TABLE bench.floor (LIKE raw.contributions INCLUDING ALL)")
+            conn.execute("CHECKPOINT")
+            started = time.perf_counter()
+            with conn.transaction():
+                conn.execute(sql.SQL(f"COPY bench.floor ({columns}) FROM {{}}").format(str(clean)))
+            wall = time.perf_counter() - started
+            rows = conn.execute("SELECT count(*) FROM bench.floor").fetchone()[0]
+            conn.execute("DROP TABLE bench.floor")
+        clean.unlink()
+        self.measures.append(Measure("floor (server COPY)", rows, wall, None, wall,
+                                     note="clean rows, raw's columns and indexes"))
+        return wall
+
+    def baseline(self, env: dict[str, str], path: Path, size: int, floor: float) -> float:
+        with self.connect(env["PGDATABASE"]) as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+            conn.execute("CREATE TABLE bench.baseline (LIKE raw.contributions INCLUDING ALL, "
+                         "row_sha256 text NOT NULL UNIQUE)")
+        self.checkpoint(env)
+        wall, rss = self.run([str(path), "bench.baseline"], env,
+                             command=[sys.executable, str(ROOT / "bench" / "baseline.py")])
+        self.measures.append(Measure("baseline (row by row)", size, wall, rss, floor))
+        with self.connect(env["PGDATABASE"]) as conn:
+            ours = conn.execute(f"SELECT count(*), {CHECKSUM} FROM raw.contributions "
+                                "WHERE source_file = %s", (path.name,)).fetchone()
+            theirs = conn.execute(f"SELECT count(*), {CHECKSUM} FROM bench.baseline").fetchone()
+        self.check(f"ingest {size} = baseline (rows, md5 of record hashes)",
+                   f"{ours[0]} {ours[1]} vs {theirs[0]} {theirs[1]}", ours == theirs)
+        return size / wall
+
+    # --- dbt ------------------------------------------------------------------------------------
+
+    def dbt_cases(self, history: int) -> None:
+        """dbt-run on day N+1 after N days of DAILY_ROWS rows: incremental, then full refresh."""
+        env = self.database(f"bench_dbt_{history}")
+        landing = Path(env["CONTRIBFLOW_LANDING_DIR"])
+        days = max(1, history // DAILY_ROWS)
+        started = time.perf_counter()
+        for i in range(days + 1):
+            day = DAY + dt.timedelta(days=i)
+            write_file(landing / file_name(day), rows_for(day, DAILY_ROWS, 42, DEFECT_RATE))
+            self.ingest(env, day)
+            (landing / file_name(day)).unlink()
+            if i == days - 1:
+                self.run(["dbt-run", "--date", day.isoformat()], env)
+        print(f"bench: {days} days of history and day {days + 1} loaded and built in "
+              f"{time.perf_counter() - started:.0f}s", file=sys.stderr)
+        next_day = (DAY + dt.timedelta(days=days)).isoformat()
+        results: dict[str, tuple[float, float, float, float]] = {}
+        for mode, extra in (("incremental", []), ("full refresh", ["--full-refresh"])):
+            self.checkpoint(env)
+            wall, rss = self.run(["dbt-run", "--date", next_day, *extra], env)
+            run_results = json.loads((Path(env["CONTRIBFLOW_DBT_TARGET_DIR"]) / "run_results.json").read_text())
+            fct = next(r for r in run_results["results"] if r["unique_id"].endswith(".fct_contributions"))
+            results[mode] = (fct["execution_time"], wall, rss, wall - run_results["elapsed_time"])
+            with self.connect(env["PGDATABASE"]) as conn:
+                results[mode] += conn.execute(
+                    "SELECT count(*), md5(string_agg(concat_ws('|', declaration_id, status, amount, "
+                    "file_date, raw_loaded_at), ',' ORDER BY declaration_id)) FROM marts.fct_contributions"
+                ).fetchone()
+        inc, full = results["incremental"], results["full refresh"]
+        self.measures.append(Measure(f"dbt fct incremental @{_short(history)}", DAILY_ROWS, inc[0], inc[2],
+                                     note=f"dbt-run wall {inc[1]:.1f}s"))
+        self.measures.append(Measure(f"dbt fct full refresh @{_short(history)}", history + DAILY_ROWS,
+                                     full[0], full[2], note=f"dbt-run wall {full[1]:.1f}s"))
+        self.measures.append(Measure("dbt start-up per invocation", 0, (inc[3] + full[3]) / 2,
+                                     note="wall minus dbt's elapsed_time"))
+        self.check(f"dbt @{_short(history)}: incremental fct = full refresh",
+                   f"{inc[4]} rows {inc[5]} vs {full[4]} rows {full[5]}", inc[4:] == full[4:])
+
+
+def _overlapping_rows(previous: Path, size: int):
+    """The second half of ``previous``'s lines as they were, then ``size // 2`` new declarations."""
+    day = DAY + dt.timedelta(days=1)
+    with open(previous, encoding="utf-8") as fh:
+        next(fh)
+        for i, line in enumerate(fh):
+            if i >= size - size // 2:
+                yield line.rstrip("\n").split(",")
+    for i in range(size // 2):
+        yield declaration(43, day, i)
+
+
+def _short(rows: int) -> str:
+    return f"{rows // 1_000_000}M" if rows % 1_000_000 == 0 else f"{rows // 1000}k"
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+               if line.startswith("MemTotal"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(int(mem) / 2**20, 1),
+            "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
+
+
+def targets(bench: Bench, sizes: list[int], histories: list[int]) -> list[Target]:
+    def find(case: str, rows: int) -> Measure | None:
+        return next((m for m in bench.measures if m.case == case and m.rows == rows), None)
+
+    out: list[Target] = []
+    size = 1_000_000 if 1_000_000 in sizes else max(sizes)
+    ingest, base = find("ingest", size), find("baseline (row by row)", size)
+    if ingest and ingest.vs_floor:
+        out.append(Target(f"ingest {_short(size)} <= 1.5x floor", f"{ingest.vs_floor:.2f}x", ingest.vs_floor <= 1.5))
+    if ingest and base:
+        speedup = base.wall_s / ingest.wall_s
+        out.append(Target(f"ingest {_short(size)} >= 20x faster than baseline",
+                          f"{speedup:.0f}x" + (" (baseline extrapolated)" if base.extrapolated else ""),
+                          speedup >= 20))
+    rss = {m.rows: m.peak_rss_mb for m in bench.measures if m.case == "ingest"}
+    out.append(Target("ingest peak RSS <= 300 MB", ", ".join(f"{_short(r)}: {v:.0f} MB" for r, v in rss.items()),
+                      all(v <= 300 for v in rss.values())))
+    if 1_000_000 in rss and 10_000_000 in rss:
+        growth = rss[10_000_000] / rss[1_000_000]
+        out.append(Target("peak RSS flat from 1M to 10M (<= 1.25x)", f"{growth:.2f}x", growth <= 1.25))
+    reingest = find("re-ingest", size)
+    if reingest:
+        out.append(Target(f"re-ingest {_short(size)} <= 2 s", f"{reingest.wall_s:.2f} s", reingest.wall_s <= 2))
+    fct = {}
+    for history in histories:
+        inc = next(m for m in bench.measures if m.case == f"dbt fct incremental @{_short(history)}")
+        full = next(m for m in bench.measures if m.case == f"dbt fct full refresh @{_short(history)}")
+        fct[history] = inc.wall_s
+        share = inc.wall_s / full.wall_s
+        if history == 1_000_000:
+            out.append(Target("fct incremental <= 35% of full refresh @1M", f"{share:.0%}", share <= 0.35))
+    if 1_000_000 in fct and 10_000_000 in fct:
+        growth = fct[10_000_000] / fct[1_000_000]
+        out.append(Target("fct incremental @10M <= 1.5x its @1M", f"{growth:.2f}x", growth <= 1.5))
+    return out
+
+
+def table(measures: list[Measure]) -> str:
+    head = f"{'case':<32} {'rows':>10} {'wall s':>8} {'rows/s':>10} {'peak RSS MB':>11} {'x floor':>8}  note"
+    lines = [head, "-" * len(head)]
+    for m in measures:
+        rss = f"{m.peak_rss_mb:.0f}" if m.peak_rss_mb else "-"
+        ratio = f"{m.vs_floor:.2f}" if m.vs_floor and not m.case.startswith("floor") else "-"
+        rate = f"{m.rows_per_s:,.0f}" if m.rows else "-"
+        note = ("extrapolated; " if m.extrapolated else "") + m.note
+        lines.append(f"{m.case:<32} {m.rows:>10,} {m.wall_s:>8.2f} {rate:>10} {rss:>11} {ratio:>8}  {note}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "100000 1000000"),
+                        help="source file sizes in rows (default: '100000 1000000'; add 10000000)")
+    parser.add_argument("--history", default=os.environ.get("BENCH_HISTORY", "1000000"),
+                        help="rows of history before the measured dbt day (default 1000000; add 10000000)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.replace(",", " ").split())
+    histories = sorted(int(h) for h in args.history.replace(",", " ").split())
+
+    work = Path(tempfile.mkdtemp(prefix="cf-bench-"))
+    os.chmod(work, 0o755)
+    started = time.time()
+    bench = Bench(work)
+    try:
+        rate = None
+        for size in sizes:
+            print(f"bench: ingest cases for {size:,} rows", file=sys.stderr)
+            rate = bench.ingest_cases(size, rate)
+        for history in histories:
+            print(f"bench: dbt cases after {history:,} rows of history", file=sys.stderr)
+            bench.dbt_cases(history)
+    finally:
+        embedded.stop(work / "pg")
+        shutil.rmtree(work, ignore_errors=True)
+
+    met = targets(bench, sizes, histories)
+    report = {
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True).stdout.strip(),
+        "machine": {**machine(), "load_average_at_end": os.getloadavg()},
+        "duration_s": round(time.time() - started),
+        "sizes": sizes, "histories": histories, "defect_rate": DEFECT_RATE,
+        "measures": [m.as_dict() for m in bench.measures],
+        "checks": [asdict(c) for c in bench.checks],
+        "targets": [asdict(t) for t in met],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    print(table(bench.measures))
+    print()
+    for item in bench.checks + met:
+        print(f"  [{'ok' if item.ok else 'MISS'}] {item.name}: {item.measured}")
+    print(f"\nmachine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+          f"load {report['machine']['load_average_at_start'][0]:.1f} at start; JSON: {args.out}")
+    return 0 if all(c.ok for c in bench.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
