@@ -384,11 +384,12 @@ def test_conversion_refuses_what_the_chart_cannot_name(tmp_path, change, message
 # --- scenarios, the test hook, Argo CD -----------------------------------------------------------
 
 
-def test_eks_values_use_irsa_gp3_ecr_and_rds():
+def test_eks_values_use_irsa_shared_landing_ecr_and_rds():
     objects = scenario_docs("eks-values")
     sa = one(objects, "ServiceAccount", k8s.SERVICE_ACCOUNT)
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
-    assert one(objects, "PersistentVolumeClaim", k8s.LANDING_PVC)["spec"]["storageClassName"] == "gp3"
+    landing = one(objects, "PersistentVolumeClaim", k8s.LANDING_PVC)["spec"]
+    assert landing["storageClassName"] == "efs-sc" and landing["accessModes"] == ["ReadWriteMany"]
     images = {t["container"]["image"] for t in one(objects, "WorkflowTemplate", DAILY)["spec"]["templates"]
               if "container" in t}
     assert images and all(".dkr.ecr." in i for i in images)
