@@ -15,7 +15,7 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from contribflow.db import connect
 from contribflow.errors import FileRefused, StageError
 from contribflow.pseudonym import Pseudonymiser
 from contribflow.reader import Chunk, FileFacts, chunks, fingerprint
+from contribflow.seenkeys import SeenKeys
 from contribflow.settings import Settings
 from contribflow.validate import Issue, validate_chunk
 
@@ -63,44 +64,6 @@ class Outcome:
     @property
     def rows_already_loaded(self) -> int:
         return self.rows_in - self.rows_loaded - self.rows_rejected
-
-
-@dataclass
-class SeenKeys:
-    """Declaration ids seen earlier in this file, as 64-bit hashes (8 bytes an id).
-
-    Two different ids share a hash with probability about n²/2⁶⁵ (3·10⁻⁶ for 10M ids in a file).
-
-    The hashes are kept in sorted runs; a new run is merged with the previous one while that one is
-    not more than twice as big, up to ``max_run`` hashes (as in an LSM tree). Marking a chunk then
-    costs about its own size times the number of runs, not the size of the file, and a merge never
-    needs more than ``2 * max_run`` hashes of extra memory.
-    """
-
-    runs: list[np.ndarray] = field(default_factory=list)
-    max_run: int = 1 << 20
-
-    def mark(self, ids: pd.Series) -> np.ndarray:
-        values = ids.to_numpy(dtype=object)
-        present = ~pd.isna(values)
-        # Python's own (SipHash) string hash: 64 bits, and cheaper than pandas' hash_array.
-        h = np.fromiter(map(hash, values[present].tolist()), dtype=np.int64, count=int(present.sum()))
-        seen = pd.Series(h).duplicated().to_numpy().copy()
-        for run in self.runs:
-            pos = np.minimum(np.searchsorted(run, h), len(run) - 1)
-            seen |= run[pos] == h
-        self.runs.append(np.unique(h[~seen]))
-        while (len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1])
-               and len(self.runs[-2]) + len(self.runs[-1]) <= self.max_run):
-            last = self.runs.pop()
-            self.runs[-1] = np.sort(np.concatenate((self.runs[-1], last)), kind="stable")
-        repeated = np.zeros(len(values), dtype=bool)
-        repeated[present] = seen
-        return repeated
-
-    @property
-    def count(self) -> int:
-        return sum(len(run) for run in self.runs)
 
 
 def _escape(value: str, delimiter: str = "\t") -> str:
@@ -377,8 +340,11 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
             header, stream = chunks(path, settings.chunk_rows)
             load = _Load(conn, settings, day, path, facts)
             preparer = _Preparer(settings, day, path.name, header)
-            for prepared in _ahead(preparer.prepare, stream):
-                load.chunk(prepared)
+            try:
+                for prepared in _ahead(preparer.prepare, stream):
+                    load.chunk(prepared)
+            finally:
+                preparer.seen.close()
             load.finish()
             outcome = load.outcome
             if outcome.rows_in == 0:

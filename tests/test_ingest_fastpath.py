@@ -94,14 +94,17 @@ def test_a_quoted_newline_across_a_chunk_boundary_keeps_its_line_and_text(tmp_pa
     assert [column[0] for column in second.fields] == good_row(3)
 
 
-def test_seen_keys_merging_runs_finds_every_repeat_across_many_chunks():
+def test_seen_keys_merging_and_spilling_runs_finds_every_repeat_across_many_chunks():
     rng = np.random.default_rng(8)
-    ids = [f"D{n}" for n in rng.integers(0, 5_000, size=20_000)]
+    ids = [f"D{n}" for n in rng.integers(0, 8_000, size=20_000)] + [None, None]
     seen = SeenKeys(max_run=3_000)
     marked = np.concatenate([seen.mark(pd.Series(ids[i:i + 700])) for i in range(0, len(ids), 700)])
-    assert marked.tolist() == pd.Series(ids).duplicated().tolist()
-    assert seen.count == len(set(ids))
-    assert max(len(run) for run in seen.runs) <= 3_000
+    assert marked.tolist() == pd.Series(ids).duplicated().tolist()[:-2] + [False, False]
+    assert seen.count == len(set(ids) - {None})
+    assert seen.runs and seen._spilled  # some runs in memory, the big ones in temporary files
+    assert sum(len(run) for run in seen.runs) < 3_000
+    seen.close()
+    assert seen._spilled == []
 
 
 def _ingest(landing, rows, query):
