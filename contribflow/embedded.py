@@ -12,6 +12,13 @@ from pathlib import Path
 SELECTORS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE", "CONTRIBFLOW_DSN")
 
 
+def _pgserver():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
+        import pgserver
+    return pgserver
+
+
 def configured(env: dict[str, str] | None = None) -> bool:
     """True when the environment already selects a server (libpq variables or a DSN)."""
     env = os.environ if env is None else env
@@ -21,9 +28,7 @@ def configured(env: dict[str, str] | None = None) -> bool:
 def start(data_dir: Path) -> dict[str, str]:
     """Start (or reuse) the server in ``data_dir``; return the libpq variables that reach it."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
-            import pgserver
+        pgserver = _pgserver()
     except ImportError:  # pragma: no cover - the dev extra installs it
         raise RuntimeError(
             "no database configured (PGHOST/CONTRIBFLOW_DSN unset) and pgserver is not installed: "
@@ -42,9 +47,9 @@ def stop(data_dir: Path) -> bool:
     data_dir = data_dir.resolve()
     if not (data_dir / "postmaster.pid").exists():
         return False
-    import pgserver
-
-    pgserver.get_server(data_dir, cleanup_mode="stop").cleanup()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _pgserver().get_server(data_dir, cleanup_mode="stop").cleanup()
     return True
 
 
