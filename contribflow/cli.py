@@ -232,6 +232,11 @@ EXIT_TRANSIENT = 75
 a data-quality failure exits 1 and is never retried."""
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -241,15 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"contribflow {args.command}: database error (connection lost?): {reason}", file=sys.stderr)
+        print(f"contribflow {args.command}: database error (connection lost?): {_first_line(exc)}",
+              file=sys.stderr)
         return EXIT_TRANSIENT
     except (StageError, SettingsError, ValueError, RuntimeError) as exc:
         print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"contribflow {args.command}: database error: {reason}", file=sys.stderr)
+        print(f"contribflow {args.command}: database error: {_first_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"contribflow {args.command}: interrupted", file=sys.stderr)
