@@ -14,7 +14,7 @@ import datetime as dt
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +118,8 @@ class _Preparer:
     def __init__(self, settings: Settings, day: dt.date, name: str, header: list[str]) -> None:
         self.width = len(header)
         self.positions = [header.index(c) for c in COLUMNS]
-        self.pseudonyms = Pseudonymiser(settings.require_pseudonym_key(), cache_limit=1)
-        self.keys: dict[str, str] = {}
+        self.pseudonyms = Pseudonymiser(settings.require_pseudonym_key())
+        self.keys: Mapping[str, str] = {}
         self.seen = SeenKeys()
         self.suffix = "\t".join(["", day.isoformat(), _escape(name)]) + "\t"
         self.run_tail = f"\t{_escape(settings.run_id)}\n"
@@ -144,21 +144,13 @@ class _Preparer:
         keep = ~np.isin(chunk.lines, np.fromiter(issues, dtype=np.int64, count=len(issues)))
         bad.update(issues)
         good_ids = columns[1][keep].tolist()
-        self._remember_keys(good_ids)
+        self.keys = self.pseudonyms.keys_for(good_ids)
         if chunk.plain is not None:
             copy, payload = self.plain_copy, self._plain_payload(chunk, chunk.lines[keep], good_ids)
         else:
             copy, payload = _COPY_RAW, self._payload([c[keep] for c in columns], chunk.lines[keep])
         rejected = [(line, chunk.raw(line), bad[line]) for line in sorted(bad)]
         return Prepared(chunk.records, int(keep.sum()), copy, payload, rejected)
-
-    def _remember_keys(self, ids: list[str]) -> None:
-        keys = self.keys
-        if len(keys) > _KEYS_KEPT:
-            keys.clear()
-        for taxpayer in set(ids).difference(keys):
-            # A copy of the id: the dict outlives the chunk, whose strings it would otherwise pin.
-            keys[taxpayer.encode().decode()] = self.pseudonyms.key_of(taxpayer)
 
     def _plain_payload(self, chunk: Chunk, lines: np.ndarray, ids: list[str]) -> list[bytes]:
         """COPY text of the good rows of a plain chunk: the added columns, then the line as it is.
@@ -188,8 +180,6 @@ class _Preparer:
 
 _DONE = object()
 _PIECE_ROWS = 5_000
-_KEYS_KEPT = 1_000_000
-"""Taxpayer keys remembered across chunks: a day's file repeats a limited set of taxpayers."""
 
 
 def _ahead(prepare: Callable[[Chunk], Prepared], stream: Iterator[Chunk]) -> Iterator[Prepared]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable, Mapping
 
 
 class Pseudonymiser:
@@ -25,10 +26,21 @@ class Pseudonymiser:
         return "Pseudonymiser(key=<redacted>)"
 
     def key_of(self, taxpayer_id: str) -> str:
-        cached = self._cache.get(taxpayer_id)
-        if cached is None:
-            if len(self._cache) >= self._cache_limit:
-                self._cache.clear()
-            cached = hmac.new(self._key, taxpayer_id.encode("utf-8"), hashlib.sha256).hexdigest()
-            self._cache[taxpayer_id] = cached
-        return cached
+        return self.keys_for((taxpayer_id,))[taxpayer_id]
+
+    def keys_for(self, taxpayer_ids: Iterable[str]) -> Mapping[str, str]:
+        """Make sure every id has its key in the memo, and return the memo (index it by id).
+
+        Ingest looks up a whole chunk at once, hashing only the ids it has not seen before.
+        """
+        cache = self._cache
+        wanted = set(taxpayer_ids)
+        new = wanted.difference(cache)
+        if len(cache) + len(new) > self._cache_limit:
+            cache.clear()
+            new = wanted
+        for taxpayer in new:
+            # A copy of the id: the memo outlives the chunk, whose strings it would otherwise pin.
+            cache[taxpayer.encode().decode()] = hmac.new(
+                self._key, taxpayer.encode("utf-8"), hashlib.sha256).hexdigest()
+        return cache

@@ -93,6 +93,14 @@ def test_pseudonymiser_is_a_keyed_hash_not_a_plain_one():
     assert "secret" not in repr(p)
 
 
+def test_pseudonymiser_memo_stays_bounded_and_complete():
+    p = Pseudonymiser(b"secret", cache_limit=3)
+    p.keys_for(["1", "2"])
+    keys = p.keys_for(["2", "3", "4"])  # over the limit: the memo restarts with this batch only
+    assert set(keys) == {"2", "3", "4"}
+    assert keys["2"] == Pseudonymiser(b"secret").key_of("2")
+
+
 def test_validate_chunk_reports_each_failed_rule_by_line():
     rows = [good_row(1), good_row(2, amount="1.234"), good_row(3, status="X"), good_row(4, taxpayer="")]
     frame = pd.DataFrame(rows, columns=list(COLUMNS), index=[2, 3, 4, 5])
