@@ -16,11 +16,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from helpers import JsonHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "contribflow"
@@ -173,18 +175,7 @@ def api_server_with_secrets(secrets: dict[str, dict[str, str]], namespace: str, 
     a kubeconfig that points at it. Enough for Helm's `lookup` of a Secret."""
     requests: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             path = self.path.split("?")[0]
             requests.append(path)

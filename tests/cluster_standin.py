@@ -14,8 +14,10 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+from helpers import JsonHandler
 
 GROUP_VERSION = "argoproj.io/v1alpha1"
 ARGO_RESOURCES = ("workflows", "workflowtemplates", "cronworkflows")
@@ -68,18 +70,7 @@ def _status(code: int, reason: str, message: str, details: dict | None = None) -
 def _handler(state: StandIn):
     ns_path = re.compile(r"^/apis/argoproj\.io/v1alpha1/namespaces/([^/]+)/([a-z]+)(?:/([^/?]+))?$")
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def _forbidden(self, verb: str, plural: str, ns: str) -> bool:
             user = state.forbid.get((verb, plural))
             if user is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from contribflow.contract import COLUMNS, file_name
@@ -24,3 +26,18 @@ def write_source(landing: Path, day: dt.date, rows: list[list[str]] | list[str],
 
 def good_row(n: int, status: str = "DUE", taxpayer: str = "12345", amount: str = "100.00") -> list[str]:
     return [f"D{n:08d}", taxpayer, "2026-11-01", amount, "EUR", "INCOME_TAX", status, "LU"]
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base of the tests' stand-in API servers: quiet, and answers with JSON."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
