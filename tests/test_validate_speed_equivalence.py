@@ -1,0 +1,155 @@
+"""validate_chunk's fast checks report exactly what a plain, value-by-value reading of the rules does.
+
+The reference below applies each rule to one value at a time with ``re.fullmatch``, ``in`` and
+``pd.to_datetime``, as the first pandera schema did; the fast path (one C scan per column over the
+values joined by newlines, missing values skipped by the checks themselves) must agree with it on
+generated files with defects and on hostile values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from contribflow import contract
+from contribflow.contract import COLUMNS
+from contribflow.generate import rows_for, write_file
+from contribflow.reader import chunks
+from contribflow.seenkeys import SeenKeys
+from contribflow.validate import frame_of, validate_chunk
+
+
+def _regex(pattern: str):
+    compiled = re.compile(pattern, re.ASCII)
+    return lambda value: compiled.fullmatch(value) is not None
+
+
+def _real_date(value: str) -> bool:
+    parsed = pd.to_datetime(pd.Series([value], dtype=object), format="%Y-%m-%d", errors="coerce")
+    return bool(parsed.notna().iloc[0])
+
+
+_RULES = {
+    "declaration_id": [("declaration_id_format", _regex(contract.DECLARATION_ID))],
+    "taxpayer_id": [("taxpayer_id_format", _regex(contract.TAXPAYER_ID))],
+    "event_date": [("iso_date", _regex(contract.ISO_DATE)), ("real_calendar_date", _real_date)],
+    "amount": [
+        ("amount_is_decimal_number", _regex(contract.NUMBER)),
+        ("amount_not_negative", lambda value: not value.startswith("-")),
+        ("amount_two_decimals_max_12_digits", _regex(contract.AMOUNT)),
+    ],
+    "currency": [("accepted_values", lambda value: value in contract.CURRENCIES)],
+    "contribution_type": [("accepted_values", lambda value: value in contract.CONTRIBUTION_TYPES)],
+    "status": [("accepted_values", lambda value: value in contract.STATUSES)],
+    "country": [("accepted_values", lambda value: value in contract.COUNTRIES)],
+}
+
+
+def reference_issues(columns: list[np.ndarray], lines: np.ndarray,
+                     duplicate: np.ndarray) -> dict[int, set[tuple]]:
+    issues: dict[int, set[tuple]] = {}
+    for name, values in zip(COLUMNS, columns):
+        for line, value in zip(lines.tolist(), values.tolist()):
+            if value == "":
+                found = {("not_null", name, None)}
+            else:
+                found = {(rule, name, value) for rule, passes in _RULES[name] if not passes(value)}
+            if found:
+                issues.setdefault(line, set()).update(found)
+    for line, value in zip(lines[duplicate].tolist(), columns[0][duplicate].tolist()):
+        issues.setdefault(line, set()).add(("unique_in_file", "declaration_id", value))
+    return issues
+
+
+def fast_issues(columns: list[np.ndarray], lines: np.ndarray, seen: SeenKeys):
+    frame = frame_of(columns, lines)
+    duplicate = seen.mark(frame["declaration_id"])
+    found = validate_chunk(frame, duplicate)
+    return {line: {(i.rule, i.column, i.value) for i in found_issues}
+            for line, found_issues in found.items()}, duplicate
+
+
+def test_generated_file_with_defects_gets_the_reference_issues(tmp_path):
+    path = tmp_path / "contributions_20260101.csv"
+    write_file(path, rows_for(dt.date(2026, 1, 1), 6_000, seed=7, defect_rate=0.05))
+    header, stream = chunks(path, 1_000)
+    positions = [header.index(c) for c in COLUMNS]
+    seen = SeenKeys()
+    rules_seen: set[str] = set()
+    for chunk in stream:
+        columns = [chunk.fields[p] for p in positions]
+        got, duplicate = fast_issues(columns, chunk.lines, seen)
+        assert got == reference_issues(columns, chunk.lines, duplicate)
+        rules_seen |= {issue[0] for found in got.values() for issue in found}
+    assert rules_seen == {  # every kind of generated defect was met
+        "not_null", "real_calendar_date", "amount_is_decimal_number", "amount_not_negative",
+        "amount_two_decimals_max_12_digits", "accepted_values", "unique_in_file",
+    }
+
+
+_GOOD = ["D1", "T1", "2026-01-01", "1.00", "EUR", "INCOME_TAX", "PAID", "LU"]
+_HOSTILE = {
+    "declaration_id": ["", "-D", "D" * 64, "D" * 65, "D\n1", "D 1", "D\x00", 'D"1', "Dé", "D\t1",
+                       "D1\n"],
+    "taxpayer_id": ["", "٣٤٥", "T_1", "T" * 33, "T\r", "T\n", "\n", "None", "nan"],
+    "event_date": ["", "2026-02-30", "2024-02-29", "2023-02-29", "2026-13-01", "0000-01-01",
+                   "0001-01-01", "1500-06-01", "9999-12-31", "٢٠٢٦-01-01", "2026-1-01",
+                   "2026-01-01\n", "2026-01-01 ", "20260101", "2026-01-01T00:00"],
+    "amount": ["", "-12.50", "-", "-x", "10.505", "abc", "1e309", "NaN", "inf", "+1.00", " 1.00",
+               "1,5", "1234567890123.00", "123456789012.00", "-1234567890123.000", "١.٠٠", "1.",
+               ".5", "0", "00.00", "-0", "5\n-5", "-\n", "1" * 5_000, "1.00\x00", '"1.00"'],
+    "currency": ["", "USD", "eur", "EUR ", "EUR\n", "EU", "EURO", "E|R"],
+    "contribution_type": ["", "GIFT_TAX", "INCOME_TAX\x00", "INCOME", "PENALTY,REFUND"],
+    "status": ["", "UNKNOWN", "paid", "PAID\r\n", "DUE" * 1_000],
+    "country": ["", "XX", "lu", "L", "LUX", "F\nR"],
+}
+
+
+def _hostile_columns(column: str, values: list[str], newline_free: bool) -> list[np.ndarray]:
+    """Good rows with the hostile ``values`` in ``column`` (only those without a newline when
+    ``newline_free``, so that the one-scan path is the one exercised)."""
+    chosen = [v for v in values if not (newline_free and "\n" in v)]
+    rows = [list(_GOOD) for _ in range(len(chosen) + 3)]
+    for i, row in enumerate(rows):
+        row[0] = f"D{i}"
+    for row, value in zip(rows[1:], chosen):
+        row[COLUMNS.index(column)] = value
+    return [np.array([row[c] for row in rows], dtype=object) for c in range(len(COLUMNS))]
+
+
+@pytest.mark.parametrize("newline_free", [True, False], ids=["one-scan", "value-by-value"])
+@pytest.mark.parametrize("column", list(_HOSTILE))
+def test_hostile_values_get_the_reference_issues(column, newline_free):
+    columns = _hostile_columns(column, _HOSTILE[column], newline_free)
+    lines = np.arange(2, len(columns[0]) + 2, dtype=np.int64)
+    got, duplicate = fast_issues(columns, lines, SeenKeys())
+    expected = reference_issues(columns, lines, duplicate)
+    assert got == expected
+    assert got and lines[0] not in got and lines[-1] not in got
+
+
+def test_hand_made_rows_report_the_exact_issues():
+    columns = _hostile_columns("amount", ["-1.234", "5\n-5", ""], newline_free=False)
+    lines = np.array([10, 11, 12, 13, 14, 15], dtype=np.int64)
+    got, _ = fast_issues(columns, lines, SeenKeys())
+    assert got == {
+        11: {("amount_not_negative", "amount", "-1.234"),
+             ("amount_two_decimals_max_12_digits", "amount", "-1.234")},
+        12: {("amount_is_decimal_number", "amount", "5\n-5"),
+             ("amount_two_decimals_max_12_digits", "amount", "5\n-5")},
+        13: {("not_null", "amount", None)},
+    }
+
+
+def test_frame_of_keeps_the_text_and_marks_empty_values_missing():
+    columns = [np.array([v, ""], dtype=object) for v in _GOOD]
+    frame = frame_of(columns, np.array([7, 8], dtype=np.int64))
+    assert list(frame.columns) == list(COLUMNS)
+    assert frame.index.tolist() == [7, 8]
+    assert (frame.dtypes == object).all()
+    assert frame.iloc[0].tolist() == _GOOD
+    assert frame.iloc[1].isna().all()
