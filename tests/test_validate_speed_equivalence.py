@@ -153,3 +153,9 @@ def test_frame_of_keeps_the_text_and_marks_empty_values_missing():
     assert (frame.dtypes == object).all()
     assert frame.iloc[0].tolist() == _GOOD
     assert frame.iloc[1].isna().all()
+    assert columns[0].tolist() == [_GOOD[0], ""]  # the reader's arrays are left as they were
+
+
+def test_a_chunk_without_rows_has_no_issues():
+    columns = [np.array([], dtype=object) for _ in COLUMNS]
+    assert validate_chunk(frame_of(columns, np.array([], dtype=np.int64)), np.array([], dtype=bool)) == {}
