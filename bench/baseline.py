@@ -1,8 +1,8 @@
 """The row-by-row yardstick of issue 8, in the bench only: the obvious way to load a source file.
 
 pandas reads the whole file, ``iterrows`` walks it, each row is checked in Python, its taxpayer is
-pseudonymised, a sha256 of its business columns is its key, and ``executemany`` sends one
-``INSERT … ON CONFLICT DO NOTHING`` per row. It applies the same rules as ContribFlow's ingest
+pseudonymised, a sha256 of its business columns is its record hash (recordhash.py's definition, one
+row at a time), and ``executemany`` sends one ``INSERT … ON CONFLICT DO NOTHING`` per row. It applies the same rules as ContribFlow's ingest
 (the generated files only need the ones below), so both must end with the same rows in raw.
 
 Run as ``python bench/baseline.py FILE TABLE`` with the ``PG*`` variables set; the bench runs it as
@@ -23,10 +23,11 @@ import pandas as pd
 import psycopg
 
 from contribflow import contract
+from contribflow.recordhash import canonical_amount
 
 COLUMNS = ("declaration_id", "taxpayer_id", "taxpayer_key", "event_date", "amount", "currency",
            "contribution_type", "status", "country", "file_date", "source_file", "source_line",
-           "run_id", "row_sha256")
+           "run_id", "record_hash")
 _FORMATS = {name: re.compile(pattern, re.ASCII) for name, pattern in (
     ("declaration_id", contract.DECLARATION_ID), ("taxpayer_id", contract.TAXPAYER_ID),
     ("event_date", contract.ISO_DATE), ("amount", contract.AMOUNT),
@@ -47,10 +48,6 @@ def _valid(row: pd.Series) -> bool:
     return True
 
 
-def create_table(conn: psycopg.Connection, table: str) -> None:
-    conn.execute(f"CREATE TABLE {table} (LIKE raw.contributions INCLUDING ALL, row_sha256 text NOT NULL UNIQUE)")
-
-
 def load(path: Path, conn: psycopg.Connection, table: str, key: bytes, run_id: str) -> int:
     day = contract.file_date(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -63,9 +60,9 @@ def load(path: Path, conn: psycopg.Connection, table: str, key: bytes, run_id: s
             seen.add(declaration)
         if repeated or not _valid(row):
             continue
-        business = [row[c] for c in contract.COLUMNS]
+        business = [canonical_amount(row[c]) if c == "amount" else row[c] for c in contract.COLUMNS]
         taxpayer_key = hmac.new(key, row["taxpayer_id"].encode(), hashlib.sha256).hexdigest()
-        digest = hashlib.sha256("|".join(business).encode()).hexdigest()
+        digest = hashlib.sha256(",".join(business).encode()).hexdigest()[:32]
         rows.append((row["declaration_id"], row["taxpayer_id"], taxpayer_key, row["event_date"],
                      row["amount"], row["currency"], row["contribution_type"], row["status"],
                      row["country"], day, path.name, int(index) + 2, run_id, digest))

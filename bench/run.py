@@ -3,8 +3,8 @@
 It starts its own PostgreSQL (pgserver, in a temporary folder), generates the source files once, and
 measures on them, each in a fresh database:
 
-- floor       server-side COPY of the already-clean rows (exactly those ingest loaded) into a table
-              with raw.contributions' columns and indexes, generated record hash included;
+- floor       server-side COPY of the already-clean rows (exactly those ingest loaded, record hash
+              included, in the file's order) into a table with raw.contributions' columns and indexes;
 - baseline    the row-by-row way (bench/baseline.py), measured on the smallest size and extrapolated
               by its rows/s to the others (marked "extrapolated");
 - ingest      the real `contribflow ingest` subprocess (validation, hashing, quarantine, dedup, load,
@@ -52,7 +52,7 @@ BENCH_KEY = "bench-pseudonym-key-not-a-secret"
 DAY = dt.date(2026, 1, 1)
 DAILY_ROWS = 100_000
 DEFECT_RATE = 0.001
-CHECKSUM = "md5(string_agg(encode(record_hash, 'hex'), '' ORDER BY record_hash))"
+CHECKSUM = "md5(string_agg(record_hash::text, '' ORDER BY record_hash))"
 _FOREIGN_SELECTORS = ("CONTRIBFLOW_DSN", "PGSERVICE", "PGHOSTADDR", "PGPORT", "PGPASSWORD",
                       "PGOPTIONS", "CONTRIBFLOW_RUN_ID", "CONTRIBFLOW_OUTPUTS_DIR")
 
@@ -218,8 +218,7 @@ class Bench:
     def baseline(self, env: dict[str, str], path: Path, size: int, floor: float) -> float:
         with self.connect(env["PGDATABASE"]) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
-            conn.execute("CREATE TABLE bench.baseline (LIKE raw.contributions INCLUDING ALL, "
-                         "row_sha256 text NOT NULL UNIQUE)")
+            conn.execute("CREATE TABLE bench.baseline (LIKE raw.contributions INCLUDING ALL)")
         self.checkpoint(env)
         wall, rss = self.run([str(path), "bench.baseline"], env,
                              command=[sys.executable, str(ROOT / "bench" / "baseline.py")])

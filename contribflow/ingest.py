@@ -1,25 +1,26 @@
 """ingest: one source file into raw, row by row validated, bad rows quarantined, all or nothing.
 
 The whole file is one transaction: a crash or a refusal leaves no partial rows and no ledger entry.
-Good rows go to ``raw.contributions`` with COPY; the table's unique record hash makes a row that is
-already there (a re-sent declaration in the same state) a no-op. COPY is tried first, because a new
-file rarely repeats old rows; a chunk that hits the unique index is retried through a temporary
-table with ``ON CONFLICT DO NOTHING``.
+Good rows go to ``raw.contributions`` with COPY, each chunk sorted by record hash (recordhash.py);
+the table's unique record hash makes a row that is already there (a re-sent declaration in the same
+state) a no-op. COPY is tried first, because a new file rarely repeats old rows; a chunk that hits
+the unique index is retried through a temporary table with ``ON CONFLICT DO NOTHING``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import itertools
+import gc
+import os
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import psycopg
 
 from contribflow.audit import StepRun
@@ -28,9 +29,10 @@ from contribflow.db import connect
 from contribflow.errors import FileRefused, StageError
 from contribflow.pseudonym import Pseudonymiser
 from contribflow.reader import Chunk, FileFacts, chunks, fingerprint
+from contribflow.recordhash import digests, hash_order
 from contribflow.seenkeys import SeenKeys
 from contribflow.settings import Settings
-from contribflow.validate import Issue, validate_chunk
+from contribflow.validate import Issue, frame_of, validate_chunk
 
 RAW_WRITER_LOCK = "contribflow:raw-writer"
 """Held exclusively by an ingest and shared by the fct model's build (see fct_contributions.sql):
@@ -40,9 +42,10 @@ ingestion_ts watermark it advances can never skip rows that commit late."""
 RAW_COLUMNS = (
     "declaration_id", "taxpayer_id", "taxpayer_key", "event_date", "amount", "currency",
     "contribution_type", "status", "country", "file_date", "source_file", "source_line", "run_id",
+    "record_hash",
 )
 _COPY_RAW = f"COPY {{table}} ({', '.join(RAW_COLUMNS)}) FROM STDIN"
-_ADDED_COLUMNS = ("taxpayer_key", "source_line", "file_date", "source_file", "run_id")
+_ADDED_COLUMNS = ("record_hash", "taxpayer_key", "source_line", "file_date", "source_file", "run_id")
 """What ingest adds in front of a plain line, which is then loaded as it is (comma-delimited)."""
 _QUARANTINE_COLUMNS = (
     "source_sha256", "source_line", "source_file", "file_date", "raw_line", "reasons", "run_id",
@@ -118,11 +121,12 @@ class _Preparer:
     def __init__(self, settings: Settings, day: dt.date, name: str, header: list[str]) -> None:
         self.width = len(header)
         self.positions = [header.index(c) for c in COLUMNS]
+        self.contract_order = tuple(header) == COLUMNS
         self.pseudonyms = Pseudonymiser(settings.require_pseudonym_key())
         self.keys: Mapping[str, str] = {}
         self.seen = SeenKeys()
         self.suffix = "\t".join(["", day.isoformat(), _escape(name)]) + "\t"
-        self.run_tail = f"\t{_escape(settings.run_id)}\n"
+        self.run_tail = f"\t{_escape(settings.run_id)}"
         self.plain_copy = (f"COPY {{table}} ({', '.join((*_ADDED_COLUMNS, *header))}) "
                            "FROM STDIN (DELIMITER ',')")
         self.plain_added = ",".join(["", day.isoformat(), _escape(name, ","), _escape(settings.run_id, ",")])
@@ -135,47 +139,53 @@ class _Preparer:
                 else Issue("field_count", None, f"{len(rec.fields)} fields, expected {self.width}")
             ]
         columns = [chunk.fields[p] for p in self.positions]
-        frame = pd.DataFrame(
-            {c: np.where(v == "", None, v) if (v == "").any() else v for c, v in zip(COLUMNS, columns)},
-            index=chunk.lines,
-        )
+        frame = frame_of(columns, chunk.lines, chunk.may_have_empty)
         issues = validate_chunk(frame, self.seen.mark(frame["declaration_id"]))
         del frame
         keep = ~np.isin(chunk.lines, np.fromiter(issues, dtype=np.int64, count=len(issues)))
         bad.update(issues)
-        good_ids = columns[1][keep].tolist()
-        self.keys = self.pseudonyms.keys_for(good_ids)
+        good = [c[keep].tolist() for c in columns]
+        lines = chunk.lines[keep].tolist()
+        self.keys = self.pseudonyms.keys_for(good[1])
         if chunk.plain is not None:
-            copy, payload = self.plain_copy, self._plain_payload(chunk, chunk.lines[keep], good_ids)
+            block, first = chunk.plain, chunk.first_line
+            texts = [block[line - first] for line in lines]
+            if texts and not texts[-1].endswith("\n"):  # the file's last line; rows are reordered
+                texts[-1] += "\n"
+            order, hashes = hash_order(digests(good, texts if self.contract_order else None))
+            copy, payload = self.plain_copy, self._plain_payload(order, hashes, good[1], lines, texts)
         else:
-            copy, payload = _COPY_RAW, self._payload([c[keep] for c in columns], chunk.lines[keep])
+            order, hashes = hash_order(digests(good))
+            copy, payload = _COPY_RAW, self._payload(order, hashes, good, lines)
         rejected = [(line, chunk.raw(line), bad[line]) for line in sorted(bad)]
         return Prepared(chunk.records, int(keep.sum()), copy, payload, rejected)
 
-    def _plain_payload(self, chunk: Chunk, lines: np.ndarray, ids: list[str]) -> list[bytes]:
-        """COPY text of the good rows of a plain chunk: the added columns, then the line as it is.
-        Validation guarantees that the values hold no backslash, so the line needs no escaping."""
-        keys, added, block, first = self.keys, self.plain_added, chunk.plain, chunk.first_line
-        rows = zip(ids, lines.tolist())
-        pieces = []
-        while piece := list(itertools.islice(rows, _PIECE_ROWS)):
-            text = "".join([f"{keys[t]},{line}{added},{block[line - first]}" for t, line in piece])
-            pieces.append(text.encode() if text.endswith("\n") else (text + "\n").encode())
-        return pieces
+    def _plain_payload(self, order: np.ndarray, hashes: list[str], ids: list[str], lines: list[int],
+                       texts: list[str]) -> list[bytes]:
+        """COPY text of the good rows of a plain chunk, in hash order: the added columns, then the
+        line as it is. Validation guarantees that the values hold no backslash, so the line needs
+        no escaping."""
+        keys, added = self.keys, self.plain_added
+        return _in_order(order, [f"{h},{keys[t]},{n}{added},{x}"
+                                 for h, t, n, x in zip(hashes, ids, lines, texts)])
 
-    def _payload(self, columns: list[np.ndarray], lines: np.ndarray) -> list[bytes]:
-        """COPY text of the good rows, in pieces of ``_PIECE_ROWS`` rows (so that no second copy of
-        the whole chunk's text is ever held). Validation guarantees that the values hold no tab,
-        newline or backslash, so they need no escaping."""
+    def _payload(self, order: np.ndarray, hashes: list[str], columns: list[list[str]],
+                 lines: list[int]) -> list[bytes]:
+        """COPY text of the good rows in hash order. Validation guarantees that the values hold no
+        tab, newline or backslash, so they need no escaping."""
         keys, suffix, tail = self.keys, self.suffix, self.run_tail
-        rows = zip(*(col.tolist() for col in columns), lines.tolist())
-        pieces = []
-        while piece := list(itertools.islice(rows, _PIECE_ROWS)):
-            pieces.append("".join([
-                f"{d}\t{t}\t{keys[t]}\t{e}\t{a}\t{c}\t{k}\t{s}\t{n}{suffix}{line}{tail}"
-                for d, t, e, a, c, k, s, n, line in piece
-            ]).encode())
-        return pieces
+        return _in_order(order, [
+            f"{d}\t{t}\t{keys[t]}\t{e}\t{a}\t{c}\t{k}\t{s}\t{n}{suffix}{line}{tail}\t{h}\n"
+            for d, t, e, a, c, k, s, n, line, h in zip(*columns, lines, hashes)
+        ])
+
+
+def _in_order(order: np.ndarray, rows: list[str]) -> list[bytes]:
+    """The rows, built in file order (where their values lie in memory), reordered as pointers in
+    C, in pieces of ``_PIECE_ROWS`` (so that no second copy of the whole chunk's text is held)."""
+    ordered = np.array(rows, dtype=object)[order]
+    del rows
+    return ["".join(ordered[i:i + _PIECE_ROWS].tolist()).encode() for i in range(0, len(ordered), _PIECE_ROWS)]
 
 
 _DONE = object()
@@ -223,6 +233,24 @@ def _ahead(prepare: Callable[[Chunk], Prepared], stream: Iterator[Chunk]) -> Ite
         worker.join()
 
 
+_SEND_BUFFER = 4 << 20
+
+
+def _widen_send_buffer(conn: psycopg.Connection) -> None:
+    """Let the connection's socket take several pieces of COPY data at once (best effort).
+
+    psycopg waits for the socket to drain after each write, and each wake-up has to take the GIL
+    back from the preparing thread, which may keep it for the whole switch interval (5 ms). With the
+    default buffer (~200 kB) that stalled the load for seconds per million rows while the server
+    sat idle. The kernel caps the size (net.core.wmem_max); a smaller buffer only costs speed.
+    """
+    try:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+    except OSError:
+        pass
+
+
 class _Load:
     """The state of one file's load inside its transaction."""
 
@@ -235,6 +263,7 @@ class _Load:
         self.facts = facts
         self.outcome = Outcome()
         self.optimistic = True
+        _widen_send_buffer(conn)
         conn.execute(
             f"CREATE TEMP TABLE incoming_rows ON COMMIT DROP AS "
             f"SELECT {', '.join(RAW_COLUMNS)} FROM raw.contributions WITH NO DATA"
@@ -361,6 +390,9 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
 
 
 def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
+    # pandas and pandera leave ~10^5 long-lived objects: freezing them spares every garbage
+    # collection during the load a walk through all of them.
+    gc.freeze()
     with StepRun(settings, "ingest", day) as step:
         step.source_file = path.name
         source = resolve_source(settings, day, path)

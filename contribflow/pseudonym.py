@@ -7,7 +7,6 @@ the cluster), used here in Python only, and never passed to dbt, logged or writt
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
@@ -41,6 +40,5 @@ class Pseudonymiser:
             new = wanted
         for taxpayer in new:
             # A copy of the id: the memo outlives the chunk, whose strings it would otherwise pin.
-            cache[taxpayer.encode().decode()] = hmac.new(
-                self._key, taxpayer.encode("utf-8"), hashlib.sha256).hexdigest()
+            cache[taxpayer.encode().decode()] = hmac.digest(self._key, taxpayer.encode(), "sha256").hex()
         return cache

@@ -28,17 +28,19 @@ from contribflow.errors import StageError
 _DATE_FORMAT = "%Y-%m-%d"
 
 
-def frame_of(columns: list[np.ndarray], index: np.ndarray) -> pd.DataFrame:
+def frame_of(columns: list[np.ndarray], index: np.ndarray, may_have_empty: bool = True) -> pd.DataFrame:
     """The frame ``validate_chunk`` expects: the contract columns in ``columns`` (object arrays of
     ``str``, in contract order), an empty value as ``None`` (a missing value), rows labelled by
     ``index`` (their lines).
 
     Object dtype on purpose: pandas 3 would otherwise convert every column to its ``str`` dtype,
     which costs a copy and makes every missing-value test slower, for nothing validation needs.
-    A column without empty values is not copied at all: validation only reads the frame.
+    A column without empty values is not copied at all: validation only reads the frame. A caller
+    that knows no value is empty (``may_have_empty=False``) spares the search for them.
     """
     return pd.DataFrame(
-        {name: _missing_if_empty(values) for name, values in zip(contract.COLUMNS, columns)},
+        {name: _missing_if_empty(values) if may_have_empty else values
+         for name, values in zip(contract.COLUMNS, columns)},
         index=index, dtype=object, copy=False,
     )
 

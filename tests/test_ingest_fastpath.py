@@ -113,7 +113,7 @@ def _ingest(landing, rows, query):
     assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
     loaded = query("""select declaration_id, taxpayer_id, taxpayer_key, event_date, amount::text, currency,
                              contribution_type, status, country, file_date, source_file, source_line,
-                             run_id, encode(record_hash, 'hex')
+                             run_id, record_hash::text
                         from raw.contributions order by source_line""")
     quarantined = query("select source_line, raw_line, reasons from raw.contributions_quarantine order by source_line")
     return loaded, quarantined
@@ -165,3 +165,38 @@ def test_a_last_line_without_newline_loads_through_the_plain_path(database, sql,
     assert cli.main(["init-db"]) == 0
     assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
     assert sql("select declaration_id, amount::text, source_line from raw.contributions") == [("D00000001", "100.00", 2)]
+
+
+def _file_for(day, rows, order, quoted):
+    """``rows`` (contract order) written with the columns in ``order``, plain or every field quoted."""
+    fmt = (lambda v: f'"{v}"') if quoted else str
+    lines = [",".join(fmt(r[COLUMNS.index(c)]) for c in order) for r in rows]
+    return ",".join(order), lines
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("quoted", [False, True], ids=["plain", "quoted"])
+@pytest.mark.parametrize("reorder", [False, True], ids=["contract-order", "other-order"])
+def test_ingest_computes_the_record_hash_that_sql_defines(database, sql, tmp_path, monkeypatch, quoted, reorder):
+    """recordhash.py and raw.record_hash() agree on every path, whatever the spelling of an amount;
+    so a re-send spelling 10.5 as 010.50 is the same row, and nothing is loaded twice."""
+    monkeypatch.setenv("CONTRIBFLOW_CHUNK_ROWS", "4")
+    amounts = ["10.5", "010.50", "7", "0.05", "00", "123456789012.99", "3.10", "0"]
+    rows = [good_row(i, amount=a, taxpayer=str(20000 + i)) for i, a in enumerate(amounts, 1)]
+    order = list(reversed(COLUMNS)) if reorder else list(COLUMNS)
+    header, lines = _file_for(DAY, rows, order, quoted)
+    path = write_source(tmp_path / "landing", DAY, [], raw=(header + "\n" + "\n".join(lines)).encode())
+    assert cli.main(["init-db"]) == 0
+    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
+    mismatched = sql("""select declaration_id from raw.contributions
+                         where record_hash <> raw.record_hash(declaration_id, taxpayer_id, event_date, amount,
+                                                              currency, contribution_type, status, country)""")
+    assert sql("select count(*) from raw.contributions") == [(len(rows),)]
+    assert mismatched == []
+
+    respelled = [r[:3] + [f"{float(r[3]):.2f}"] + r[4:] for r in rows]
+    assert [r[3] for r in respelled] != amounts
+    _, lines = _file_for(DAY, respelled, list(COLUMNS), quoted)
+    later = write_source(tmp_path / "landing", DAY + dt.timedelta(days=1), lines)
+    assert cli.main(["ingest", "--date", (DAY + dt.timedelta(days=1)).isoformat(), "--file", str(later)]) == 0
+    assert sql("select count(*) from raw.contributions") == [(len(rows),)]

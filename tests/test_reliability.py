@@ -260,8 +260,10 @@ def _raw_row(declaration: str, status: str = "PAID", amount: str = "1.00", taxpa
 
 
 INSERT_RAW = """insert into raw.contributions (declaration_id, taxpayer_id, taxpayer_key, event_date, amount,
-    currency, contribution_type, status, country, file_date, source_file, source_line, run_id)
-    values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"""
+    currency, contribution_type, status, country, file_date, source_file, source_line, run_id, record_hash)
+    select v.*, raw.record_hash(d, t, e, a, c, ty, s, co)
+      from (values (%s, %s, %s, %s::date, %s::numeric(14,2), %s, %s, %s, %s, %s::date, %s, %s::int, %s))
+           as v(d, t, k, e, a, c, ty, s, co, fd, sf, sl, r)"""
 
 MART = "select count(*), md5(coalesce(string_agg(t::text, ',' order by t::text), '')) from marts.{} t"
 
