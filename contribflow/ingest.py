@@ -144,21 +144,25 @@ class _Preparer:
         del frame
         keep = ~np.isin(chunk.lines, np.fromiter(issues, dtype=np.int64, count=len(issues)))
         bad.update(issues)
-        good = [c[keep].tolist() for c in columns]
+        rejected = [(line, chunk.raw(line), bad[line]) for line in sorted(bad)]
+        good = [c[keep] for c in columns]
+        chunk.fields = []  # with ``columns``, the last references to the values of the bad rows
+        del columns
         lines = chunk.lines[keep].tolist()
-        self.keys = self.pseudonyms.keys_for(good[1])
+        ids = good[1].tolist()
+        self.keys = self.pseudonyms.keys_for(ids)
         if chunk.plain is not None:
             block, first = chunk.plain, chunk.first_line
             texts = [block[line - first] for line in lines]
             if texts and not texts[-1].endswith("\n"):  # the file's last line; rows are reordered
                 texts[-1] += "\n"
             order, hashes = hash_order(digests(good, texts if self.contract_order else None))
-            copy, payload = self.plain_copy, self._plain_payload(order, hashes, good[1], lines, texts)
+            del good  # the plain payload is built from the lines
+            copy, payload = self.plain_copy, self._plain_payload(order, hashes, ids, lines, texts)
         else:
             order, hashes = hash_order(digests(good))
-            copy, payload = _COPY_RAW, self._payload(order, hashes, good, lines)
-        rejected = [(line, chunk.raw(line), bad[line]) for line in sorted(bad)]
-        return Prepared(chunk.records, int(keep.sum()), copy, payload, rejected)
+            copy, payload = _COPY_RAW, self._payload(order, hashes, [c.tolist() for c in good], lines)
+        return Prepared(chunk.records, len(lines), copy, payload, rejected)
 
     def _plain_payload(self, order: np.ndarray, hashes: list[str], ids: list[str], lines: list[int],
                        texts: list[str]) -> list[bytes]:
@@ -182,10 +186,15 @@ class _Preparer:
 
 def _in_order(order: np.ndarray, rows: list[str]) -> list[bytes]:
     """The rows, built in file order (where their values lie in memory), reordered as pointers in
-    C, in pieces of ``_PIECE_ROWS`` (so that no second copy of the whole chunk's text is held)."""
+    C, and encoded in pieces of ``_PIECE_ROWS``, each row's text freed once it is in its piece (so
+    that no second copy of the whole chunk's text is ever held)."""
     ordered = np.array(rows, dtype=object)[order]
     del rows
-    return ["".join(ordered[i:i + _PIECE_ROWS].tolist()).encode() for i in range(0, len(ordered), _PIECE_ROWS)]
+    pieces = []
+    for start in range(0, len(ordered), _PIECE_ROWS):
+        pieces.append("".join(ordered[start:start + _PIECE_ROWS].tolist()).encode())
+        ordered[start:start + _PIECE_ROWS] = None
+    return pieces
 
 
 _DONE = object()

@@ -231,7 +231,7 @@ def _split_plain(text: str, width: int) -> list[np.ndarray]:
     csv.reader would, and keeps every value as the text it is."""
     if not text:
         return [np.empty(0, dtype=object) for _ in range(width)]
-    frame = pd.read_csv(io.StringIO(text), header=None, names=range(width), dtype=object,
+    frame = pd.read_csv(io.BytesIO(text.encode()), header=None, names=range(width), dtype=object,
                         na_filter=False, quoting=csv.QUOTE_NONE, skip_blank_lines=False, engine="c")
     return [frame[j].to_numpy(dtype=object) for j in range(width)]
 

@@ -33,7 +33,7 @@ def canonical_amounts(amounts: list[str]) -> list[str]:
     return [a if _CANONICAL_AMOUNT(a) else canonical_amount(a) for a in amounts]
 
 
-def digests(columns: Sequence[list[str]], lines: list[str] | None = None) -> bytes:
+def digests(columns: Sequence[np.ndarray], lines: list[str] | None = None) -> bytes:
     """The SHA-256 of each row's canonical text, concatenated (32 bytes a row).
 
     ``columns`` are the validated business values in contract order (contract.COLUMNS). ``lines``,
@@ -42,10 +42,12 @@ def digests(columns: Sequence[list[str]], lines: list[str] | None = None) -> byt
     canonical text, and it is hashed without being rebuilt.
     """
     sha256 = hashlib.sha256
-    amounts = canonical_amounts(columns[3])
-    if lines is not None and amounts is columns[3]:
+    given = columns[3].tolist()
+    amounts = canonical_amounts(given)
+    if lines is not None and amounts is given:
         return b"".join([sha256(line.encode()[:-1]).digest() for line in lines])
-    values = [*columns[:3], amounts, *columns[4:]]
+    values = [c.tolist() for c in columns]
+    values[3] = amounts
     return b"".join([sha256(",".join(row).encode()).digest() for row in zip(*values)])
 
 

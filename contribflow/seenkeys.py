@@ -30,7 +30,7 @@ class SeenKeys:
     Where no temporary file can be written, such runs simply stay in memory.
     """
 
-    def __init__(self, max_run: int = 1 << 21) -> None:
+    def __init__(self, max_run: int = 1 << 20) -> None:
         self.max_run = max_run
         self.runs: list[np.ndarray] = []
         self._spilled: list[tuple[object, mmap.mmap, np.ndarray]] = []
@@ -61,8 +61,9 @@ class SeenKeys:
         self.runs.append(run)
         while (len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1])
                and len(self.runs[-2]) + len(self.runs[-1]) <= self.max_run):
-            last = self.runs.pop()
-            self.runs[-1] = np.sort(np.concatenate((self.runs[-1], last)), kind="stable")
+            merged = np.concatenate((self.runs[-2], self.runs.pop()))
+            merged.sort(kind="stable")  # in place: one run-sized allocation per merge, not two
+            self.runs[-1] = merged
         if len(self.runs[-1]) >= self.max_run // 2:
             self._spill(self.runs.pop())
 
