@@ -205,7 +205,7 @@ def _ahead(prepare: Callable[[Chunk], Prepared], stream: Iterator[Chunk]) -> Ite
     """Prepare the next chunk on a worker thread while the caller loads the current one.
 
     The client's work (parsing, validation, hashing, formatting) and the server's (parsing, the
-    record hash, the unique index) then overlap on two cores instead of taking turns. One prepared
+    heap, the unique index) then overlap on two cores instead of taking turns. One prepared
     chunk at most waits in the queue, so memory stays bounded. An error on the worker is raised here.
     """
     handoff: queue.Queue = queue.Queue(maxsize=1)
