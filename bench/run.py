@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.sizes.replace(",", " ").split())
     histories = sorted(int(h) for h in args.history.replace(",", " ").split())
 
+    at_start = machine()
     work = Path(tempfile.mkdtemp(prefix="cf-bench-"))
     os.chmod(work, 0o755)
     started = time.time()
@@ -385,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip(),
-        "machine": {**machine(), "load_average_at_end": os.getloadavg()},
+        "machine": {**at_start, "load_average_at_end": os.getloadavg()},
         "duration_s": round(time.time() - started),
         "sizes": sizes, "histories": histories, "defect_rate": DEFECT_RATE,
         "measures": [m.as_dict() for m in bench.measures],
