@@ -2,8 +2,9 @@
 
 pandas reads the whole file, ``iterrows`` walks it, each row is checked in Python, its taxpayer is
 pseudonymised, a sha256 of its business columns is its record hash (recordhash.py's definition, one
-row at a time), and ``executemany`` sends one ``INSERT … ON CONFLICT DO NOTHING`` per row. It applies the same rules as ContribFlow's ingest
-(the generated files only need the ones below), so both must end with the same rows in raw.
+row at a time), and ``executemany`` sends one ``INSERT … ON CONFLICT DO NOTHING`` per row. It
+applies the same rules as ContribFlow's ingest (the generated files only need the ones below), so
+both must end with the same rows in raw.
 
 Run as ``python bench/baseline.py FILE TABLE`` with the ``PG*`` variables set; the bench runs it as
 a subprocess to measure its own peak memory.
