@@ -10,7 +10,9 @@
   )
 }}
 {#- A daily run costs the day's rows, not the history: only raw rows that arrived after the newest
-    one already here are read (found through raw's BRIN index on ingestion_ts). A late file for an
+    one already here are read (through raw's BRIN index on ingestion_ts; while raw's statistics do
+    not know the newest rows yet, as after a load of a million-row table, the planner may scan raw
+    instead, which measured no slower at that size). A late file for an
     older date never overwrites a declaration with a stale status. The pre-hook waits for any ingest
     in flight (it holds the same lock exclusively), so no row can commit behind the watermark.
     The watermark (found through the index on raw_loaded_at) is read first and written into the
