@@ -253,11 +253,14 @@ def _widen_send_buffer(conn: psycopg.Connection) -> None:
     default buffer (~200 kB) that stalled the load for seconds per million rows while the server
     sat idle. The kernel caps the size (net.core.wmem_max); a smaller buffer only costs speed.
     """
+    duplicate = os.dup(conn.pgconn.socket)
     try:
-        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+        sock = socket.socket(fileno=duplicate)
     except OSError:
-        pass
+        os.close(duplicate)
+        return
+    with sock, contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
 
 
 class _Load:
