@@ -18,6 +18,11 @@ measures on them, each in a fresh database:
               --full-refresh; the fact model's own execution_time comes from run_results.json and
               dbt's fixed start-up (wall minus dbt's elapsed_time) is reported on its own.
 
+Each timed case runs ``--repeats`` times (default 3) from the same starting point and reports its
+median (every sample is in the JSON): single runs on a shared machine drift by ±20 %, enough to flip
+a target either way. Ingest repeats on a fresh database each time; dbt repeats on a copy of the same
+database (CREATE DATABASE … TEMPLATE), so every sample starts from the same history.
+
 Correctness is checked on the way: the baseline and ingest end with the same row count and the same
 checksum of record_hash; the overlap file loads exactly its new rows; the incremental fact table
 equals the full refresh. The table is printed and the figures written as JSON (git-ignored).
@@ -37,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -64,10 +70,21 @@ class Measure:
     case: str
     rows: int
     wall_s: float
+    """The median of ``samples`` when the case was repeated."""
     peak_rss_mb: float | None = None
+    """The highest of the repeats."""
     floor_s: float | None = None
     extrapolated: bool = False
     note: str = ""
+    samples: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, case: str, rows: int, samples: list[float], **fields) -> "Measure":
+        return cls(case, rows, statistics.median(samples), samples=samples, **fields)
+
+    @property
+    def spread(self) -> str:
+        return f"{min(self.samples):.2f}-{max(self.samples):.2f} s" if len(self.samples) > 1 else ""
 
     @property
     def rows_per_s(self) -> float:
@@ -90,8 +107,11 @@ class Target:
 
 
 class Bench:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, repeats: int = 3) -> None:
         self.work = work
+        self.repeats = repeats
+        self.files = work / "files"
+        self.files.mkdir()
         self.server = embedded.start(work / "pg")
         self.exports = work / "exports"
         self.exports.mkdir()
@@ -104,6 +124,7 @@ class Bench:
                                autocommit=True)
 
     def database(self, name: str) -> dict[str, str]:
+        """A new, migrated database (and an empty landing folder) for ``name``."""
         with self.connect(self.server["PGDATABASE"]) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             admin.execute(f'CREATE DATABASE "{name}"')
@@ -114,9 +135,17 @@ class Bench:
                    CONTRIBFLOW_DBT_PROJECT_DIR=str(ROOT / "dbt"),
                    CONTRIBFLOW_DBT_TARGET_DIR=str(self.work / f"dbt-{name}"),
                    CONTRIBFLOW_PSEUDONYM_KEY=BENCH_KEY)
+        shutil.rmtree(env["CONTRIBFLOW_LANDING_DIR"], ignore_errors=True)
+        shutil.rmtree(env["CONTRIBFLOW_STATE_DIR"], ignore_errors=True)
         Path(env["CONTRIBFLOW_LANDING_DIR"]).mkdir()
         self.run(["init-db"], env)
         return env
+
+    def copy_database(self, source: str, target: str) -> None:
+        """``target`` as an exact copy of ``source`` (no connection may be open on ``source``)."""
+        with self.connect(self.server["PGDATABASE"]) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{target}" TEMPLATE "{source}" STRATEGY FILE_COPY')
 
     def run(self, args: list[str], env: dict[str, str], command: list[str] | None = None,
             run_id: str | None = None) -> tuple[float, float]:
@@ -159,18 +188,25 @@ class Bench:
 
     def ingest_cases(self, size: int, baseline_rate: float | None) -> float:
         """Every ingest measurement for one file size; returns the baseline's rows/s."""
-        env = self.database(f"bench_ingest_{size}")
-        landing = Path(env["CONTRIBFLOW_LANDING_DIR"])
-        first = landing / file_name(DAY)
-        write_file(first, rows_for(DAY, size, 42, DEFECT_RATE))
+        source = self.files / file_name(DAY)
+        write_file(source, rows_for(DAY, size, 42, DEFECT_RATE))
+        walls, peaks = [], []
+        for _ in range(self.repeats):
+            env = self.database(f"bench_ingest_{size}")
+            landing = Path(env["CONTRIBFLOW_LANDING_DIR"])
+            first = landing / source.name
+            os.link(source, first)
+            wall, rss = self.ingest(env, DAY)
+            walls.append(wall)
+            peaks.append(rss)
+        source.unlink()
         overlap = landing / file_name(DAY + dt.timedelta(days=1))
         write_file(overlap, _overlapping_rows(first, size))
 
-        wall, rss = self.ingest(env, DAY)
         rows_in, loaded, rejected = self.ledger(env, first.name)
         floor = self.floor(env, first.name, size)
-        self.measures.append(Measure("ingest", size, wall, rss, floor,
-                                     note=f"{loaded} loaded, {rejected} quarantined"))
+        self.measures.append(Measure.of("ingest", size, walls, peak_rss_mb=max(peaks), floor_s=floor,
+                                        note=f"{loaded} loaded, {rejected} quarantined"))
         self.check(f"ingest {size}: nothing lost", f"{loaded} + {rejected} of {rows_in}",
                    loaded + rejected == rows_in == size)
 
@@ -179,21 +215,22 @@ class Bench:
         wall, rss = self.ingest(env, DAY)
         with self.connect(env["PGDATABASE"]) as conn:
             after = conn.execute("SELECT count(*) FROM raw.contributions").fetchone()[0]
-        self.measures.append(Measure("re-ingest", size, wall, rss, floor, note="ledger: no-op"))
+        self.measures.append(Measure.of("re-ingest", size, [wall], peak_rss_mb=rss, floor_s=floor,
+                                        note="ledger: no-op"))
         self.check(f"re-ingest {size}: no row added", f"{before} -> {after}", before == after)
 
         wall, rss = self.ingest(env, DAY + dt.timedelta(days=1))
         _, new_loaded, _ = self.ledger(env, overlap.name)
-        self.measures.append(Measure("overlap ½", size, wall, rss, floor,
-                                     note=f"{new_loaded} new rows loaded"))
+        self.measures.append(Measure.of("overlap ½", size, [wall], peak_rss_mb=rss, floor_s=floor,
+                                        note=f"{new_loaded} new rows loaded"))
         self.check(f"overlap {size}: only the new half loads", f"{new_loaded} loaded, {size // 2} new",
                    new_loaded == size // 2)
 
         if baseline_rate is None:
             baseline_rate = self.baseline(env, first, size, floor)
         else:
-            self.measures.append(Measure("baseline (row by row)", size, size / baseline_rate, None,
-                                         floor, extrapolated=True, note="extrapolated by rows/s"))
+            self.measures.append(Measure("baseline (row by row)", size, size / baseline_rate,
+                                         floor_s=floor, extrapolated=True, note="extrapolated by rows/s"))
         return baseline_rate
 
     def floor(self, env: dict[str, str], source: str, size: int) -> float:
@@ -202,41 +239,50 @@ class Bench:
         columns = ", ".join(RAW_COLUMNS)
         with self.connect(env["PGDATABASE"]) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
-            walls = []
+            walls: dict[str, list[float]] = {}
             for order in ("source_line", "record_hash"):
                 conn.execute(sql.SQL(f"COPY (SELECT {columns} FROM raw.contributions WHERE source_file = {{}} "
                                      f"ORDER BY {order}) TO {{}}").format(source, str(clean)))
-                conn.execute("CREATE TABLE bench.floor (LIKE raw.contributions INCLUDING ALL)")
-                conn.execute("CHECKPOINT")
-                started = time.perf_counter()
-                with conn.transaction():
-                    conn.execute(sql.SQL(f"COPY bench.floor ({columns}) FROM {{}}").format(str(clean)))
-                walls.append(time.perf_counter() - started)
-                rows = conn.execute("SELECT count(*) FROM bench.floor").fetchone()[0]
-                conn.execute("DROP TABLE bench.floor")
+                for _ in range(self.repeats):
+                    conn.execute("CREATE TABLE bench.floor (LIKE raw.contributions INCLUDING ALL)")
+                    conn.execute("CHECKPOINT")
+                    started = time.perf_counter()
+                    with conn.transaction():
+                        conn.execute(sql.SQL(f"COPY bench.floor ({columns}) FROM {{}}").format(str(clean)))
+                    walls.setdefault(order, []).append(time.perf_counter() - started)
+                    rows = conn.execute("SELECT count(*) FROM bench.floor").fetchone()[0]
+                    conn.execute("DROP TABLE bench.floor")
         clean.unlink()
-        wall, sorted_wall = walls
-        self.measures.append(Measure("floor (server COPY)", rows, wall, None, wall,
-                                     note="clean rows in file order, raw's columns and indexes"))
-        self.measures.append(Measure("floor, rows sorted by hash", rows, sorted_wall, None, wall,
-                                     note="the same rows in record_hash order (as ingest sends them)"))
-        return wall
+        floor = Measure.of("floor (server COPY)", rows, walls["source_line"],
+                           note="clean rows in file order, raw's columns and indexes")
+        floor.floor_s = floor.wall_s
+        self.measures.append(floor)
+        self.measures.append(Measure.of("floor, rows sorted by hash", rows, walls["record_hash"],
+                                        floor_s=floor.wall_s,
+                                        note="the same rows in record_hash order (as ingest sends them)"))
+        return floor.wall_s
 
     def baseline(self, env: dict[str, str], path: Path, size: int, floor: float) -> float:
-        with self.connect(env["PGDATABASE"]) as conn:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
-            conn.execute("CREATE TABLE bench.baseline (LIKE raw.contributions INCLUDING ALL)")
-        self.checkpoint(env)
-        wall, rss = self.run([str(path), "bench.baseline"], env,
-                             command=[sys.executable, str(ROOT / "bench" / "baseline.py")])
-        self.measures.append(Measure("baseline (row by row)", size, wall, rss, floor))
+        walls, peaks = [], []
+        for _ in range(self.repeats):
+            with self.connect(env["PGDATABASE"]) as conn:
+                conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+                conn.execute("DROP TABLE IF EXISTS bench.baseline")
+                conn.execute("CREATE TABLE bench.baseline (LIKE raw.contributions INCLUDING ALL)")
+            self.checkpoint(env)
+            wall, rss = self.run([str(path), "bench.baseline"], env,
+                                 command=[sys.executable, str(ROOT / "bench" / "baseline.py")])
+            walls.append(wall)
+            peaks.append(rss)
+        measure = Measure.of("baseline (row by row)", size, walls, peak_rss_mb=max(peaks), floor_s=floor)
+        self.measures.append(measure)
         with self.connect(env["PGDATABASE"]) as conn:
             ours = conn.execute(f"SELECT count(*), {CHECKSUM} FROM raw.contributions "
                                 "WHERE source_file = %s", (path.name,)).fetchone()
             theirs = conn.execute(f"SELECT count(*), {CHECKSUM} FROM bench.baseline").fetchone()
         self.check(f"ingest {size} = baseline (rows, md5 of record hashes)",
                    f"{ours[0]} {ours[1]} vs {theirs[0]} {theirs[1]}", ours == theirs)
-        return size / wall
+        return size / measure.wall_s
 
     # --- dbt ------------------------------------------------------------------------------------
 
@@ -256,27 +302,41 @@ class Bench:
         print(f"bench: {days} days of history and day {days + 1} loaded and built in "
               f"{time.perf_counter() - started:.0f}s", file=sys.stderr)
         next_day = (DAY + dt.timedelta(days=days)).isoformat()
-        results: dict[str, tuple[float, float, float, float]] = {}
-        for mode, extra in (("incremental", []), ("full refresh", ["--full-refresh"])):
-            self.checkpoint(env)
-            wall, rss = self.run(["dbt-run", "--date", next_day, *extra], env)
-            run_results = json.loads((Path(env["CONTRIBFLOW_DBT_TARGET_DIR"]) / "run_results.json").read_text())
-            fct = next(r for r in run_results["results"] if r["unique_id"].endswith(".fct_contributions"))
-            results[mode] = (fct["execution_time"], wall, rss, wall - run_results["elapsed_time"])
-            with self.connect(env["PGDATABASE"]) as conn:
-                results[mode] += conn.execute(
-                    "SELECT count(*), md5(string_agg(concat_ws('|', declaration_id, status, amount, "
-                    "file_date, raw_loaded_at), ',' ORDER BY declaration_id)) FROM marts.fct_contributions"
-                ).fetchone()
-        inc, full = results["incremental"], results["full refresh"]
-        self.measures.append(Measure(f"dbt fct incremental @{_short(history)}", DAILY_ROWS, inc[0], inc[2],
-                                     note=f"dbt-run wall {inc[1]:.1f}s"))
-        self.measures.append(Measure(f"dbt fct full refresh @{_short(history)}", history + DAILY_ROWS,
-                                     full[0], full[2], note=f"dbt-run wall {full[1]:.1f}s"))
-        self.measures.append(Measure("dbt start-up per invocation", 0, (inc[3] + full[3]) / 2,
-                                     note="wall minus dbt's elapsed_time"))
+        history_db = env["PGDATABASE"]
+        pristine = f"{history_db}_pristine"
+        self.copy_database(history_db, pristine)
+        samples: dict[str, list[tuple[float, float, float, float]]] = {}
+        for _ in range(self.repeats):
+            for mode, extra in (("incremental", []), ("full refresh", ["--full-refresh"])):
+                self.copy_database(pristine, history_db)
+                self.checkpoint(env)
+                wall, rss = self.run(["dbt-run", "--date", next_day, *extra], env)
+                run_results = json.loads((Path(env["CONTRIBFLOW_DBT_TARGET_DIR"]) / "run_results.json").read_text())
+                fct = next(r for r in run_results["results"] if r["unique_id"].endswith(".fct_contributions"))
+                samples.setdefault(mode, []).append(
+                    (fct["execution_time"], wall, rss, wall - run_results["elapsed_time"]))
+                with self.connect(history_db) as conn:
+                    fingerprints = conn.execute(
+                        "SELECT count(*), md5(string_agg(concat_ws('|', declaration_id, status, amount, "
+                        "file_date, raw_loaded_at), ',' ORDER BY declaration_id)) FROM marts.fct_contributions"
+                    ).fetchone()
+                samples[mode][-1] += fingerprints
+        inc, full = samples["incremental"], samples["full refresh"]
+        self.measures.append(Measure.of(
+            f"dbt fct incremental @{_short(history)}", DAILY_ROWS, [s[0] for s in inc],
+            peak_rss_mb=max(s[2] for s in inc),
+            note=f"dbt-run wall {statistics.median(s[1] for s in inc):.1f}s"))
+        self.measures.append(Measure.of(
+            f"dbt fct full refresh @{_short(history)}", history + DAILY_ROWS, [s[0] for s in full],
+            peak_rss_mb=max(s[2] for s in full),
+            note=f"dbt-run wall {statistics.median(s[1] for s in full):.1f}s"))
+        self.measures.append(Measure.of("dbt start-up per invocation", 0, [s[3] for s in inc + full],
+                                        note="wall minus dbt's elapsed_time"))
+        outcomes = {s[4:] for s in inc + full}
         self.check(f"dbt @{_short(history)}: incremental fct = full refresh",
-                   f"{inc[4]} rows {inc[5]} vs {full[4]} rows {full[5]}", inc[4:] == full[4:])
+                   " vs ".join(f"{n} rows {digest}" for n, digest in sorted(outcomes)), len(outcomes) == 1)
+        with self.connect(self.server["PGDATABASE"]) as admin:
+            admin.execute(f'DROP DATABASE "{pristine}" WITH (FORCE)')
 
 
 def _overlapping_rows(previous: Path, size: int):
@@ -348,7 +408,8 @@ def table(measures: list[Measure]) -> str:
         rss = f"{m.peak_rss_mb:.0f}" if m.peak_rss_mb else "-"
         ratio = f"{m.vs_floor:.2f}" if m.vs_floor and m.case != "floor (server COPY)" else "-"
         rate = f"{m.rows_per_s:,.0f}" if m.rows else "-"
-        note = ("extrapolated; " if m.extrapolated else "") + m.note
+        note = "; ".join(filter(None, ["extrapolated" if m.extrapolated else "",
+                                       f"median of {len(m.samples)}: {m.spread}" if m.spread else "", m.note]))
         lines.append(f"{m.case:<32} {m.rows:>10,} {m.wall_s:>8.2f} {rate:>10} {rss:>11} {ratio:>8}  {note}")
     return "\n".join(lines)
 
@@ -359,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="source file sizes in rows (default: '100000 1000000'; add 10000000)")
     parser.add_argument("--history", default=os.environ.get("BENCH_HISTORY", "1000000"),
                         help="rows of history before the measured dbt day (default 1000000; add 10000000)")
+    parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")),
+                        help="runs of each timed case, the median reported (default 3)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.replace(",", " ").split())
@@ -368,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="cf-bench-"))
     os.chmod(work, 0o755)
     started = time.time()
-    bench = Bench(work)
+    bench = Bench(work, max(1, args.repeats))
     try:
         rate = None
         for size in sizes:
@@ -388,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                                  capture_output=True, text=True).stdout.strip(),
         "machine": {**at_start, "load_average_at_end": os.getloadavg()},
         "duration_s": round(time.time() - started),
-        "sizes": sizes, "histories": histories, "defect_rate": DEFECT_RATE,
+        "sizes": sizes, "histories": histories, "repeats": bench.repeats, "defect_rate": DEFECT_RATE,
         "measures": [m.as_dict() for m in bench.measures],
         "checks": [asdict(c) for c in bench.checks],
         "targets": [asdict(t) for t in met],

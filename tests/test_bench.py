@@ -25,7 +25,8 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "CONTRIBFLOW_"))}
     done = subprocess.run(
-        [sys.executable, "bench/run.py", "--sizes", "3000", "--history", "100000", "--out", str(out)],
+        [sys.executable, "bench/run.py", "--sizes", "3000", "--history", "100000", "--repeats", "2",
+         "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -42,6 +43,14 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
     assert measured["ingest"]["floor_s"] == measured["floor (server COPY)"]["wall_s"]
     assert measured["floor, rows sorted by hash"]["floor_s"] == measured["floor (server COPY)"]["wall_s"]
     assert measured["baseline (row by row)"]["extrapolated"] is False
+    # Each timed case ran twice and reports the median of its samples; single cases ran once.
+    for case in ("ingest", "floor (server COPY)", "floor, rows sorted by hash", "baseline (row by row)",
+                 "dbt fct incremental @100k", "dbt fct full refresh @100k"):
+        samples = measured[case]["samples"]
+        assert len(samples) == 2 and measured[case]["wall_s"] == pytest.approx(sum(samples) / 2), case
+    assert len(measured["dbt start-up per invocation"]["samples"]) == 4
+    assert len(measured["re-ingest"]["samples"]) == 1
+    assert report["repeats"] == 2
     assert len(report["checks"]) == 5 and all(c["ok"] for c in report["checks"]), report["checks"]
     assert {t["name"] for t in report["targets"]} >= {
         "ingest 3k <= 1.5x floor", "ingest 3k >= 20x faster than baseline", "ingest peak RSS <= 300 MB",
