@@ -230,6 +230,8 @@ EXIT_FAILED = 1
 EXIT_TRANSIENT = 75
 """EX_TEMPFAIL: the database could not be reached. The only failure Argo's retryStrategy retries;
 a data-quality failure exits 1 and is never retried."""
+EXIT_BROKEN_PIPE = 128 + 13
+"""What a command killed by SIGPIPE exits with, as users of ``… | head`` expect."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -237,11 +239,22 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _reader_went_away() -> int:
+    """The reader of stdout closed it (``contribflow audit | head``): stop quietly, and point stdout
+    at /dev/null so that the interpreter's final flush does not raise again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        return args.handler(args, settings)
+        code = args.handler(args, settings)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except DatabaseUnavailable as exc:
         print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -50,3 +51,15 @@ def test_the_runner_gives_the_pseudonym_key_to_ingest_only(monkeypatch, tmp_path
     assert {name for name, e in seen.items() if "CONTRIBFLOW_PSEUDONYM_KEY" in e} == {"ingest"}
     assert {name: e["PGUSER"] for name, e in seen.items()} == {
         s.name: {"migrator": "m", "loader": "l", "transformer": "t"}[by_name()[s.name].db_role] for s in STAGES}
+
+
+def test_a_reader_that_closes_stdout_stops_the_cli_quietly_with_sigpipes_status():
+    """`contribflow audit | head` must not end in a traceback: the pipe's reader is gone before the
+    command prints, as when head has read all it wants."""
+    proc = subprocess.Popen([sys.executable, "-m", "contribflow", "images"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert stderr == ""
