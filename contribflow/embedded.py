@@ -19,6 +19,11 @@ def _pgserver():
     return pgserver
 
 
+def bin_dir() -> Path:
+    """The PostgreSQL client and server programs pgserver bundles (psql, pg_ctl, …)."""
+    return Path(_pgserver().__file__).parent / "pginstall" / "bin"
+
+
 def configured(env: dict[str, str] | None = None) -> bool:
     """True when the environment already selects a server (libpq variables or a DSN)."""
     env = os.environ if env is None else env

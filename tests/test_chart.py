@@ -432,9 +432,9 @@ def test_argocd_application_syncs_the_chart_with_kind_values():
 
 
 def _pg_bin() -> Path:
-    import pgserver
+    from contribflow import embedded
 
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return embedded.bin_dir()
 
 
 @pytest.mark.integration

@@ -8,13 +8,11 @@ import datetime as dt
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
-import pgserver
 import pytest
 
 from conftest import ROOT
-from contribflow import runner
+from contribflow import embedded, runner
 from contribflow.graph import EXIT_STAGE, topological_order
 from contribflow.settings import Settings
 
@@ -23,7 +21,7 @@ DAY = dt.date(2026, 11, 24)
 
 
 def psql() -> str:
-    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    bundled = embedded.bin_dir() / "psql"
     found = str(bundled) if bundled.exists() else shutil.which("psql")
     assert found, "no psql: pgserver bundles one"
     return found
