@@ -141,6 +141,12 @@ class Bench:
         self.run(["init-db"], env)
         return env
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database whose cases are measured: autovacuum would otherwise go on working
+        through its fresh rows (millions, after the 10M cases) while the next cases are timed."""
+        with self.connect(self.server["PGDATABASE"]) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def copy_database(self, source: str, target: str) -> None:
         """``target`` as an exact copy of ``source`` (no connection may be open on ``source``)."""
         with self.connect(self.server["PGDATABASE"]) as admin:
@@ -231,6 +237,7 @@ class Bench:
         else:
             self.measures.append(Measure("baseline (row by row)", size, size / baseline_rate,
                                          floor_s=floor, extrapolated=True, note="extrapolated by rows/s"))
+        self.drop_database(env["PGDATABASE"])
         return baseline_rate
 
     def floor(self, env: dict[str, str], source: str, size: int) -> float:
@@ -335,8 +342,8 @@ class Bench:
         outcomes = {s[4:] for s in inc + full}
         self.check(f"dbt @{_short(history)}: incremental fct = full refresh",
                    " vs ".join(f"{n} rows {digest}" for n, digest in sorted(outcomes)), len(outcomes) == 1)
-        with self.connect(self.server["PGDATABASE"]) as admin:
-            admin.execute(f'DROP DATABASE "{pristine}" WITH (FORCE)')
+        self.drop_database(pristine)
+        self.drop_database(history_db)
 
 
 def _overlapping_rows(previous: Path, size: int):
