@@ -38,11 +38,11 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
