@@ -123,7 +123,6 @@ class _Preparer:
         self.positions = [header.index(c) for c in COLUMNS]
         self.contract_order = tuple(header) == COLUMNS
         self.pseudonyms = Pseudonymiser(settings.require_pseudonym_key())
-        self.keys: Mapping[str, str] = {}
         self.seen = SeenKeys()
         self.suffix = "\t".join(["", day.isoformat(), _escape(name)]) + "\t"
         self.run_tail = f"\t{_escape(settings.run_id)}"
@@ -150,7 +149,7 @@ class _Preparer:
         del columns
         lines = chunk.lines[keep].tolist()
         ids = good[1].tolist()
-        self.keys = self.pseudonyms.keys_for(ids)
+        keys = self.pseudonyms.keys_for(ids)
         if chunk.plain is not None:
             block, first = chunk.plain, chunk.first_line
             texts = [block[line - first] for line in lines]
@@ -158,26 +157,26 @@ class _Preparer:
                 texts[-1] += "\n"
             order, hashes = hash_order(digests(good, texts if self.contract_order else None))
             del good  # the plain payload is built from the lines
-            copy, payload = self.plain_copy, self._plain_payload(order, hashes, ids, lines, texts)
+            copy, payload = self.plain_copy, self._plain_payload(order, hashes, keys, ids, lines, texts)
         else:
             order, hashes = hash_order(digests(good))
-            copy, payload = _COPY_RAW, self._payload(order, hashes, [c.tolist() for c in good], lines)
+            copy, payload = _COPY_RAW, self._payload(order, hashes, keys, [c.tolist() for c in good], lines)
         return Prepared(chunk.records, len(lines), copy, payload, rejected)
 
-    def _plain_payload(self, order: np.ndarray, hashes: list[str], ids: list[str], lines: list[int],
-                       texts: list[str]) -> list[bytes]:
+    def _plain_payload(self, order: np.ndarray, hashes: list[str], keys: Mapping[str, str],
+                       ids: list[str], lines: list[int], texts: list[str]) -> list[bytes]:
         """COPY text of the good rows of a plain chunk, in hash order: the added columns, then the
         line as it is. Validation guarantees that the values hold no backslash, so the line needs
         no escaping."""
-        keys, added = self.keys, self.plain_added
+        added = self.plain_added
         return _in_order(order, [f"{h},{keys[t]},{n}{added},{x}"
                                  for h, t, n, x in zip(hashes, ids, lines, texts)])
 
-    def _payload(self, order: np.ndarray, hashes: list[str], columns: list[list[str]],
-                 lines: list[int]) -> list[bytes]:
+    def _payload(self, order: np.ndarray, hashes: list[str], keys: Mapping[str, str],
+                 columns: list[list[str]], lines: list[int]) -> list[bytes]:
         """COPY text of the good rows in hash order. Validation guarantees that the values hold no
         tab, newline or backslash, so they need no escaping."""
-        keys, suffix, tail = self.keys, self.suffix, self.run_tail
+        suffix, tail = self.suffix, self.run_tail
         return _in_order(order, [
             f"{d}\t{t}\t{keys[t]}\t{e}\t{a}\t{c}\t{k}\t{s}\t{n}{suffix}{line}{tail}\t{h}\n"
             for d, t, e, a, c, k, s, n, line, h in zip(*columns, lines, hashes)
