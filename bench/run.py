@@ -45,6 +45,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -97,6 +98,16 @@ class Measure:
     def as_dict(self) -> dict:
         return {**asdict(self), "rows_per_s": round(self.rows_per_s), "vs_floor":
                 None if self.vs_floor is None else round(self.vs_floor, 3)}
+
+
+class _DbtSample(NamedTuple):
+    fct_s: float
+    """The fact model's own execution_time (run_results.json)."""
+    wall_s: float
+    rss_mb: float
+    startup_s: float
+    fct_rows: tuple[int, str]
+    """Row count and md5 of the fact table it left."""
 
 
 @dataclass
@@ -294,7 +305,8 @@ class Bench:
     # --- dbt ------------------------------------------------------------------------------------
 
     def dbt_cases(self, history: int) -> None:
-        """dbt-run on day N+1 after N days of DAILY_ROWS rows: incremental, then full refresh."""
+        """dbt-run on day N+1 after N days of DAILY_ROWS rows, incremental and full refresh in turn,
+        each on a fresh copy of the same history database."""
         env = self.database(f"bench_dbt_{history}")
         landing = Path(env["CONTRIBFLOW_LANDING_DIR"])
         days = max(1, history // DAILY_ROWS)
@@ -312,7 +324,7 @@ class Bench:
         history_db = env["PGDATABASE"]
         pristine = f"{history_db}_pristine"
         self.copy_database(history_db, pristine)
-        samples: dict[str, list[tuple[float, float, float, float]]] = {}
+        samples: dict[str, list[_DbtSample]] = {}
         for _ in range(self.repeats):
             for mode, extra in (("incremental", []), ("full refresh", ["--full-refresh"])):
                 self.copy_database(pristine, history_db)
@@ -320,26 +332,25 @@ class Bench:
                 wall, rss = self.run(["dbt-run", "--date", next_day, *extra], env)
                 run_results = json.loads((Path(env["CONTRIBFLOW_DBT_TARGET_DIR"]) / "run_results.json").read_text())
                 fct = next(r for r in run_results["results"] if r["unique_id"].endswith(".fct_contributions"))
-                samples.setdefault(mode, []).append(
-                    (fct["execution_time"], wall, rss, wall - run_results["elapsed_time"]))
                 with self.connect(history_db) as conn:
-                    fingerprints = conn.execute(
+                    fct_rows = conn.execute(
                         "SELECT count(*), md5(string_agg(concat_ws('|', declaration_id, status, amount, "
                         "file_date, raw_loaded_at), ',' ORDER BY declaration_id)) FROM marts.fct_contributions"
                     ).fetchone()
-                samples[mode][-1] += fingerprints
+                samples.setdefault(mode, []).append(_DbtSample(
+                    fct["execution_time"], wall, rss, wall - run_results["elapsed_time"], tuple(fct_rows)))
         inc, full = samples["incremental"], samples["full refresh"]
         self.measures.append(Measure.of(
-            f"dbt fct incremental @{_short(history)}", DAILY_ROWS, [s[0] for s in inc],
-            peak_rss_mb=max(s[2] for s in inc),
-            note=f"dbt-run wall {statistics.median(s[1] for s in inc):.1f}s"))
+            f"dbt fct incremental @{_short(history)}", DAILY_ROWS, [s.fct_s for s in inc],
+            peak_rss_mb=max(s.rss_mb for s in inc),
+            note=f"dbt-run wall {statistics.median(s.wall_s for s in inc):.1f}s"))
         self.measures.append(Measure.of(
-            f"dbt fct full refresh @{_short(history)}", history + DAILY_ROWS, [s[0] for s in full],
-            peak_rss_mb=max(s[2] for s in full),
-            note=f"dbt-run wall {statistics.median(s[1] for s in full):.1f}s"))
-        self.measures.append(Measure.of("dbt start-up per invocation", 0, [s[3] for s in inc + full],
+            f"dbt fct full refresh @{_short(history)}", history + DAILY_ROWS, [s.fct_s for s in full],
+            peak_rss_mb=max(s.rss_mb for s in full),
+            note=f"dbt-run wall {statistics.median(s.wall_s for s in full):.1f}s"))
+        self.measures.append(Measure.of("dbt start-up per invocation", 0, [s.startup_s for s in inc + full],
                                         note="wall minus dbt's elapsed_time"))
-        outcomes = {s[4:] for s in inc + full}
+        outcomes = {s.fct_rows for s in inc + full}
         self.check(f"dbt @{_short(history)}: incremental fct = full refresh",
                    " vs ".join(f"{n} rows {digest}" for n, digest in sorted(outcomes)), len(outcomes) == 1)
         self.drop_database(pristine)
