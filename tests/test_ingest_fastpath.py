@@ -200,3 +200,23 @@ def test_ingest_computes_the_record_hash_that_sql_defines(database, sql, tmp_pat
     later = write_source(tmp_path / "landing", DAY + dt.timedelta(days=1), lines)
     assert cli.main(["ingest", "--date", (DAY + dt.timedelta(days=1)).isoformat(), "--file", str(later)]) == 0
     assert sql("select count(*) from raw.contributions") == [(len(rows),)]
+
+
+@pytest.mark.integration
+def test_raw_defaults_let_copy_insert_in_batches_and_keep_loads_in_order(database, sql, tmp_path, monkeypatch):
+    """COPY inserts one row at a time when a column default is volatile (clock_timestamp() was);
+    statement_timestamp() is not, and a later load's rows are still stamped after an earlier one's."""
+    monkeypatch.setenv("CONTRIBFLOW_CHUNK_ROWS", "2")
+    assert cli.main(["init-db"]) == 0
+    volatile = sql(r"""select a.attname, p.proname from pg_attrdef d
+                         join pg_attribute a on (a.attrelid, a.attnum) = (d.adrelid, d.adnum)
+                         join pg_proc p on pg_get_expr(d.adbin, d.adrelid) ~ ('\m' || p.proname || '\(')
+                        where d.adrelid = 'raw.contributions'::regclass and p.provolatile = 'v'""")
+    assert volatile == []
+    for n, day in enumerate((DAY, DAY + dt.timedelta(days=1))):
+        path = write_source(tmp_path / "landing", day, [good_row(10 * n + i) for i in range(5)])
+        assert cli.main(["ingest", "--date", day.isoformat(), "--file", str(path)]) == 0
+    stamps = sql("""select file_date, count(distinct ingestion_ts), min(ingestion_ts), max(ingestion_ts)
+                      from raw.contributions group by file_date order by file_date""")
+    assert [s[1] for s in stamps] == [3, 3]  # three chunks, so three COPY statements, per file
+    assert stamps[0][3] < stamps[1][2]
