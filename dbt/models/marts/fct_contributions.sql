@@ -10,15 +10,19 @@
   )
 }}
 {#- A daily run costs the day's rows, not the history: only raw rows that arrived after the newest
-    one already here are read (through raw's BRIN index on ingestion_ts; while raw's statistics do
-    not know the newest rows yet, as after a load of a million-row table, the planner may scan raw
-    instead, which measured no slower at that size). A late file for an
-    older date never overwrites a declaration with a stale status. The pre-hook waits for any ingest
-    in flight (it holds the same lock exclusively), so no row can commit behind the watermark.
+    one already here are read, through raw's btree index on ingestion_ts (migration 0005; a BRIN
+    index excluded nothing until VACUUM summarized the newest pages, so all of raw was scanned).
+    A late file for an older date never overwrites a declaration with a stale status. The pre-hook
+    waits for any ingest in flight (it holds the same lock exclusively), so no row can commit
+    behind the watermark.
     The watermark (found through the index on raw_loaded_at) is read first and written into the
     query as a literal: behind a subquery the planner cannot see how few rows are newer, and scans
-    all of raw instead of using the BRIN index. Only dbt runs change this table, and they run one
-    at a time, so reading it before the pre-hook's lock reads the same value.
+    all of raw instead of using the index. Only dbt runs change this table, and they run one
+    at a time, so reading it before the pre-hook's lock reads the same value. The day's rows are
+    asked for as a range, up to raw's newest row (read after the lock, so nothing is left out):
+    where raw has no statistics yet the planner takes a range to be narrow, and where they are
+    stale it reads the range's true ends from the index; given only "after the watermark", it
+    guessed a third of raw and scanned all of it.
     No index on taxpayer_key: nothing reads fct by it (per-taxpayer figures are dim_taxpayer), and
     its random inserts were more than half of a daily run, growing with history once it no longer
     fits in memory. -#}
@@ -29,7 +33,9 @@ select to_char(max(raw_loaded_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'
 {%- set newest = run_query(watermark_sql).columns[0].values()[0] if execute else none -%}
 {%- set watermark = "timestamp '" ~ (newest or '-infinity') ~ "' at time zone 'UTC'" %}
 with arrived as (
-    {{ current_declarations(source('raw', 'contributions'), where="ingestion_ts > " ~ watermark) }}
+    {{ current_declarations(source('raw', 'contributions'),
+                            where="ingestion_ts > " ~ watermark ~ " and ingestion_ts <= ("
+                                  ~ "select max(ingestion_ts) from " ~ source('raw', 'contributions') ~ ")") }}
 )
 select arrived.*
 from arrived
