@@ -169,7 +169,8 @@ class _ColumnBackend(ColumnBackend):
     from the column), and each builds a consolidated failure-case table and a summary. The
     DataFrame backend catches both, keeps only their ``schema_errors``, and builds the one report
     ``validate_chunk`` reads from those. With one bad row in a thousand, almost every column of
-    every chunk has a failure, and these discarded reports took 40 % of validation's time.
+    every chunk has a failure, and these discarded reports were a fifth of validation's time
+    (1.72 s of CPU per million rows, 1.37 s without them).
     """
 
     def failure_cases_metadata(self, schema_name, schema_errors) -> FailureCaseMetadata:
