@@ -21,7 +21,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py contribflow/_copyrows.c | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $@
 

@@ -5,6 +5,10 @@ Good rows go to ``raw.contributions`` with COPY, each chunk sorted by record has
 the table's unique record hash makes a row that is already there (a re-sent declaration in the same
 state) a no-op. COPY is tried first, because a new file rarely repeats old rows; a chunk that hits
 the unique index is retried through a temporary table with ``ON CONFLICT DO NOTHING``.
+
+The usual chunk (plain lines in contract order, canonical amounts) is hashed, keyed and formatted
+by the compiled encoder (_copyrows.c); any other, or every chunk where it was not built, in Python,
+with the same bytes.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import pandas as pd
 import psycopg
 
 from contribflow.audit import StepRun
@@ -29,10 +36,18 @@ from contribflow.db import connect
 from contribflow.errors import FileRefused, StageError
 from contribflow.pseudonym import Pseudonymiser
 from contribflow.reader import Chunk, FileFacts, chunks, fingerprint
-from contribflow.recordhash import digests, hash_order
+from contribflow.recordhash import all_canonical, digests, hash_order
 from contribflow.seenkeys import SeenKeys
 from contribflow.settings import Settings
 from contribflow.validate import Issue, frame_of, validate_chunk
+
+try:
+    from contribflow import _copyrows
+except ImportError:  # built only where a C compiler was found (pyproject.toml); the same in Python
+    _copyrows = None
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 RAW_WRITER_LOCK = "contribflow:raw-writer"
 """Held exclusively by an ingest and shared by the fct model's build (see fct_contributions.sql):
@@ -113,24 +128,47 @@ class Prepared:
     rejected: list[Rejected]
 
 
+def _ENCODED() -> list[bytes]:
+    raise RuntimeError("this chunk was already encoded")
+
+
+@dataclass
+class Validated:
+    """One chunk, validated: its good rows are not yet hashed, sorted and formatted (``encode``)."""
+
+    rows_in: int
+    good: int
+    copy: str
+    encode: Callable[[], list[bytes]]
+    rejected: list[Rejected]
+
+    def encoded(self) -> Prepared:
+        """The chunk ready to load; what ``encode`` held (the lines, the values) is let go."""
+        encode, self.encode = self.encode, _ENCODED
+        return Prepared(self.rows_in, self.good, self.copy, encode(), self.rejected)
+
+
 class _Preparer:
     """Everything ingest does to a chunk before the database sees it: validation, the duplicate
-    check across chunks, pseudonymisation and the COPY text. It needs no connection, so it runs on
-    a worker thread while the previous chunk is being loaded."""
+    check across chunks, pseudonymisation, then (``Validated.encode``) the record hashes and the
+    COPY text. It needs no connection, so it runs on worker threads while the previous chunks load.
+    """
 
     def __init__(self, settings: Settings, day: dt.date, name: str, header: list[str]) -> None:
         self.width = len(header)
         self.positions = [header.index(c) for c in COLUMNS]
         self.contract_order = tuple(header) == COLUMNS
-        self.pseudonyms = Pseudonymiser(settings.require_pseudonym_key())
+        self.key = settings.require_pseudonym_key()
+        self.pseudonyms = Pseudonymiser(self.key)
         self.seen = SeenKeys()
         self.suffix = "\t".join(["", day.isoformat(), _escape(name)]) + "\t"
         self.run_tail = f"\t{_escape(settings.run_id)}"
         self.plain_copy = (f"COPY {{table}} ({', '.join((*_ADDED_COLUMNS, *header))}) "
                            "FROM STDIN (DELIMITER ',')")
         self.plain_added = ",".join(["", day.isoformat(), _escape(name, ","), _escape(settings.run_id, ",")])
+        self.compiled = _copyrows
 
-    def prepare(self, chunk: Chunk) -> Prepared:
+    def validate(self, chunk: Chunk) -> Validated:
         bad: dict[int, list[Issue]] = {}
         for rec in chunk.broken:
             bad[rec.line] = [
@@ -144,42 +182,48 @@ class _Preparer:
         keep = ~np.isin(chunk.lines, np.fromiter(issues, dtype=np.int64, count=len(issues)))
         bad.update(issues)
         rejected = [(line, chunk.raw(line), bad[line]) for line in sorted(bad)]
-        good = [c[keep] for c in columns]
         chunk.fields = []  # with ``columns``, the last references to the values of the bad rows
-        del columns
-        lines = chunk.lines[keep].tolist()
-        ids = good[1].tolist()
-        keys = self.pseudonyms.keys_for(ids)
-        if chunk.plain is not None:
-            block, first = chunk.plain, chunk.first_line
-            texts = [block[line - first] for line in lines]
-            if texts and not texts[-1].endswith("\n"):  # the file's last line; rows are reordered
-                texts[-1] += "\n"
-            order, hashes = hash_order(digests(good, texts if self.contract_order else None))
-            del good  # the plain payload is built from the lines
-            copy, payload = self.plain_copy, self._plain_payload(order, hashes, keys, ids, lines, texts)
+        numbers = chunk.lines[keep]
+        if chunk.plain is None:
+            encode = partial(self._payload, [c[keep] for c in columns], numbers)
+            return Validated(chunk.records, len(numbers), _COPY_RAW, encode, rejected)
+        block, first = chunk.plain, chunk.first_line
+        texts = [block[line - first] for line in numbers.tolist()]
+        if texts and not texts[-1].endswith("\n"):  # the file's last line; rows are reordered
+            texts[-1] += "\n"
+        if (self.compiled is not None and self.contract_order
+                and all_canonical(columns[3][keep].tolist())):
+            # Each line is its canonical text: the compiled path hashes it as it is.
+            codes, ids = pd.factorize(columns[1][keep])
+            encode = partial(self.compiled.plain_copy, texts, codes.astype(np.int64, copy=False),
+                             ids.tolist(), self.key, numbers, self.plain_added, _PIECE_ROWS)
         else:
-            order, hashes = hash_order(digests(good))
-            copy, payload = _COPY_RAW, self._payload(order, hashes, keys, [c.tolist() for c in good], lines)
-        return Prepared(chunk.records, len(lines), copy, payload, rejected)
+            encode = partial(self._plain_payload, [c[keep] for c in columns], numbers, texts)
+        return Validated(chunk.records, len(numbers), self.plain_copy, encode, rejected)
 
-    def _plain_payload(self, order: np.ndarray, hashes: list[str], keys: Mapping[str, str],
-                       ids: list[str], lines: list[int], texts: list[str]) -> list[bytes]:
+    def _plain_payload(self, good: list[np.ndarray], numbers: np.ndarray, texts: list[str]) -> list[bytes]:
         """COPY text of the good rows of a plain chunk, in hash order: the added columns, then the
         line as it is. Validation guarantees that the values hold no backslash, so the line needs
         no escaping."""
+        ids = good[1].tolist()
+        keys = self.pseudonyms.keys_for(ids)
+        order, hashes = hash_order(digests(good, texts if self.contract_order else None))
+        del good
         added = self.plain_added
         return _in_order(order, [f"{h},{keys[t]},{n}{added},{x}"
-                                 for h, t, n, x in zip(hashes, ids, lines, texts)])
+                                 for h, t, n, x in zip(hashes, ids, numbers.tolist(), texts)])
 
-    def _payload(self, order: np.ndarray, hashes: list[str], keys: Mapping[str, str],
-                 columns: list[list[str]], lines: list[int]) -> list[bytes]:
+    def _payload(self, good: list[np.ndarray], numbers: np.ndarray) -> list[bytes]:
         """COPY text of the good rows in hash order. Validation guarantees that the values hold no
         tab, newline or backslash, so they need no escaping."""
+        order, hashes = hash_order(digests(good))
+        columns = [c.tolist() for c in good]
+        del good
+        keys = self.pseudonyms.keys_for(columns[1])
         suffix, tail = self.suffix, self.run_tail
         return _in_order(order, [
             f"{d}\t{t}\t{keys[t]}\t{e}\t{a}\t{c}\t{k}\t{s}\t{n}{suffix}{line}{tail}\t{h}\n"
-            for d, t, e, a, c, k, s, n, line, h in zip(*columns, lines, hashes)
+            for d, t, e, a, c, k, s, n, line, h in zip(*columns, numbers.tolist(), hashes)
         ])
 
 
@@ -200,12 +244,13 @@ _DONE = object()
 _PIECE_ROWS = 5_000
 
 
-def _ahead(prepare: Callable[[Chunk], Prepared], stream: Iterator[Chunk]) -> Iterator[Prepared]:
-    """Prepare the next chunk on a worker thread while the caller loads the current one.
+def _ahead(prepare: Callable[[T], U], stream: Iterator[T]) -> Iterator[U]:
+    """``map(prepare, stream)``, with the next item prepared on a worker thread while the caller
+    uses the current one.
 
     The client's work (parsing, validation, hashing, formatting) and the server's (parsing, the
     heap, the unique index) then overlap on two cores instead of taking turns. One prepared
-    chunk at most waits in the queue, so memory stays bounded. An error on the worker is raised here.
+    item at most waits in the queue, so memory stays bounded. An error on the worker is raised here.
     """
     handoff: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -222,9 +267,12 @@ def _ahead(prepare: Callable[[Chunk], Prepared], stream: Iterator[Chunk]) -> Ite
     def work() -> None:
         try:
             with contextlib.closing(stream):
-                for chunk in stream:
-                    if not offer(prepare(chunk)):
+                for item in stream:
+                    prepared = prepare(item)
+                    del item  # not held while the queue is full
+                    if not offer(prepared):
                         return
+                    del prepared
             offer(_DONE)
         except BaseException as exc:  # handed to the loading thread, which raises it
             offer(exc)
@@ -371,7 +419,9 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
             load = _Load(conn, settings, day, path, facts)
             preparer = _Preparer(settings, day, path.name, header)
             try:
-                for prepared in _ahead(preparer.prepare, stream):
+                # Three stages on their own threads: validation in Python, encoding (mostly
+                # without the GIL when compiled), and this thread's COPY.
+                for prepared in _ahead(Validated.encoded, _ahead(preparer.validate, stream)):
                     load.chunk(prepared)
             finally:
                 preparer.seen.close()

@@ -2,7 +2,9 @@
 
 A plain hash of a 5-digit id is reversed by hashing all 100,000 candidates; an HMAC-SHA256 with a
 secret key is not, as long as the key stays secret. The key is read from the environment (a Secret in
-the cluster), used here in Python only, and never passed to dbt, logged or written to an artifact.
+the cluster), used only inside the ingest process (here, and by the compiled encoder of
+``_copyrows.c``, which computes the same keys), and never passed to dbt, logged or written to an
+artifact.
 """
 
 from __future__ import annotations

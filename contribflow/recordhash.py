@@ -18,7 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_CANONICAL_AMOUNT = re.compile(r"(?:0|[1-9][0-9]{0,11})\.[0-9]{2}", re.ASCII).fullmatch
+_CANONICAL = r"(?:0|[1-9][0-9]{0,11})\.[0-9]{2}"
+_CANONICAL_AMOUNT = re.compile(_CANONICAL, re.ASCII).fullmatch
+_CANONICAL_RUN = re.compile(f"(?:{_CANONICAL}\n)*+", re.ASCII).match
 
 
 def canonical_amount(amount: str) -> str:
@@ -27,8 +29,15 @@ def canonical_amount(amount: str) -> str:
     return f"{int(whole)}.{fraction:0<2}"
 
 
+def all_canonical(amounts: list[str]) -> bool:
+    """Whether every (validated) amount is already as numeric(14,2) prints it, in one C scan of the
+    amounts joined by newlines (none can hold one)."""
+    joined = "\n".join(amounts) + "\n"
+    return not amounts or _CANONICAL_RUN(joined).end() == len(joined)
+
+
 def canonical_amounts(amounts: list[str]) -> list[str]:
-    if all(map(_CANONICAL_AMOUNT, amounts)):
+    if all_canonical(amounts):
         return amounts
     return [a if _CANONICAL_AMOUNT(a) else canonical_amount(a) for a in amounts]
 
