@@ -179,14 +179,15 @@ def records(path: Path) -> tuple[list[str], Iterator[Record]]:
 class Chunk:
     """The records of about ``size`` consecutive physical lines, split into columns.
 
-    ``lines`` and ``fields`` hold the records that have the header's number of fields (one object
-    array per header column, aligned with ``lines``); ``broken`` holds the others: not valid CSV, or
-    too few or too many fields. ``raw(line)`` is the exact text of the record starting on ``line``.
+    ``lines`` and ``fields`` hold the records that have the header's number of fields (one array
+    per header column, aligned with ``lines``: of ``str`` objects, or a pandas Categorical for a
+    ``REPEATING`` column of a plain block); ``broken`` holds the others: not valid CSV, or too few
+    or too many fields. ``raw(line)`` is the exact text of the record starting on ``line``.
     """
 
     records: int
     lines: np.ndarray
-    fields: list[np.ndarray]
+    fields: list[np.ndarray | pd.Categorical]
     broken: list[Record]
     raw: Callable[[int], str]
     plain: list[str] | None = None
@@ -197,6 +198,11 @@ class Chunk:
     """False when no field of ``fields`` is the empty string (known for a plain block)."""
 
 
+REPEATING = ("event_date", "currency", "contribution_type", "status", "country")
+"""Columns with a few dozen distinct values in a day's file. A plain block reads them as pandas
+categoricals: one Python string per distinct value instead of one per row, and validation judges
+each distinct value once."""
+
 _NOT_PLAIN = ('"', "\r", "\x00")
 """A block with none of these is plain: each line is one record (or blank), split at every comma,
 exactly as csv.reader would split it."""
@@ -206,7 +212,8 @@ def _columns(grid: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(grid[:, j]) for j in range(grid.shape[1])]
 
 
-def _plain_chunk(block: list[str], text: str, first_line: int, width: int) -> Chunk:
+def _plain_chunk(block: list[str], text: str, first_line: int, width: int,
+                 categorical: frozenset[int] = frozenset()) -> Chunk:
     """The fast path: one split of the whole block instead of a csv.reader call per line."""
     commas = np.fromiter(map(str.count, block, itertools.repeat(",")), dtype=np.int64, count=len(block))
     blank = np.fromiter(map("\n".__eq__, block), dtype=bool, count=len(block))
@@ -217,7 +224,7 @@ def _plain_chunk(block: list[str], text: str, first_line: int, width: int) -> Ch
     if text and not text.endswith("\n"):
         text += "\n"
     empty = text.startswith(",") or ",," in text or ",\n" in text or "\n," in text
-    fields = _split_plain(text, width)
+    fields = _split_plain(text, width, categorical)
     del text
     broken = [Record(first_line + int(i), block[i], block[i].removesuffix("\n").split(","))
               for i in np.flatnonzero(~shaped & ~blank)]
@@ -225,15 +232,23 @@ def _plain_chunk(block: list[str], text: str, first_line: int, width: int) -> Ch
                  lambda line: block[line - first_line], block, first_line, empty)
 
 
-def _split_plain(text: str, width: int) -> list[np.ndarray]:
+def _split_plain(text: str, width: int, categorical: frozenset[int] = frozenset()
+                 ) -> list[np.ndarray | pd.Categorical]:
     """The fields of plain lines of ``width`` fields each, by pandas' C tokenizer: with no quote, CR
     or NUL in the text and quoting off, it splits at every comma and newline exactly as
-    csv.reader would, and keeps every value as the text it is."""
+    csv.reader would, and keeps every value as the text it is. The columns at the positions in
+    ``categorical`` come as Categoricals of those texts."""
     if not text:
         return [np.empty(0, dtype=object) for _ in range(width)]
-    frame = pd.read_csv(io.BytesIO(text.encode()), header=None, names=range(width), dtype=object,
+    frame = pd.read_csv(io.BytesIO(text.encode()), header=None, names=range(width),
+                        dtype={j: "category" if j in categorical else object for j in range(width)},
                         na_filter=False, quoting=csv.QUOTE_NONE, skip_blank_lines=False, engine="c")
-    return [frame[j].to_numpy(dtype=object) for j in range(width)]
+    if not all(pd.api.types.is_string_dtype(frame[j].cat.categories) for j in categorical):
+        # read_csv turns a categorical column whose every value reads as a number or a boolean
+        # into numbers or booleans ("02" would come back as 2): read such a block as text.
+        return _split_plain(text, width)
+    return [frame[j].array if j in categorical else frame[j].to_numpy(dtype=object)
+            for j in range(width)]
 
 
 def _exact_chunk(lines: _Lines, first_line: int, block_size: int, width: int, name: str) -> Chunk:
@@ -260,6 +275,7 @@ def chunks(path: Path, size: int) -> tuple[list[str], Iterator[Chunk]]:
     """
     fh, header, first_line = _open(path)
     width = len(header)
+    categorical = frozenset(header.index(c) for c in REPEATING)
 
     def iterate() -> Iterator[Chunk]:
         line = first_line
@@ -272,7 +288,7 @@ def chunks(path: Path, size: int) -> tuple[list[str], Iterator[Chunk]]:
                     chunk = _exact_chunk(lines, line, len(block), width, path.name)
                     line += lines.count
                 else:
-                    chunk = _plain_chunk(block, text, line, width)
+                    chunk = _plain_chunk(block, text, line, width, categorical)
                     line += len(block)
                     del text
                 del block

@@ -29,9 +29,10 @@ from contribflow.errors import StageError
 _DATE_FORMAT = "%Y-%m-%d"
 
 
-def frame_of(columns: list[np.ndarray], index: np.ndarray, may_have_empty: bool = True) -> pd.DataFrame:
-    """The frame ``validate_chunk`` expects: the contract columns in ``columns`` (object arrays of
-    ``str``, in contract order), an empty value as ``None`` (a missing value), rows labelled by
+def frame_of(columns: list[np.ndarray | pd.Categorical], index: np.ndarray,
+             may_have_empty: bool = True) -> pd.DataFrame:
+    """The frame ``validate_chunk`` expects: the contract columns in ``columns`` (in contract order,
+    object arrays of ``str`` or Categoricals of them), an empty value as missing, rows labelled by
     ``index`` (their lines).
 
     Object dtype on purpose: pandas 3 would otherwise convert every column to its ``str`` dtype,
@@ -40,13 +41,16 @@ def frame_of(columns: list[np.ndarray], index: np.ndarray, may_have_empty: bool 
     that knows no value is empty (``may_have_empty=False``) spares the search for them.
     """
     return pd.DataFrame(
-        {name: _missing_if_empty(values) if may_have_empty else values
+        {name: pd.Series(_missing_if_empty(values) if may_have_empty else values, index=index,
+                         dtype=None if isinstance(values, pd.Categorical) else object, copy=False)
          for name, values in zip(contract.COLUMNS, columns)},
-        index=index, dtype=object, copy=False,
+        copy=False,
     )
 
 
-def _missing_if_empty(values: np.ndarray) -> np.ndarray:
+def _missing_if_empty(values: np.ndarray | pd.Categorical) -> np.ndarray | pd.Categorical:
+    if isinstance(values, pd.Categorical):
+        return values.remove_categories([""]) if "" in values.categories else values
     empty = values == ""
     return np.where(empty, None, values) if empty.any() else values
 
@@ -130,9 +134,18 @@ def _series_check(verdicts: Callable[[np.ndarray], np.ndarray], name: str) -> pa
     """
 
     def check(values: pd.Series) -> pd.Series:
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            return pd.Series(_by_category(verdicts, values.array), index=values.index)
         return pd.Series(verdicts(values.to_numpy(dtype=object)), index=values.index)
 
     return pa.Check(check, name=name, ignore_na=False)
+
+
+def _by_category(verdicts: Callable[[np.ndarray], np.ndarray], values: pd.Categorical) -> np.ndarray:
+    """``verdicts`` on a Categorical: each distinct value judged once, then every row by its code
+    (a missing value's code, -1, picks the True appended for it)."""
+    judged = verdicts(values.categories.to_numpy(dtype=object))
+    return np.append(judged, True)[values.codes]
 
 
 def _matches(pattern: str, name: str) -> pa.Check:

@@ -18,7 +18,7 @@ import pytest
 from contribflow import contract
 from contribflow.contract import COLUMNS
 from contribflow.generate import rows_for, write_file
-from contribflow.reader import chunks
+from contribflow.reader import REPEATING, chunks
 from contribflow.seenkeys import SeenKeys
 from contribflow.validate import frame_of, validate_chunk
 
@@ -121,11 +121,22 @@ def _hostile_columns(column: str, values: list[str], newline_free: bool) -> list
     return [np.array([row[c] for row in rows], dtype=object) for c in range(len(COLUMNS))]
 
 
+def _as_the_plain_reader_gives_them(columns: list[np.ndarray]) -> list[np.ndarray | pd.Categorical]:
+    """The REPEATING columns as Categoricals of their texts, as a plain block is read."""
+    return [pd.Categorical(values) if name in REPEATING else values
+            for name, values in zip(COLUMNS, columns)]
+
+
+@pytest.mark.parametrize("categorical", [False, True], ids=["text", "categorical"])
 @pytest.mark.parametrize("newline_free", [True, False], ids=["one-scan", "value-by-value"])
 @pytest.mark.parametrize("column", list(_HOSTILE))
-def test_hostile_values_get_the_reference_issues(column, newline_free):
+def test_hostile_values_get_the_reference_issues(column, newline_free, categorical):
     columns = _hostile_columns(column, _HOSTILE[column], newline_free)
     lines = np.arange(2, len(columns[0]) + 2, dtype=np.int64)
+    if categorical:
+        got, duplicate = fast_issues(_as_the_plain_reader_gives_them(columns), lines, SeenKeys())
+        assert got == reference_issues(columns, lines, duplicate)
+        return
     got, duplicate = fast_issues(columns, lines, SeenKeys())
     expected = reference_issues(columns, lines, duplicate)
     assert got == expected
@@ -159,3 +170,19 @@ def test_frame_of_keeps_the_text_and_marks_empty_values_missing():
 def test_a_chunk_without_rows_has_no_issues():
     columns = [np.array([], dtype=object) for _ in COLUMNS]
     assert validate_chunk(frame_of(columns, np.array([], dtype=np.int64)), np.array([], dtype=bool)) == {}
+
+
+@pytest.mark.parametrize("status", [["02", "1"], ["True", "True"], ["", "3"]], ids=["numbers", "booleans", "empty"])
+def test_the_plain_reader_keeps_a_repeating_column_that_looks_numeric_as_its_text(tmp_path, status):
+    """read_csv turns a categorical column whose every value reads as a number or a boolean into
+    numbers or booleans; the reader must hand validation the texts as written."""
+    path = tmp_path / "contributions_20260101.csv"
+    rows = [[f"D{i}", "T1", "2026-01-01", "1.00", "EUR", "INCOME_TAX", value, "LU"] for i, value in enumerate(status)]
+    path.write_text("\n".join([",".join(COLUMNS), *(",".join(r) for r in rows)]) + "\n")
+    header, stream = chunks(path, 100)
+    [chunk] = list(stream)
+    assert chunk.plain is not None
+    assert list(chunk.fields[COLUMNS.index("status")]) == status
+    got, _ = fast_issues([chunk.fields[header.index(c)] for c in COLUMNS], chunk.lines, SeenKeys())
+    assert {line: {i[0] for i in found} for line, found in got.items()} == {
+        line: {"not_null" if value == "" else "accepted_values"} for line, value in zip([2, 3], status)}
