@@ -6,9 +6,9 @@ the table's unique record hash makes a row that is already there (a re-sent decl
 state) a no-op. COPY is tried first, because a new file rarely repeats old rows; a chunk that hits
 the unique index is retried through a temporary table with ``ON CONFLICT DO NOTHING``.
 
-The usual chunk (plain lines in contract order, canonical amounts) is hashed, keyed and formatted
-by the compiled encoder (_copyrows.c); any other, or every chunk where it was not built, in Python,
-with the same bytes.
+The usual chunk (plain lines in contract order, canonical amounts) is hashed, keyed and encoded as
+a binary COPY by the compiled encoder (_copyrows.c); any other, or every chunk where it was not
+built, as a text COPY in Python, which loads the same rows.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import gc
 import os
 import queue
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -88,6 +89,17 @@ def _escape(value: str, delimiter: str = "\t") -> str:
     """COPY text format escaping, for values not already constrained by validation."""
     value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return value if delimiter == "\t" else value.replace(delimiter, "\\" + delimiter)
+
+
+_BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+"""The header of COPY's binary format: signature, flags, no header extension."""
+_BINARY_TRAILER = struct.pack(">h", -1)
+_POSTGRES_EPOCH = dt.date(2000, 1, 1)
+
+
+def _binary_text(value: str) -> bytes:
+    data = value.encode()
+    return struct.pack(">i", len(data)) + data
 
 
 def _printable(text: str) -> str:
@@ -166,6 +178,10 @@ class _Preparer:
         self.plain_copy = (f"COPY {{table}} ({', '.join((*_ADDED_COLUMNS, *header))}) "
                            "FROM STDIN (DELIMITER ',')")
         self.plain_added = ",".join(["", day.isoformat(), _escape(name, ","), _escape(settings.run_id, ",")])
+        self.binary_copy = (f"COPY {{table}} ({', '.join((*_ADDED_COLUMNS, *COLUMNS))}) "
+                            "FROM STDIN (FORMAT binary)")
+        self.binary_added = b"".join([struct.pack(">ii", 4, (day - _POSTGRES_EPOCH).days),
+                                      _binary_text(name), _binary_text(settings.run_id)])
         self.compiled = _copyrows
 
     def validate(self, chunk: Chunk) -> Validated:
@@ -195,11 +211,18 @@ class _Preparer:
                 and all_canonical(columns[3][keep].tolist())):
             # Each line is its canonical text: the compiled path hashes it as it is.
             codes, ids = pd.factorize(columns[1][keep])
-            encode = partial(self.compiled.plain_copy, texts, codes.astype(np.int64, copy=False),
-                             ids.tolist(), self.key, numbers, self.plain_added, _PIECE_ROWS)
-        else:
-            encode = partial(self._plain_payload, [c[keep] for c in columns], numbers, texts)
+            encode = partial(self._binary_payload, texts, codes.astype(np.int64, copy=False),
+                             ids.tolist(), numbers)
+            return Validated(chunk.records, len(numbers), self.binary_copy, encode, rejected)
+        encode = partial(self._plain_payload, [c[keep] for c in columns], numbers, texts)
         return Validated(chunk.records, len(numbers), self.plain_copy, encode, rejected)
+
+    def _binary_payload(self, texts: list[str], codes: np.ndarray, ids: list[str],
+                        numbers: np.ndarray) -> list[bytes]:
+        """A whole binary COPY of the good rows of a plain chunk, in hash order (_copyrows.c)."""
+        pieces = self.compiled.binary_copy(texts, codes, ids, self.key, numbers, self.binary_added,
+                                           _PIECE_ROWS)
+        return [_BINARY_SIGNATURE, *pieces, _BINARY_TRAILER]
 
     def _plain_payload(self, good: list[np.ndarray], numbers: np.ndarray, texts: list[str]) -> list[bytes]:
         """COPY text of the good rows of a plain chunk, in hash order: the added columns, then the
@@ -415,7 +438,8 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
             if previous:
                 return Outcome(rows_in=previous[1] or 0, rows_loaded=0,
                                already_ingested_by=previous[0])
-            header, stream = chunks(path, settings.chunk_rows)
+            # A small first chunk: the database starts loading while the rest is validated.
+            header, stream = chunks(path, settings.chunk_rows, first=max(1, settings.chunk_rows // 10))
             load = _Load(conn, settings, day, path, facts)
             preparer = _Preparer(settings, day, path.name, header)
             try:

@@ -266,8 +266,9 @@ def _exact_chunk(lines: _Lines, first_line: int, block_size: int, width: int, na
                  _columns(grid), broken, raw.__getitem__)
 
 
-def chunks(path: Path, size: int) -> tuple[list[str], Iterator[Chunk]]:
-    """The header and the data records in chunks of about ``size`` physical lines, in constant memory.
+def chunks(path: Path, size: int, first: int | None = None) -> tuple[list[str], Iterator[Chunk]]:
+    """The header and the data records in chunks of about ``size`` physical lines (the first of
+    about ``first``, when given), in constant memory.
 
     A block of lines with no quote, CR or NUL (the usual file) is split in one go; any other block
     goes through csv.reader line by line, which keeps exact line numbers and raw text across quoted
@@ -279,8 +280,9 @@ def chunks(path: Path, size: int) -> tuple[list[str], Iterator[Chunk]]:
 
     def iterate() -> Iterator[Chunk]:
         line = first_line
+        sizes = itertools.chain([first or size], itertools.repeat(size))
         with fh:
-            while block := list(itertools.islice(fh, size)):
+            while block := list(itertools.islice(fh, next(sizes))):
                 text = "".join(block)
                 if any(c in text for c in _NOT_PLAIN) or max(map(len, block)) > MAX_FIELD_BYTES:
                     del text

@@ -1,5 +1,6 @@
 """contribflow/_copyrows.c, the compiled encoder of ingest's usual path, against its definition in
-Python: the same SHA-256, the same HMAC, and byte for byte the same COPY text in the same order.
+Python: the same SHA-256, the same HMAC, and its binary COPY loads exactly the rows the Python
+path's text COPY loads, sent in the same order.
 
 It is an optional build (pyproject.toml), so the first test makes sure it was built here: without
 it every other test of ingest would silently exercise only the Python path.
@@ -13,6 +14,7 @@ import hmac
 import random
 
 import numpy as np
+import psycopg
 import pytest
 
 from contribflow import cli, ingest
@@ -21,8 +23,6 @@ from contribflow.generate import rows_for, write_file
 from contribflow.pseudonym import Pseudonymiser
 from contribflow.reader import chunks
 from contribflow.settings import Settings
-
-from helpers import good_row
 
 DAY = dt.date(2026, 11, 24)
 
@@ -58,72 +58,93 @@ class _Counting:
     def __init__(self) -> None:
         self.calls = 0
 
-    def plain_copy(self, *args):
+    def binary_copy(self, *args):
         self.calls += 1
-        return compiled.plain_copy(*args)
+        return compiled.binary_copy(*args)
 
 
-def _encoded(tmp_path, rows: list[list[str]], chunk_rows: int, use_compiled: bool,
-             trailing_newline: bool = True) -> list[tuple[int, bytes, list]]:
-    """Every chunk of a file of ``rows`` validated and encoded, with or without the compiled path
-    (which must then have encoded every chunk)."""
-    text = "\n".join([",".join(ingest.COLUMNS), *(",".join(r) for r in rows)])
-    path = tmp_path / file_name(DAY)
-    path.write_text(text + ("\n" if trailing_newline else ""))
+def _encoded(path, chunk_rows: int, use_compiled: bool) -> list[ingest.Prepared]:
+    """Every chunk of the file at ``path`` validated and encoded, with or without the compiled
+    path (which must then have encoded every chunk)."""
     settings = Settings.from_env({"CONTRIBFLOW_PSEUDONYM_KEY": "test-key-not-a-secret",
                                   "CONTRIBFLOW_RUN_ID": "run-1"})
     header, stream = chunks(path, chunk_rows)
     preparer = ingest._Preparer(settings, DAY, path.name, header)
     counting = _Counting()
     preparer.compiled = counting if use_compiled else None
-    out = []
-    for chunk in stream:
-        validated = preparer.validate(chunk)
-        out.append((validated.good, b"".join(validated.encode()), validated.rejected))
+    prepared = [preparer.validate(chunk).encoded() for chunk in stream]
     preparer.seen.close()
-    assert counting.calls == (len(out) if use_compiled else 0)
-    return out
+    assert counting.calls == (len(prepared) if use_compiled else 0)
+    return prepared
 
 
+_EDGES = [  # (event_date, amount): calendar and numeric edges the binary encoding must get right
+    ("1970-01-01", "0.00"), ("2000-01-01", "0.01"), ("2000-02-29", "9999.99"), ("1999-12-31", "10000.00"),
+    ("2100-12-31", "123456789012.99"), ("2400-02-29", "100000000.00"), ("1900-03-01", "1.10"),
+    ("0001-01-01", "99999999.99"), ("9999-12-31", "100000000000.00"), ("1600-02-29", "20000.05"),
+]
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("chunk_rows", [1, 7, 5000])
 @pytest.mark.parametrize("trailing_newline", [True, False], ids=["newline-at-end", "no-newline-at-end"])
-def test_the_compiled_copy_text_is_the_python_one_byte_for_byte(tmp_path, chunk_rows, trailing_newline):
+def test_the_compiled_binary_copy_loads_the_rows_of_the_python_text_copy(database, sql, tmp_path, chunk_rows,
+                                                                        trailing_newline):
     rows = list(rows_for(DAY, 3000, seed=11, defect_rate=0.02))
-    python = _encoded(tmp_path, rows, chunk_rows, use_compiled=False, trailing_newline=trailing_newline)
-    fast = _encoded(tmp_path, rows, chunk_rows, use_compiled=True, trailing_newline=trailing_newline)
-    assert sum(good for good, _, _ in fast) > 2800
-    assert sum(len(rejected) for _, _, rejected in fast) > 20
-    assert fast == python
-
-
-def test_the_compiled_path_keys_each_taxpayer_as_the_pseudonymiser_does(tmp_path):
-    taxpayers = ["1", "12345", "A" * 32, "zZ09"]
-    rows = [good_row(i, taxpayer=taxpayers[i % 4]) for i in range(1, 41)]
-    [(good, payload, rejected)] = _encoded(tmp_path, rows, 100, use_compiled=True)
-    expected = Pseudonymiser(b"test-key-not-a-secret")
-    lines = payload.decode().splitlines()
-    assert good == 40 and rejected == [] and len(lines) == 40
-    for line in lines:
-        fields = line.split(",")  # record_hash, taxpayer_key, source_line, file_date, source_file, run_id, the line
-        assert fields[1] == expected.key_of(fields[7])
-        assert fields[0] == hashlib.sha256(",".join(fields[6:]).encode()).hexdigest()[:32]
-        assert fields[2:6] == [str(int(fields[6][1:]) + 1), DAY.isoformat(), file_name(DAY), "run-1"]
-    assert [line.split(",")[0] for line in lines] == sorted(line.split(",")[0] for line in lines)
+    rows += [[f"E{i}", f"T{i}", day, amount, "EUR", "REFUND", "PAID", "FR"] for i, (day, amount) in enumerate(_EDGES)]
+    path = tmp_path / file_name(DAY)
+    text = "\n".join([",".join(ingest.COLUMNS), *(",".join(r) for r in rows)])
+    path.write_text(text + ("\n" if trailing_newline else ""))
+    assert cli.main(["init-db"]) == 0
+    loaded = {}
+    with psycopg.connect(autocommit=True) as conn:
+        for use_compiled in (False, True):
+            table = "public.compiled" if use_compiled else "public.python"
+            conn.execute(f"CREATE TABLE {table} (LIKE raw.contributions INCLUDING DEFAULTS)")
+            prepared = _encoded(path, chunk_rows, use_compiled)
+            for chunk in prepared:
+                if chunk.good:
+                    with conn.cursor().copy(chunk.copy.format(table=table)) as copy:
+                        for piece in chunk.payload:
+                            copy.write(piece)
+            loaded[use_compiled] = (
+                sql(f"select {', '.join(ingest.RAW_COLUMNS)} from {table} order by source_line"),
+                sql(f"select record_hash from {table} order by ctid"),
+                [(c.rows_in, c.good, c.rejected) for c in prepared],
+            )
+    rows_python, order_python, chunks_python = loaded[False]
+    rows_compiled, order_compiled, chunks_compiled = loaded[True]
+    assert len(rows_compiled) > 2900 and chunks_compiled == chunks_python
+    assert sum(len(rejected) for _, _, rejected in chunks_compiled) > 20
+    assert rows_compiled == rows_python
+    assert {(r[3], str(r[4])) for r in rows_compiled} >= {(dt.date.fromisoformat(d), a) for d, a in _EDGES[:7]}
+    assert order_compiled == order_python  # each chunk sent in record-hash order, the same order
+    key = Pseudonymiser(b"test-key-not-a-secret")
+    assert all(r[2] == key.key_of(r[1]) for r in rows_compiled)
 
 
 def test_the_compiled_encoder_refuses_inputs_it_cannot_encode_faithfully():
     codes = np.zeros(1, dtype=np.int64)
     numbers = np.array([2], dtype=np.int64)
-    with pytest.raises(ValueError, match="newline"):
-        compiled.plain_copy(["a,b"], codes, ["1"], b"k", numbers, ",x", 10)
+    good = "D1,T1,2026-11-01,1.00,EUR,PAID,DUE,LU\n"
+
+    def encode(line=good, codes=codes, numbers=numbers):
+        return compiled.binary_copy([line], codes, ["T1"], b"k", numbers, b"", 10)
+
+    assert len(encode()) == 1
+    for line in (good[:-1], "D1,T1,2026-11-01,1.00,EUR,PAID,DUE\n", "D1,T1,2026-11-01,1.00,EUR,PAID,DUE,LU,X\n",
+                 good.replace("2026-11-01", "2026-02-30"), good.replace("2026-11-01", "2026-11-1x"),
+                 good.replace("1.00", "1.5"), good.replace("1.00", "01.00"), good.replace("1.00", "-1.00"),
+                 good.replace("1.00", "1234567890123.00")):
+        with pytest.raises(ValueError, match="newline|eight plain values"):
+            encode(line)
     with pytest.raises(ValueError, match="index of ids"):
-        compiled.plain_copy(["a,b\n"], np.array([1], dtype=np.int64), ["1"], b"k", numbers, ",x", 10)
+        encode(codes=np.array([1], dtype=np.int64))
     with pytest.raises(TypeError, match="int64"):
-        compiled.plain_copy(["a,b\n"], np.zeros(1, dtype=np.int32), ["1"], b"k", numbers, ",x", 10)
+        encode(codes=np.zeros(1, dtype=np.int32))
     with pytest.raises(ValueError, match="values for"):
-        compiled.plain_copy(["a,b\n"], codes, ["1"], b"k", np.array([2, 3], dtype=np.int64), ",x", 10)
-    assert compiled.plain_copy([], np.zeros(0, dtype=np.int64), [], b"k",
-                               np.zeros(0, dtype=np.int64), ",x", 10) == []
+        encode(numbers=np.array([2, 3], dtype=np.int64))
+    assert compiled.binary_copy([], np.zeros(0, dtype=np.int64), [], b"k", np.zeros(0, dtype=np.int64), b"", 10) == []
 
 
 @pytest.mark.integration
@@ -137,7 +158,7 @@ def test_a_usual_file_loads_through_the_compiled_path_with_the_hashes_and_keys_s
     write_file(path, rows_for(DAY, 2000, seed=5, defect_rate=0.01))
     assert cli.main(["init-db"]) == 0
     assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
-    assert counting.calls == 5
+    assert counting.calls == 6  # 40 rows, then 400 at a time
     loaded = sql("""select count(*),
                            count(*) filter (where record_hash = raw.record_hash(declaration_id, taxpayer_id,
                                event_date, amount, currency, contribution_type, status, country))
