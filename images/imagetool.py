@@ -324,6 +324,11 @@ def check_image(name: str, venv: Path, python: str) -> list[str]:
                  cwd=venv)
     if not where.stdout.strip().startswith(str(venv)):
         problems.append(f"contribflow is not installed into the venv (editable?): {where.stdout}{where.stderr}")
+    if "ingest" in IMAGES[name].stages:
+        compiled = _run([str(venv / "bin" / "python"), "-I", "-c", "import contribflow._copyrows"], cwd=venv)
+        if compiled.returncode != 0:
+            problems.append("ingest's compiled encoder (contribflow._copyrows) was not built: "
+                            f"{compiled.stderr.strip()[-300:]}")
     for stage in IMAGES[name].stages:
         result = _run([str(venv / "bin" / "contribflow"), stage, "--help"], cwd=venv)
         if result.returncode != 0 or f"usage: contribflow {stage}" not in result.stdout:

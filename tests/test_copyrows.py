@@ -136,14 +136,18 @@ def test_the_compiled_encoder_refuses_inputs_it_cannot_encode_faithfully():
                  good.replace("2026-11-01", "2026-02-30"), good.replace("2026-11-01", "2026-11-1x"),
                  good.replace("1.00", "1.5"), good.replace("1.00", "01.00"), good.replace("1.00", "-1.00"),
                  good.replace("1.00", "1234567890123.00")):
-        with pytest.raises(ValueError, match="newline|eight plain values"):
+        with pytest.raises(ValueError, match="newline|eight plain values") as refused:
             encode(line)
+        assert "T1" not in str(refused.value), "the message names the line, never its values"
     with pytest.raises(ValueError, match="index of ids"):
         encode(codes=np.array([1], dtype=np.int64))
     with pytest.raises(TypeError, match="int64"):
         encode(codes=np.zeros(1, dtype=np.int32))
     with pytest.raises(ValueError, match="values for"):
         encode(numbers=np.array([2, 3], dtype=np.int64))
+    for number in (0, 2 ** 31):
+        with pytest.raises(ValueError, match="line number"):
+            encode(numbers=np.array([number], dtype=np.int64))
     assert compiled.binary_copy([], np.zeros(0, dtype=np.int64), [], b"k", np.zeros(0, dtype=np.int64), b"", 10) == []
 
 
