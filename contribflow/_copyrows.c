@@ -391,6 +391,11 @@ static int build_stage(Rows *r)
     return 0;
 }
 
+static Py_ssize_t piece_stop(Py_ssize_t start, Py_ssize_t piece_rows, Py_ssize_t rows)
+{
+    return start + piece_rows < rows ? start + piece_rows : rows;
+}
+
 static void fill_piece(const Rows *r, Py_ssize_t start, Py_ssize_t stop, char *out)
 {
     for (Py_ssize_t s = start; s < stop; s++) {
@@ -518,7 +523,7 @@ static PyObject *binary_copy(PyObject *Py_UNUSED(self), PyObject *args)
     if ((pieces = PyList_New(n_pieces)) == NULL)
         goto done;
     for (Py_ssize_t p = 0; p < n_pieces; p++) {
-        Py_ssize_t start = p * piece_rows, stop = start + piece_rows < r.rows ? start + piece_rows : r.rows;
+        Py_ssize_t start = p * piece_rows, stop = piece_stop(start, piece_rows, r.rows);
         Py_ssize_t size = 0;
         for (Py_ssize_t s = start; s < stop; s++) {
             Py_ssize_t i = r.slots[s].row;
@@ -533,10 +538,9 @@ static PyObject *binary_copy(PyObject *Py_UNUSED(self), PyObject *args)
     }
     /* One release for all pieces: each taking the GIL back can wait a switch interval (5 ms). */
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t p = 0; p < n_pieces; p++) {
-        Py_ssize_t start = p * piece_rows, stop = start + piece_rows < r.rows ? start + piece_rows : r.rows;
-        fill_piece(&r, start, stop, PyBytes_AS_STRING(PyList_GET_ITEM(pieces, p)));
-    }
+    for (Py_ssize_t p = 0; p < n_pieces; p++)
+        fill_piece(&r, p * piece_rows, piece_stop(p * piece_rows, piece_rows, r.rows),
+                   PyBytes_AS_STRING(PyList_GET_ITEM(pieces, p)));
     Py_END_ALLOW_THREADS
 done:
     free(r.stage);

@@ -44,7 +44,7 @@ from contribflow.validate import Issue, frame_of, validate_chunk
 
 try:
     from contribflow import _copyrows
-except ImportError:  # built only where a C compiler was found (pyproject.toml); the same in Python
+except ImportError:  # built only where a C compiler was found (setup.py); the same rows in Python
     _copyrows = None
 
 T = TypeVar("T")
@@ -140,7 +140,7 @@ class Prepared:
     rejected: list[Rejected]
 
 
-def _ENCODED() -> list[bytes]:
+def _already_encoded() -> list[bytes]:
     raise RuntimeError("this chunk was already encoded")
 
 
@@ -156,14 +156,14 @@ class Validated:
 
     def encoded(self) -> Prepared:
         """The chunk ready to load; what ``encode`` held (the lines, the values) is let go."""
-        encode, self.encode = self.encode, _ENCODED
+        encode, self.encode = self.encode, _already_encoded
         return Prepared(self.rows_in, self.good, self.copy, encode(), self.rejected)
 
 
 class _Preparer:
     """Everything ingest does to a chunk before the database sees it: validation, the duplicate
     check across chunks, pseudonymisation, then (``Validated.encode``) the record hashes and the
-    COPY text. It needs no connection, so it runs on worker threads while the previous chunks load.
+    COPY data. It needs no connection, so it runs on worker threads while the previous chunks load.
     """
 
     def __init__(self, settings: Settings, day: dt.date, name: str, header: list[str]) -> None:
