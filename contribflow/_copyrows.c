@@ -424,6 +424,21 @@ static int int64_vector(PyObject *obj, Py_buffer *view, const char *what, Py_ssi
     return 0;
 }
 
+/* The UTF-8 text of each str of a tuple (the tuple keeps them alive). */
+static int utf8_items(PyObject *tuple, const char *what, const char **text, Py_ssize_t *size)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (!PyUnicode_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "%s[%zd] is not a str", what, i);
+            return -1;
+        }
+        if ((text[i] = PyUnicode_AsUTF8AndSize(item, &size[i])) == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(binary_copy_doc,
 "binary_copy(lines, codes, ids, key, numbers, added, piece_rows) -> list[bytes]\n\n"
 "The tuples of a binary COPY (no header, no trailer) of rows whose line is their canonical text,\n"
@@ -473,23 +488,9 @@ static PyObject *binary_copy(PyObject *Py_UNUSED(self), PyObject *args)
     }
     r.added = PyBytes_AS_STRING(added_arg);
     r.added_size = PyBytes_GET_SIZE(added_arg);
-    for (Py_ssize_t k = 0; k < r.ids; k++) {
-        PyObject *id = PyTuple_GET_ITEM(ids, k);
-        if (!PyUnicode_Check(id)) {
-            PyErr_Format(PyExc_TypeError, "ids[%zd] is not a str", k);
-            goto done;
-        }
-        if ((r.id[k] = PyUnicode_AsUTF8AndSize(id, &r.id_size[k])) == NULL)
-            goto done;
-    }
+    if (utf8_items(ids, "ids", r.id, r.id_size) < 0 || utf8_items(lines, "lines", r.line, r.line_size) < 0)
+        goto done;
     for (Py_ssize_t i = 0; i < r.rows; i++) {
-        PyObject *line = PyTuple_GET_ITEM(lines, i);
-        if (!PyUnicode_Check(line)) {
-            PyErr_Format(PyExc_TypeError, "lines[%zd] is not a str", i);
-            goto done;
-        }
-        if ((r.line[i] = PyUnicode_AsUTF8AndSize(line, &r.line_size[i])) == NULL)
-            goto done;
         if (r.line_size[i] == 0 || r.line[i][r.line_size[i] - 1] != '\n') {
             PyErr_Format(PyExc_ValueError, "lines[%zd] does not end with a newline", i);
             goto done;

@@ -139,6 +139,10 @@ def test_the_compiled_encoder_refuses_inputs_it_cannot_encode_faithfully():
         with pytest.raises(ValueError, match="newline|eight plain values") as refused:
             encode(line)
         assert "T1" not in str(refused.value), "the message names the line, never its values"
+    with pytest.raises(TypeError, match=r"lines\[0\] is not a str"):
+        compiled.binary_copy([b"x\n"], codes, ["T1"], b"k", numbers, b"", 10)
+    with pytest.raises(TypeError, match=r"ids\[0\] is not a str"):
+        compiled.binary_copy([good], codes, [1], b"k", numbers, b"", 10)
     with pytest.raises(ValueError, match="index of ids"):
         encode(codes=np.array([1], dtype=np.int64))
     with pytest.raises(TypeError, match="int64"):
