@@ -266,6 +266,31 @@ static char *put_date(char *out, const char *text, Py_ssize_t size)
     return put32(out, (uint32_t)(int32_t)(days_from_civil(y, m, d) - 10957));
 }
 
+/* A validated amount (1 to 12 digits, then optionally a point and 1 or 2 digits: the source writes
+ * 343.3, 0.0 or 12) as numeric(14,2) prints it, into out (16 bytes): no leading zero, a point, two
+ * digits. Returns its length, or -1 when text is not such an amount. */
+static int canonical_amount(const char *text, Py_ssize_t size, char *out)
+{
+    Py_ssize_t point = 0;
+    while (point < size && text[point] != '.')
+        point++;
+    Py_ssize_t decimals = point < size ? size - point - 1 : 0;
+    if (point < 1 || point > 12 || (point < size && (decimals < 1 || decimals > 2)))
+        return -1;
+    for (Py_ssize_t i = 0; i < size; i++)
+        if (i != point && (text[i] < '0' || text[i] > '9'))
+            return -1;
+    Py_ssize_t first = 0;
+    while (first < point - 1 && text[first] == '0')
+        first++;
+    int n = (int)(point - first);
+    memcpy(out, text + first, (size_t)n);
+    out[n++] = '.';
+    out[n++] = decimals >= 1 ? text[point + 1] : '0';
+    out[n++] = decimals >= 2 ? text[point + 2] : '0';
+    return n;
+}
+
 /* A canonical amount (0 or [1-9][0-9]{0,11}, a point, two digits) as PostgreSQL's binary
  * numeric: base-10000 digits, the weight of the first, sign, display scale 2. */
 static char *put_amount(char *out, const char *text, Py_ssize_t size)
@@ -293,7 +318,7 @@ enum { FIELDS = 8 };
 
 /* One tuple: its 14 fields in the order of ingest's binary COPY (record_hash, taxpayer_key,
  * source_line, then the three added constants, then the line's eight values). NULL when the line
- * is not eight plain values with a canonical amount and a calendar date (validation's job). */
+ * is not eight plain values with a validated amount and a calendar date (validation's job). */
 static char *put_row(char *out, const unsigned char digest[32], const char *key, int64_t number,
                      const char *added, Py_ssize_t added_size, const char *line, Py_ssize_t size)
 {
@@ -322,8 +347,11 @@ static char *put_row(char *out, const unsigned char digest[32], const char *key,
         Py_ssize_t length = field[f + 1] - field[f] - 1;
         if (f == 2)
             out = put_date(out, field[f], length);
-        else if (f == 3)
-            out = put_amount(out, field[f], length);
+        else if (f == 3) {
+            char amount[16];
+            int size_of_amount = canonical_amount(field[f], length, amount);
+            out = size_of_amount < 0 ? NULL : put_amount(out, amount, size_of_amount);
+        }
         else
             out = put_text(out, field[f], length);
     }
@@ -346,8 +374,35 @@ typedef struct {
     Slot *slots;
     Py_ssize_t *offset; /* of each row's text in stage, in file order; offset[rows] is the total */
     char *stage;
+    char *canonical;    /* room for one line with its amount made canonical */
     Py_ssize_t bad_row; /* set when build_stage returns -2 */
 } Rows;
+
+/* The record hash's SHA-256 of a line (without its newline): the line itself where its amount (the
+ * fourth value) is already canonical, else the line with that amount made canonical in buffer
+ * (room for the line and 16 bytes). -1 when the line has no fourth value or it is no amount. */
+static int hash_canonical(const char *line, Py_ssize_t size, char *buffer, unsigned char digest[32])
+{
+    Py_ssize_t start = 0, commas = 0, stop;
+    while (start < size && commas < 3)
+        if (line[start++] == ',')
+            commas++;
+    for (stop = start; stop < size && line[stop] != ','; stop++)
+        ;
+    char amount[16];
+    int n = commas == 3 ? canonical_amount(line + start, stop - start, amount) : -1;
+    if (n < 0)
+        return -1;
+    if (n == stop - start && memcmp(amount, line + start, (size_t)n) == 0) {
+        sha256((const unsigned char *)line, (size_t)size, digest);
+        return 0;
+    }
+    memcpy(buffer, line, (size_t)start);
+    memcpy(buffer + start, amount, (size_t)n);
+    memcpy(buffer + start + n, line + stop, (size_t)(size - stop));
+    sha256((const unsigned char *)buffer, (size_t)(start + n + size - stop), digest);
+    return 0;
+}
 
 /* Hash, key, encode and sort the rows into stage, in file order. Needs no Python object: runs
  * without the GIL. Returns 0; -1 when stage cannot be allocated; -2 for a row put_row refuses. */
@@ -364,16 +419,24 @@ static int build_stage(Rows *r)
     }
     /* Fixed fields and lengths: 2 + 20 + 68 + 8 + 8 * 4; a date and an amount take at most
      * 14 bytes more than their text. */
-    for (Py_ssize_t i = 0; i < r->rows; i++)
+    Py_ssize_t longest = 0;
+    for (Py_ssize_t i = 0; i < r->rows; i++) {
         bound += 2 + 20 + 68 + 8 + 8 * 4 + 14 + r->added_size + r->line_size[i];
+        longest = r->line_size[i] > longest ? r->line_size[i] : longest;
+    }
     r->stage = malloc(bound ? (size_t)bound : 1);
-    if (r->stage == NULL)
+    r->canonical = malloc((size_t)longest + 16);
+    if (r->stage == NULL || r->canonical == NULL)
         return -1;
+    char *canonical = r->canonical;
     char *out = r->stage;
     for (Py_ssize_t i = 0; i < r->rows; i++) {
         r->offset[i] = out - r->stage;
         Py_ssize_t size = r->line_size[i] - 1; /* without its newline */
-        sha256((const unsigned char *)r->line[i], (size_t)size, digest);
+        if (hash_canonical(r->line[i], size, canonical, digest) < 0) {
+            r->bad_row = i;
+            return -2;
+        }
         uint64_t key = 0;
         for (int j = 0; j < 8; j++)
             key = (key << 8) | digest[j];
@@ -441,9 +504,9 @@ static int utf8_items(PyObject *tuple, const char *what, const char **text, Py_s
 
 PyDoc_STRVAR(binary_copy_doc,
 "binary_copy(lines, codes, ids, key, numbers, added, piece_rows) -> list[bytes]\n\n"
-"The tuples of a binary COPY (no header, no trailer) of rows whose line is their canonical text,\n"
-"in record-hash order, in pieces of piece_rows rows. Each tuple: the record hash (uuid: the first\n"
-"16 bytes of the SHA-256 of the line without its newline), the HMAC-SHA256 under key of its\n"
+"The tuples of a binary COPY (no header, no trailer) of plain lines in contract order, in\n"
+"record-hash order, in pieces of piece_rows rows. Each tuple: the record hash (uuid: the first\n"
+"16 bytes of the SHA-256 of the line without its newline, its amount made canonical), the HMAC-SHA256 under key of its\n"
 "taxpayer ids[codes[i]] (text, 64 hex digits), numbers[i] (int4), added (fields already in\n"
 "binary), then the line's eight values (event_date as date, amount as numeric). Every line must\n"
 "end with a newline; codes and numbers are int64 vectors.");
@@ -513,7 +576,7 @@ static PyObject *binary_copy(PyObject *Py_UNUSED(self), PyObject *args)
     if (built == -2) {
         /* Not the line itself: an error message ends up in logs, and the line holds a taxpayer. */
         PyErr_Format(PyExc_ValueError, "lines[%zd] is not eight plain values with a calendar date "
-                     "and a canonical amount", r.bad_row);
+                     "and an amount", r.bad_row);
         goto done;
     }
     if (built < 0) {
@@ -545,6 +608,7 @@ static PyObject *binary_copy(PyObject *Py_UNUSED(self), PyObject *args)
     Py_END_ALLOW_THREADS
 done:
     free(r.stage);
+    free(r.canonical);
     free(r.key);
     PyMem_Free(r.line);
     PyMem_Free(r.line_size);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -75,6 +76,23 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"ingest: {step.rows_in} rows in, {step.rows_loaded} loaded, "
               f"{step.rows_rejected} quarantined, {step.details['rows_already_loaded']} already in raw")
+    if step.details.get("extra_columns"):
+        print(f"ingest: warning: schema drift: kept column(s) {step.details['extra_columns']} "
+              "in raw.contributions.extra")
+    if step.details.get("volume") in ("low", "high", "empty"):
+        print(f"ingest: warning: volume {step.details['volume']}: {step.details['volume_detail']}")
+    return 0
+
+
+def cmd_contract(args: argparse.Namespace, settings: Settings) -> int:
+    """The source contract in force: contract.toml with this deployment's overrides."""
+    source = settings.contract
+    if args.format == "json":
+        print(json.dumps(source.as_dict(), indent=2))
+    else:
+        print(source.markdown(), end="")
+        print(f"\nSchema drift (an extra column): {settings.schema_drift}. A missing or renamed "
+              "column is always refused.")
     return 0
 
 
@@ -209,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", type=_date, required=True, help="the run date, YYYY-MM-DD")
     p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
     p.set_defaults(handler=cmd_audit)
+
+    p = sub.add_parser("contract", help="print the source contract in force (with this deployment's overrides)",
+                       description="The source contract in force: contribflow/contract.toml with "
+                                   "CONTRIBFLOW_CONTRACT_OVERRIDES applied, and the schema-drift policy.")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    p.set_defaults(handler=cmd_contract)
 
     p = sub.add_parser("images", help="the image map: name, Dockerfile, repository:tag")
     p.add_argument("--registry", default=imagemap.DEFAULT_REGISTRY, help="image registry prefix")

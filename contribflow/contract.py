@@ -1,25 +1,213 @@
-"""The source contract: file naming, columns and the domain of each value (DESIGN.md)."""
+"""The source contract, read from contract.toml: file naming, columns and the rules of each value.
+
+``BASE`` is the contract as shipped; ``Contract.with_overrides`` gives the one in force for a
+deployment (settings.py reads the overrides from ``CONTRIBFLOW_CONTRACT_OVERRIDES``). The column set
+and the amount rule are fixed by raw's table (numeric(14,2)); identifier rules may be tightened or
+loosened, enum values only narrowed (see contract.toml).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-COLUMNS: tuple[str, ...] = (
-    "declaration_id", "taxpayer_id", "event_date", "amount",
-    "currency", "contribution_type", "status", "country",
-)
-CURRENCIES = ("EUR",)
-CONTRIBUTION_TYPES = ("INCOME_TAX", "PROPERTY_TAX", "PENALTY", "REFUND")
-STATUSES = ("PAID", "DUE", "CANCELLED")
-COUNTRIES = ("LU", "FR", "DE", "BE")
+_CONTROL = "\\x00-\\x1f\\x7f-\\x9f"
+"""C0 and C1 control characters, DEL: never in an identifier (tab, newline, NUL, escape...)."""
+_SPACE = " \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+"""What ``str.isspace`` calls whitespace, besides the control characters above."""
 
-DECLARATION_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-TAXPAYER_ID = r"^[A-Za-z0-9]{1,32}$"
+IDENTIFIER_RULES = ("identifier_too_long", "identifier_control_character",
+                    "identifier_surrounding_whitespace", "identifier_formula_prefix")
+
+
+class ContractError(ValueError):
+    """The contract, or a deployment's overrides of it, cannot be used."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    """identifier, date, amount or enum."""
+    description: str = ""
+    example: str = ""
+    max_length: int | None = None
+    pattern: str | None = None
+    """For an identifier: a regular expression the whole value must match (ASCII classes)."""
+    unique_in_file: bool = False
+    values: tuple[str, ...] = ()
+    whole_digits: int | None = None
+    decimals: int | None = None
+
+    @property
+    def identifier_regex(self) -> str:
+        """An identifier that breaks none of the safety rules, as one anchored regex that cannot
+        match a newline (validate.py scans a column's values joined by newlines with it)."""
+        prefixes = re.escape(FORMULA_PREFIXES)
+        return (f"^(?![{prefixes}{_SPACE}])[^{_CONTROL}]{{1,{self.max_length}}}"
+                f"(?<![{_SPACE}])$")
+
+    @property
+    def amount_regex(self) -> str:
+        return f"^\\d{{1,{self.whole_digits}}}(\\.\\d{{1,{self.decimals}}})?$"
+
+    @property
+    def full_pattern(self) -> str | None:
+        """The identifier's own pattern, to be matched against the whole value."""
+        return None if self.pattern is None else f"(?:{self.pattern})\\Z"
+
+    def identifier_problems(self, value: str) -> list[str]:
+        """The safety rules ``value`` breaks, one name each (the rules of IDENTIFIER_RULES)."""
+        problems = []
+        if self.max_length is not None and len(value) > self.max_length:
+            problems.append("identifier_too_long")
+        if re.search(f"[{_CONTROL}]", value):
+            problems.append("identifier_control_character")
+        if value != value.strip():
+            problems.append("identifier_surrounding_whitespace")
+        if value[:1] and value[0] in FORMULA_PREFIXES:
+            problems.append("identifier_formula_prefix")
+        return problems
+
+    def describe(self) -> str:
+        """The rule, in one line for people (README, ``contribflow contract``)."""
+        if self.type == "identifier":
+            rule = (f"identifier: non-empty, at most {self.max_length} characters, no control "
+                    "character, no surrounding whitespace, not starting with "
+                    + " ".join(f"`{c}`" for c in FORMULA_PREFIXES))
+            if self.pattern:
+                rule += f"; must match `{self.pattern}`"
+            return rule + ("; unique within the file" if self.unique_in_file else "")
+        if self.type == "enum":
+            return "one of " + ", ".join(f"`{v}`" for v in self.values)
+        if self.type == "amount":
+            return (f"decimal ≥ 0, at most {self.decimals} decimals and {self.whole_digits} whole "
+                    "digits, no sign, no exponent")
+        return "ISO date `YYYY-MM-DD`, a real calendar date"
+
+
+_OVERRIDABLE = {"identifier": {"pattern", "max_length"}, "enum": {"values"}}
+
+
+@dataclass(frozen=True)
+class Contract:
+    columns: tuple[Column, ...]
+    file: tuple[tuple[str, str], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> "Contract":
+        """This contract with a deployment's overrides applied; anything else is refused, naming it."""
+        if not overrides:
+            return self
+        if not isinstance(overrides, dict) or set(overrides) - {"columns"}:
+            raise ContractError('contract overrides: only {"columns": {...}} may be overridden, '
+                                f"got {sorted(overrides) if isinstance(overrides, dict) else overrides!r}")
+        changes = overrides.get("columns") or {}
+        if not isinstance(changes, dict):
+            raise ContractError("contract overrides: `columns` must map column names to their changes")
+        unknown = sorted(set(changes) - set(self.names))
+        if unknown:
+            raise ContractError(f"contract overrides: no column {', '.join(unknown)} in the contract "
+                                f"(columns: {', '.join(self.names)})")
+        columns = []
+        for column in self.columns:
+            change = changes.get(column.name) or {}
+            allowed = _OVERRIDABLE.get(column.type, set())
+            if not isinstance(change, dict) or set(change) - allowed:
+                raise ContractError(
+                    f"contract overrides: {column.name} ({column.type}) allows "
+                    f"{', '.join(sorted(allowed)) or 'no override'}, got {change!r}")
+            columns.append(_overridden(column, change))
+        return dataclasses.replace(self, columns=tuple(columns))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": dict(self.file), "identifier": {"formula_prefixes": FORMULA_PREFIXES},
+                "columns": [{k: (list(v) if isinstance(v, tuple) else v)
+                             for k, v in dataclasses.asdict(c).items() if v not in (None, (), False, "")}
+                            for c in self.columns]}
+
+    def markdown(self) -> str:
+        """The columns as a Markdown table (the README's contract table is this, verbatim)."""
+        lines = ["| column | rule | example |", "|---|---|---|"]
+        lines += [f"| `{c.name}` | {c.describe()} | `{c.example}` |" for c in self.columns]
+        return "\n".join(lines) + "\n"
+
+
+def _overridden(column: Column, change: dict[str, Any]) -> Column:
+    if "max_length" in change:
+        length = change["max_length"]
+        if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 1024:
+            raise ContractError(f"contract overrides: {column.name}.max_length must be a whole "
+                                f"number from 1 to 1024, got {length!r}")
+    if "pattern" in change and change["pattern"] is not None:
+        pattern = change["pattern"]
+        try:
+            re.compile(pattern, re.ASCII)
+        except (re.error, TypeError) as exc:
+            raise ContractError(f"contract overrides: {column.name}.pattern {pattern!r} is not a "
+                                f"regular expression: {exc}") from None
+    if "values" in change:
+        values = change["values"]
+        if (not isinstance(values, list) or not values
+                or not all(isinstance(v, str) for v in values)):
+            raise ContractError(f"contract overrides: {column.name}.values must be a non-empty "
+                                f"list of strings, got {values!r}")
+        added = [v for v in values if v not in column.values]
+        if added:
+            raise ContractError(
+                f"contract overrides: {column.name}.values may only narrow the contract's "
+                f"({', '.join(column.values)}); adding {', '.join(added)} is a contract change "
+                "(contract.toml and dbt's accepted_values tests)")
+        change = {**change, "values": tuple(values)}
+    return dataclasses.replace(column, **change)
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``CONTRIBFLOW_CONTRACT_OVERRIDES``: a JSON object (the chart writes it with toJson)."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"CONTRIBFLOW_CONTRACT_OVERRIDES is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ContractError("CONTRIBFLOW_CONTRACT_OVERRIDES must be a JSON object")
+    return value
+
+
+def _load() -> tuple[Contract, str]:
+    data = tomllib.loads((resources.files("contribflow") / "contract.toml").read_text(encoding="utf-8"))
+    columns = tuple(Column(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+                    for c in data["columns"])
+    return Contract(columns, tuple(data["file"].items())), data["identifier"]["formula_prefixes"]
+
+
+BASE, FORMULA_PREFIXES = _load()
+
+COLUMNS: tuple[str, ...] = BASE.names
+CURRENCIES = BASE.column("currency").values
+CONTRIBUTION_TYPES = BASE.column("contribution_type").values
+STATUSES = BASE.column("status").values
+COUNTRIES = BASE.column("country").values
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 NUMBER = r"^-?\d+(\.\d+)?$"
-AMOUNT = r"^\d{1,12}(\.\d{1,2})?$"
+AMOUNT = BASE.column("amount").amount_regex
 """≥ 0, at most 2 decimals, fits numeric(14,2)."""
 
 FILE_NAME = re.compile(r"^contributions_(\d{8})\.csv$")

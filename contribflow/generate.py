@@ -1,5 +1,9 @@
 """generate: a deterministic synthetic source file for a date (same date and seed, same bytes).
 
+It stands in for the source system, so it writes exactly what that system's export (pandas'
+``to_csv``) writes: ids like ``DEC_20260112_000001`` and ``TAXP_63976``, and each amount as pandas
+prints a float rounded to cents (``343.3``, ``461.26``, ``0.0``, ``12.0``).
+
 Each declaration is a pure function of (seed, day, index), so a later day can re-send an earlier
 declaration with a new status (DUE → PAID) exactly as the source system would.
 """
@@ -45,15 +49,21 @@ def declaration(seed: int, day: dt.date, index: int) -> list[str]:
     status = "DUE" if status_roll < 50 else "PAID" if status_roll < 95 else "CANCELLED"
     cents = (h >> 24) % 2_500_000
     return [
-        f"D{day:%Y%m%d}{index:08d}",
-        f"{10000 + h % 90000}",
+        f"DEC_{day:%Y%m%d}_{index + 1:06d}",
+        f"TAXP_{10000 + h % 90000}",
         (day - dt.timedelta(days=(h >> 20) % 30)).isoformat(),
-        f"{cents // 100}.{cents % 100:02d}",
+        source_amount(cents),
         "EUR",
         CONTRIBUTION_TYPES[(h >> 48) % len(CONTRIBUTION_TYPES)],
         status,
         COUNTRIES[(h >> 56) % len(COUNTRIES)],
     ]
+
+
+def source_amount(cents: int) -> str:
+    """An amount as the source's pandas writes a float rounded to cents: the shortest text that
+    reads back as the same float (``repr``), so 343.30 is ``343.3`` and 12.00 is ``12.0``."""
+    return repr(round(cents / 100, 2))
 
 
 def rows_for(day: dt.date, rows: int, seed: int = 42, defect_rate: float = 0.0) -> Iterator[list[str]]:

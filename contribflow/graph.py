@@ -74,7 +74,7 @@ STAGES: tuple[Stage, ...] = (
         image="ingest",
         args=("--date", "{param:run-date}", "--file", "{output:pick.file}"),
         depends=("pick",),
-        outputs=("rows_in", "rows_loaded", "rows_rejected"),
+        outputs=("rows_in", "rows_loaded", "rows_rejected", "volume"),
         needs_pseudonym_key=True,
         needs_landing=True,
     ),

@@ -6,9 +6,13 @@ the table's unique record hash makes a row that is already there (a re-sent decl
 state) a no-op. COPY is tried first, because a new file rarely repeats old rows; a chunk that hits
 the unique index is retried through a temporary table with ``ON CONFLICT DO NOTHING``.
 
-The usual chunk (plain lines in contract order, canonical amounts) is hashed, keyed and encoded as
-a binary COPY by the compiled encoder (_copyrows.c); any other, or every chunk where it was not
-built, as a text COPY in Python, which loads the same rows.
+The usual chunk (plain lines in contract order) is hashed, keyed and encoded as a binary COPY by
+the compiled encoder (_copyrows.c); any other, or every chunk where it was not built, as a text
+COPY in Python, which loads the same rows.
+
+What the source contract leaves open is decided here, in one place: an extra column is refused or
+its values kept per row (``CONTRIBFLOW_SCHEMA_DRIFT``), a header-only file is a quiet day that
+loads nothing, and each day's row count is compared with the trailing median (volume.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import itertools
+import json
 import os
 import queue
 import socket
@@ -37,10 +43,12 @@ from contribflow.db import connect
 from contribflow.errors import FileRefused, StageError
 from contribflow.pseudonym import Pseudonymiser
 from contribflow.reader import Chunk, FileFacts, chunks, fingerprint
-from contribflow.recordhash import all_canonical, digests, hash_order
+from contribflow.recordhash import digests, hash_order
 from contribflow.seenkeys import SeenKeys
 from contribflow.settings import Settings
 from contribflow.validate import Issue, frame_of, validate_chunk
+from contribflow.volume import RULE as VOLUME_RULE
+from contribflow.volume import VolumeCheck, check_volume
 
 try:
     from contribflow import _copyrows
@@ -58,7 +66,7 @@ ingestion_ts watermark it advances can never skip rows that commit late."""
 RAW_COLUMNS = (
     "declaration_id", "taxpayer_id", "taxpayer_key", "event_date", "amount", "currency",
     "contribution_type", "status", "country", "file_date", "source_file", "source_line", "run_id",
-    "record_hash",
+    "record_hash", "extra",
 )
 _COPY_RAW = f"COPY {{table}} ({', '.join(RAW_COLUMNS)}) FROM STDIN"
 _ADDED_COLUMNS = ("record_hash", "taxpayer_key", "source_line", "file_date", "source_file", "run_id")
@@ -69,6 +77,7 @@ _QUARANTINE_COLUMNS = (
 _ISSUE_COLUMNS = (
     "run_id", "source_file", "source_sha256", "source_line", "rule", "column_name", "failing_value",
 )
+SCHEMA_DRIFT = "schema_drift"
 
 
 @dataclass
@@ -79,6 +88,11 @@ class Outcome:
     issues: int = 0
     already_ingested_by: str | None = None
     chunks_deduplicated: int = 0
+    extra_columns: tuple[str, ...] = ()
+    """Columns outside the contract whose values were kept (schema drift, policy ``keep``)."""
+    volume: VolumeCheck | None = None
+    refusal: str | None = None
+    """Why the file was REJECTED whole after it was read (nothing of it loaded)."""
 
     @property
     def rows_already_loaded(self) -> int:
@@ -100,6 +114,12 @@ _POSTGRES_EPOCH = dt.date(2000, 1, 1)
 def _binary_text(value: str) -> bytes:
     data = value.encode()
     return struct.pack(">i", len(data)) + data
+
+
+def _copy_text(values: list[str]) -> list[str]:
+    """Identifiers for a text COPY: validation refuses control characters in them, but a backslash
+    is a character like any other and must be doubled."""
+    return [v.replace("\\", "\\\\") for v in values] if "\\" in "".join(values) else values
 
 
 def _printable(text: str) -> str:
@@ -169,7 +189,9 @@ class _Preparer:
     def __init__(self, settings: Settings, day: dt.date, name: str, header: list[str]) -> None:
         self.width = len(header)
         self.positions = [header.index(c) for c in COLUMNS]
+        self.extra = [(i, h) for i, h in enumerate(header) if h not in COLUMNS]
         self.contract_order = tuple(header) == COLUMNS
+        self.contract = settings.contract
         self.key = settings.require_pseudonym_key()
         self.pseudonyms = Pseudonymiser(self.key)
         self.seen = SeenKeys()
@@ -193,23 +215,22 @@ class _Preparer:
             ]
         columns = [chunk.fields[p] for p in self.positions]
         frame = frame_of(columns, chunk.lines, chunk.may_have_empty)
-        issues = validate_chunk(frame, self.seen.mark(frame["declaration_id"]))
+        issues = validate_chunk(frame, self.seen.mark(frame["declaration_id"]), self.contract)
         del frame
         keep = ~np.isin(chunk.lines, np.fromiter(issues, dtype=np.int64, count=len(issues)))
         bad.update(issues)
         rejected = [(line, chunk.raw(line), bad[line]) for line in sorted(bad)]
+        extras = self._extras(chunk, keep) if self.extra else None
         chunk.fields = []  # with ``columns``, the last references to the values of the bad rows
         numbers = chunk.lines[keep]
-        if chunk.plain is None:
-            encode = partial(self._payload, [c[keep] for c in columns], numbers)
+        if chunk.plain is None or extras is not None:
+            encode = partial(self._payload, [c[keep] for c in columns], numbers, extras)
             return Validated(chunk.records, len(numbers), _COPY_RAW, encode, rejected)
         block, first = chunk.plain, chunk.first_line
         texts = [block[line - first] for line in numbers.tolist()]
         if texts and not texts[-1].endswith("\n"):  # the file's last line; rows are reordered
             texts[-1] += "\n"
-        if (self.compiled is not None and self.contract_order
-                and all_canonical(columns[3][keep].tolist())):
-            # Each line is its canonical text: the compiled path hashes it as it is.
+        if self.compiled is not None and self.contract_order:
             codes, ids = pd.factorize(columns[1][keep])
             encode = partial(self._binary_payload, texts, codes.astype(np.int64, copy=False),
                              ids.tolist(), numbers)
@@ -236,17 +257,28 @@ class _Preparer:
         return _in_order(order, [f"{h},{keys[t]},{n}{added},{x}"
                                  for h, t, n, x in zip(hashes, ids, numbers.tolist(), texts)])
 
-    def _payload(self, good: list[np.ndarray], numbers: np.ndarray) -> list[bytes]:
+    def _extras(self, chunk: Chunk, keep: np.ndarray) -> list[str]:
+        """Each good row's values of the columns outside the contract, as COPY text of a jsonb."""
+        names = [name for _, name in self.extra]
+        values = [chunk.fields[i][keep].tolist() for i, _ in self.extra]
+        return [_escape(json.dumps(dict(zip(names, row)), ensure_ascii=False)) for row in zip(*values)]
+
+    def _payload(self, good: list[np.ndarray], numbers: np.ndarray,
+                 extras: list[str] | None = None) -> list[bytes]:
         """COPY text of the good rows in hash order. Validation guarantees that the values hold no
-        tab, newline or backslash, so they need no escaping."""
+        tab, newline or other control character; identifiers may hold a backslash (_copy_text)."""
         order, hashes = hash_order(digests(good))
         columns = [c.tolist() for c in good]
         del good
         keys = self.pseudonyms.keys_for(columns[1])
+        taxpayer_keys = [keys[t] for t in columns[1]]
+        columns[0], columns[1] = _copy_text(columns[0]), _copy_text(columns[1])
         suffix, tail = self.suffix, self.run_tail
         return _in_order(order, [
-            f"{d}\t{t}\t{keys[t]}\t{e}\t{a}\t{c}\t{k}\t{s}\t{n}{suffix}{line}{tail}\t{h}\n"
-            for d, t, e, a, c, k, s, n, line, h in zip(*columns, numbers.tolist(), hashes)
+            f"{d}\t{t}\t{key}\t{e}\t{a}\t{c}\t{k}\t{s}\t{n}{suffix}{line}{tail}\t{h}\t{x}\n"
+            for d, t, key, e, a, c, k, s, n, line, h, x in zip(
+                *columns[:2], taxpayer_keys, *columns[2:], numbers.tolist(), hashes,
+                extras if extras is not None else itertools.repeat("\\N"))
         ])
 
 
@@ -404,12 +436,33 @@ class _Load:
                     self.outcome.issues += 1
         self.outcome.rows_rejected += len(rejected)
 
+    def warn(self, rule: str, line: int | None, column: str | None, text: str,
+             severity: str = "warning") -> None:
+        """A quality issue about the whole file, which did not stop it (unless ``severity`` is error)."""
+        self.conn.execute(
+            f"INSERT INTO meta.data_quality_issue ({', '.join(_ISSUE_COLUMNS)}, severity) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (self.settings.run_id, self.name, self.facts.sha256, line, rule, column, text, severity),
+        )
+
     def finish(self) -> None:
         columns = ", ".join(_QUARANTINE_COLUMNS)
         self.conn.execute(
             f"INSERT INTO raw.contributions_quarantine ({columns}) SELECT {columns} "
             f"FROM incoming_quarantine ON CONFLICT (source_sha256, source_line) DO NOTHING"
         )
+
+
+def _refusal(settings: Settings, outcome: Outcome) -> str | None:
+    """Why a file that was read must not load: too many bad rows, or (when the volume check is set
+    to fail) a day far outside the usual volume."""
+    if outcome.rows_in and outcome.rows_rejected / outcome.rows_in > settings.reject_threshold:
+        return (f"{outcome.rows_rejected} of {outcome.rows_in} rows failed validation "
+                f"({outcome.rows_rejected / outcome.rows_in:.1%}, threshold "
+                f"{settings.reject_threshold:.1%})")
+    if settings.volume_action == "fail" and outcome.volume is not None and outcome.volume.outside:
+        return f"volume {outcome.volume.verdict}: {outcome.volume.describe()} (CONTRIBFLOW_VOLUME_ACTION=fail)"
+    return None
 
 
 def _ledger(conn: psycopg.Connection, settings: Settings, day: dt.date, name: str,
@@ -439,7 +492,8 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
                 return Outcome(rows_in=previous[1] or 0, rows_loaded=0,
                                already_ingested_by=previous[0])
             # A small first chunk: the database starts loading while the rest is validated.
-            header, stream = chunks(path, settings.chunk_rows, first=max(1, settings.chunk_rows // 10))
+            header, stream = chunks(path, settings.chunk_rows, first=max(1, settings.chunk_rows // 10),
+                                    keep_extra=settings.schema_drift == "keep")
             load = _Load(conn, settings, day, path, facts)
             preparer = _Preparer(settings, day, path.name, header)
             try:
@@ -451,20 +505,26 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
                 preparer.seen.close()
             load.finish()
             outcome = load.outcome
-            if outcome.rows_in == 0:
-                raise FileRefused(f"{path.name}: header only, no data rows")
-            share = outcome.rows_rejected / outcome.rows_in
-            if share > settings.reject_threshold:
+            outcome.extra_columns = tuple(name for _, name in preparer.extra)
+            if outcome.extra_columns:
+                load.warn(SCHEMA_DRIFT, 1, ", ".join(outcome.extra_columns),
+                          f"kept the values of {len(outcome.extra_columns)} column(s) outside the "
+                          "contract in raw.contributions.extra (CONTRIBFLOW_SCHEMA_DRIFT=keep)")
+            outcome.volume = check_volume(conn, settings, day, outcome.rows_in)
+            refusal = _refusal(settings, outcome)
+            if outcome.volume.outside:
+                load.warn(VOLUME_RULE, None, None, outcome.volume.describe(),
+                          "error" if settings.volume_action == "fail" else "warning")
+            if refusal:
                 # Only this transaction's own, never-committed rows: raw stays append-only.
                 conn.execute(
                     "DELETE FROM raw.contributions WHERE run_id = %s AND source_file = %s "
                     "AND ingestion_ts >= now()",
                     (settings.run_id, path.name),
                 )
-                detail = (f"{outcome.rows_rejected} of {outcome.rows_in} rows rejected "
-                          f"({share:.1%} > threshold {settings.reject_threshold:.1%})")
-                _ledger(conn, settings, day, path.name, facts, outcome, "REJECTED", detail)
+                _ledger(conn, settings, day, path.name, facts, outcome, "REJECTED", refusal)
                 outcome.rows_loaded = 0
+                outcome.refusal = refusal
                 return outcome
             _ledger(conn, settings, day, path.name, facts, outcome, "LOADED", None)
             return outcome
@@ -492,11 +552,14 @@ def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
         }
         if outcome.already_ingested_by:
             step.details["already_ingested_by"] = outcome.already_ingested_by
-        if outcome.rows_in and outcome.rows_rejected / outcome.rows_in > settings.reject_threshold:
+        if outcome.extra_columns:
+            step.details["extra_columns"] = ",".join(outcome.extra_columns)
+        if outcome.volume is not None:
+            step.details["volume"] = outcome.volume.verdict
+            step.details["volume_detail"] = outcome.volume.describe()
+        if outcome.refusal:
             raise StageError(
-                f"{path.name}: {outcome.rows_rejected} of {outcome.rows_in} rows failed validation "
-                f"({outcome.rows_rejected / outcome.rows_in:.1%}, threshold "
-                f"{settings.reject_threshold:.1%}); nothing loaded, the rows are in "
+                f"{path.name}: {outcome.refusal}; nothing loaded, the rows are in "
                 "raw.contributions_quarantine and meta.data_quality_issue"
             )
     return step

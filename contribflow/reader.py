@@ -77,7 +77,9 @@ def fingerprint(path: Path) -> FileFacts:
     return FileFacts(digest.hexdigest(), size, problem)
 
 
-def read_header(reader: Iterator[list[str]], name: str) -> list[str]:
+def read_header(reader: Iterator[list[str]], name: str, keep_extra: bool = False) -> list[str]:
+    """The header, checked against the contract: every column present once; an extra column is
+    refused unless ``keep_extra`` (the schema-drift policy ``keep``)."""
     try:
         header = next(reader)
     except StopIteration:
@@ -93,8 +95,10 @@ def read_header(reader: Iterator[list[str]], name: str) -> list[str]:
     problems = []
     if missing:
         problems.append(f"missing column(s) {', '.join(missing)}")
-    if extra:
+    if extra and not keep_extra:
         problems.append(f"unexpected column(s) {', '.join(repr(e) for e in extra)}")
+    if "" in header:
+        problems.append("a column without a name")
     if duplicated:
         problems.append(f"repeated column(s) {', '.join(duplicated)}")
     if problems:
@@ -152,12 +156,12 @@ def _parse(lines: _Lines, first_line: int, name: str, limit: int | None = None) 
             yield Record(line, raw, fields, error)
 
 
-def _open(path: Path) -> tuple[TextIO, list[str], int]:
+def _open(path: Path, keep_extra: bool = False) -> tuple[TextIO, list[str], int]:
     """The file positioned after its header, the header, and the number of the first data line."""
     fh = open(path, encoding="utf-8", newline="")
     try:
         lines = _Lines(fh)
-        header = read_header(csv.reader(lines, strict=True), path.name)
+        header = read_header(csv.reader(lines, strict=True), path.name, keep_extra)
         return fh, header, lines.count + 1
     except BaseException:
         fh.close()
@@ -203,9 +207,11 @@ REPEATING = ("event_date", "currency", "contribution_type", "status", "country")
 categoricals: one Python string per distinct value instead of one per row, and validation judges
 each distinct value once."""
 
-_NOT_PLAIN = ('"', "\r", "\x00")
+_NOT_PLAIN = ('"', "\r", "\x00", "\\")
 """A block with none of these is plain: each line is one record (or blank), split at every comma,
-exactly as csv.reader would split it."""
+exactly as csv.reader would split it, and loaded as it is by a text COPY with a comma delimiter
+(where a backslash would be an escape: an identifier may hold one, so its block takes the exact
+path, whose values are escaped)."""
 
 
 def _columns(grid: np.ndarray) -> list[np.ndarray]:
@@ -266,7 +272,8 @@ def _exact_chunk(lines: _Lines, first_line: int, block_size: int, width: int, na
                  _columns(grid), broken, raw.__getitem__)
 
 
-def chunks(path: Path, size: int, first: int | None = None) -> tuple[list[str], Iterator[Chunk]]:
+def chunks(path: Path, size: int, first: int | None = None,
+           keep_extra: bool = False) -> tuple[list[str], Iterator[Chunk]]:
     """The header and the data records in chunks of about ``size`` physical lines (the first of
     about ``first``, when given), in constant memory.
 
@@ -274,7 +281,7 @@ def chunks(path: Path, size: int, first: int | None = None) -> tuple[list[str], 
     goes through csv.reader line by line, which keeps exact line numbers and raw text across quoted
     newlines. Both paths give the same records (tests/test_units.py proves it).
     """
-    fh, header, first_line = _open(path)
+    fh, header, first_line = _open(path, keep_extra)
     width = len(header)
     categorical = frozenset(header.index(c) for c in REPEATING)
 

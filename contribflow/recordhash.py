@@ -1,9 +1,11 @@
 """The record hash: which rows of raw are the same declaration in the same state.
 
 A row's hash is the first 128 bits of SHA-256 over its business values in canonical text, joined by
-commas (validated values cannot hold one): declaration_id, taxpayer_id, event_date (ISO, as
-validated), amount as numeric(14,2) prints it (``10.5`` and ``010.50`` are both ``10.50``), currency,
-contribution_type, status, country. It is stored as a ``uuid``: 16 bytes, compared with memcmp.
+commas: declaration_id, taxpayer_id, event_date (ISO, as validated), amount as numeric(14,2) prints
+it (``10.5`` and ``010.50`` are both ``10.50``), currency, contribution_type, status, country. An
+identifier that holds a comma or a double quote is quoted as CSV quotes it, so that no two rows
+share a text; no other value can hold one. It is stored as a ``uuid``: 16 bytes, compared with
+memcmp.
 
 Ingest computes it, so that each chunk can be sent to PostgreSQL sorted by hash: the unique index
 then takes its entries in order instead of at random pages, which is most of the cost of a load.
@@ -42,6 +44,18 @@ def canonical_amounts(amounts: list[str]) -> list[str]:
     return [a if _CANONICAL_AMOUNT(a) else canonical_amount(a) for a in amounts]
 
 
+def csv_field(value: str) -> str:
+    """A value as it stands in the hashed text: quoted as CSV does when it holds a comma or quote."""
+    if "," not in value and '"' not in value:
+        return value
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _csv_fields(values: list[str]) -> list[str]:
+    joined = "".join(values)
+    return [csv_field(v) for v in values] if "," in joined or '"' in joined else values
+
+
 def digests(columns: Sequence[np.ndarray], lines: list[str] | None = None) -> bytes:
     """The SHA-256 of each row's canonical text, concatenated (32 bytes a row).
 
@@ -56,7 +70,7 @@ def digests(columns: Sequence[np.ndarray], lines: list[str] | None = None) -> by
     if lines is not None and amounts is given:
         return b"".join([sha256(line.encode()[:-1]).digest() for line in lines])
     values = [c.tolist() for c in columns]
-    values[3] = amounts
+    values[0], values[1], values[3] = _csv_fields(values[0]), _csv_fields(values[1]), amounts
     return b"".join([sha256(",".join(row).encode()).digest() for row in zip(*values)])
 
 

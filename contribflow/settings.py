@@ -13,8 +13,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contribflow import contract
+
 DEV_PSEUDONYM_KEY = "DEV-ONLY-INSECURE-PSEUDONYM-KEY-do-not-use-in-production"
 PRODUCTION = "production"
+SCHEMA_DRIFT_POLICIES = ("refuse", "keep")
+VOLUME_ACTIONS = ("warn", "fail")
 
 
 class SettingsError(ValueError):
@@ -41,6 +45,14 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name}={raw!r} is not a whole number") from None
 
 
+def _contract(env: dict[str, str]) -> contract.Contract:
+    try:
+        return contract.BASE.with_overrides(
+            contract.parse_overrides(env.get("CONTRIBFLOW_CONTRACT_OVERRIDES", "")))
+    except contract.ContractError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     environment: str = "dev"
@@ -60,6 +72,16 @@ class Settings:
     db_connect_attempts: int = 5
     db_connect_backoff_s: float = 1.0
     stale_after_s: int = 3600
+    contract: contract.Contract = contract.BASE
+    """The source contract in force: contract.toml with CONTRIBFLOW_CONTRACT_OVERRIDES applied."""
+    schema_drift: str = "refuse"
+    """An extra column in a file: ``refuse`` the file, or ``keep`` its values (raw.contributions.extra)."""
+    volume_lookback_days: int = 7
+    volume_min_history: int = 3
+    volume_low_ratio: float = 0.5
+    volume_high_ratio: float = 2.0
+    volume_action: str = "warn"
+    """A day's row count far from the trailing median: ``warn`` (recorded) or ``fail`` the ingest."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -85,6 +107,13 @@ class Settings:
             db_connect_attempts=_int(env, "CONTRIBFLOW_DB_CONNECT_ATTEMPTS", 5),
             db_connect_backoff_s=_float(env, "CONTRIBFLOW_DB_CONNECT_BACKOFF_S", 1.0),
             stale_after_s=_int(env, "CONTRIBFLOW_STALE_AFTER_S", 3600),
+            contract=_contract(env),
+            schema_drift=env.get("CONTRIBFLOW_SCHEMA_DRIFT", "refuse").strip().lower() or "refuse",
+            volume_lookback_days=_int(env, "CONTRIBFLOW_VOLUME_LOOKBACK_DAYS", 7),
+            volume_min_history=_int(env, "CONTRIBFLOW_VOLUME_MIN_HISTORY", 3),
+            volume_low_ratio=_float(env, "CONTRIBFLOW_VOLUME_LOW_RATIO", 0.5),
+            volume_high_ratio=_float(env, "CONTRIBFLOW_VOLUME_HIGH_RATIO", 2.0),
+            volume_action=env.get("CONTRIBFLOW_VOLUME_ACTION", "warn").strip().lower() or "warn",
         )
         settings.check()
         return settings
@@ -98,6 +127,19 @@ class Settings:
             raise SettingsError(f"CONTRIBFLOW_CHUNK_ROWS={self.chunk_rows} must be at least 1")
         if self.db_connect_attempts < 1:
             raise SettingsError("CONTRIBFLOW_DB_CONNECT_ATTEMPTS must be at least 1")
+        if self.schema_drift not in SCHEMA_DRIFT_POLICIES:
+            raise SettingsError(f"CONTRIBFLOW_SCHEMA_DRIFT={self.schema_drift!r} must be one of "
+                                f"{', '.join(SCHEMA_DRIFT_POLICIES)}")
+        if self.volume_action not in VOLUME_ACTIONS:
+            raise SettingsError(f"CONTRIBFLOW_VOLUME_ACTION={self.volume_action!r} must be one of "
+                                f"{', '.join(VOLUME_ACTIONS)}")
+        if self.volume_lookback_days < 1 or self.volume_min_history < 1:
+            raise SettingsError("CONTRIBFLOW_VOLUME_LOOKBACK_DAYS and CONTRIBFLOW_VOLUME_MIN_HISTORY "
+                                "must be at least 1")
+        if not 0.0 <= self.volume_low_ratio <= 1.0 <= self.volume_high_ratio:
+            raise SettingsError("CONTRIBFLOW_VOLUME_LOW_RATIO must be between 0 and 1 and "
+                                "CONTRIBFLOW_VOLUME_HIGH_RATIO at least 1 "
+                                f"(got {self.volume_low_ratio}, {self.volume_high_ratio})")
 
     @property
     def uses_dev_key(self) -> bool:

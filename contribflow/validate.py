@@ -12,6 +12,7 @@ look for them before every check (``not_null`` is pandera's own, once per column
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -191,7 +192,7 @@ class _ColumnBackend(ColumnBackend):
 
 
 class _Column(pa.Column):
-    """A column of ``SCHEMA``: validated by ``_ColumnBackend``, only ever inside the DataFrame."""
+    """A column of ``schema_for``'s schemas: validated by ``_ColumnBackend``, only ever inside the DataFrame."""
 
 
 _Column.register_backend(pd.DataFrame, _ColumnBackend)
@@ -201,26 +202,49 @@ def _column(*checks: pa.Check) -> pa.Column:
     return _Column(None, nullable=False, checks=list(checks))
 
 
-SCHEMA = pa.DataFrameSchema(
-    {
-        "declaration_id": _column(_matches(contract.DECLARATION_ID, "declaration_id_format")),
-        "taxpayer_id": _column(_matches(contract.TAXPAYER_ID, "taxpayer_id_format")),
-        "event_date": _column(_matches(contract.ISO_DATE, "iso_date"),
-                              _series_check(_real_dates, "real_calendar_date")),
-        "amount": _column(
-            _matches(contract.NUMBER, "amount_is_decimal_number"),
-            _series_check(_not_negative, "amount_not_negative"),
-            _matches(contract.AMOUNT, "amount_two_decimals_max_12_digits"),
-        ),
-        "currency": _column(_one_of(contract.CURRENCIES)),
-        "contribution_type": _column(_one_of(contract.CONTRIBUTION_TYPES)),
-        "status": _column(_one_of(contract.STATUSES)),
-        "country": _column(_one_of(contract.COUNTRIES)),
-    },
-    strict=True,
-    ordered=False,
-    name="contributions",
-)
+def _whole_matches(pattern: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Verdicts of a deployment's own pattern, one value at a time: nothing is known of what it
+    matches (it may span a newline), so it cannot take the joined scan. Missing values pass
+    (``not_null`` reports them)."""
+    fullmatch = re.compile(pattern, re.ASCII).match
+
+    def verdicts(values: np.ndarray) -> np.ndarray:
+        return np.fromiter((not isinstance(v, str) or fullmatch(v) is not None for v in values.tolist()),
+                           dtype=bool, count=len(values))
+    return verdicts
+
+
+IDENTIFIER_CHECK = "identifier"
+"""One scan for every safety rule of an identifier; a failing value is then told which rules it
+breaks (Column.identifier_problems), so the report names each."""
+
+
+def _checks(column: contract.Column) -> list[pa.Check]:
+    if column.type == "identifier":
+        checks = [_series_check(_Pattern(column.identifier_regex).verdicts, IDENTIFIER_CHECK)]
+        if column.full_pattern:
+            checks.append(_series_check(_whole_matches(column.full_pattern), f"{column.name}_pattern"))
+        return checks
+    if column.type == "date":
+        return [_matches(contract.ISO_DATE, "iso_date"), _series_check(_real_dates, "real_calendar_date")]
+    if column.type == "amount":
+        return [_matches(contract.NUMBER, "amount_is_decimal_number"),
+                _series_check(_not_negative, "amount_not_negative"),
+                _matches(column.amount_regex, "amount_two_decimals_max_12_digits")]
+    if column.type == "enum":
+        return [_one_of(column.values)]
+    raise ValueError(f"column {column.name}: no checks for type {column.type!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def schema_for(source: contract.Contract) -> pa.DataFrameSchema:
+    """The pandera schema of a contract (built once per contract in force)."""
+    return pa.DataFrameSchema(
+        {column.name: _column(*_checks(column)) for column in source.columns},
+        strict=True,
+        ordered=False,
+        name="contributions",
+    )
 
 
 @dataclass(frozen=True)
@@ -235,7 +259,8 @@ def _check_name(check: object) -> str:
     return "not_null" if name == "not_nullable" else name
 
 
-def validate_chunk(frame: pd.DataFrame, duplicate: np.ndarray) -> dict[int, list[Issue]]:
+def validate_chunk(frame: pd.DataFrame, duplicate: np.ndarray,
+                   source: contract.Contract = contract.BASE) -> dict[int, list[Issue]]:
     """Validate one chunk; return the issues of every bad row, keyed by the frame's index.
 
     ``frame`` holds the eight contract columns as text, empty values as NA (see ``frame_of``);
@@ -244,7 +269,7 @@ def validate_chunk(frame: pd.DataFrame, duplicate: np.ndarray) -> dict[int, list
     """
     issues: dict[int, list[Issue]] = defaultdict(list)
     try:
-        SCHEMA.validate(frame, lazy=True, inplace=True)
+        schema_for(source).validate(frame, lazy=True, inplace=True)
     except SchemaErrors as errors:
         cases = errors.failure_cases
         for index, column, check, value in zip(
@@ -253,9 +278,11 @@ def validate_chunk(frame: pd.DataFrame, duplicate: np.ndarray) -> dict[int, list
             if index is None or (isinstance(index, float) and np.isnan(index)):
                 # A column-level failure (a wrong dtype, say) names no row: never let it pass.
                 raise StageError(f"validation could not check column {column!r}: {check}: {value}")
-            issues[int(index)].append(
-                Issue(_check_name(check), column, None if pd.isna(value) else str(value))
-            )
+            text = None if pd.isna(value) else str(value)
+            name = _check_name(check)
+            rules = (source.column(column).identifier_problems(text) or [name]
+                     if name == IDENTIFIER_CHECK and text is not None else [name])
+            issues[int(index)].extend(Issue(rule, column, text) for rule in rules)
     for index, value in zip(frame.index[duplicate], frame["declaration_id"].to_numpy()[duplicate]):
         issues[int(index)].append(Issue("unique_in_file", "declaration_id", value))
     return issues

@@ -82,6 +82,9 @@ _EDGES = [  # (event_date, amount): calendar and numeric edges the binary encodi
     ("1970-01-01", "0.00"), ("2000-01-01", "0.01"), ("2000-02-29", "9999.99"), ("1999-12-31", "10000.00"),
     ("2100-12-31", "123456789012.99"), ("2400-02-29", "100000000.00"), ("1900-03-01", "1.10"),
     ("0001-01-01", "99999999.99"), ("9999-12-31", "100000000000.00"), ("1600-02-29", "20000.05"),
+    # The source's own spelling (pandas' float repr) and other valid, non-canonical ones:
+    ("2026-01-12", "343.3"), ("2026-01-13", "0.0"), ("2026-01-14", "12.0"), ("2026-01-15", "7"),
+    ("2026-01-16", "0"), ("2026-01-17", "00012.5"), ("2026-01-18", "000000000001.1"), ("2026-01-19", "999999999999"),
 ]
 
 
@@ -118,6 +121,9 @@ def test_the_compiled_binary_copy_loads_the_rows_of_the_python_text_copy(databas
     assert sum(len(rejected) for _, _, rejected in chunks_compiled) > 20
     assert rows_compiled == rows_python
     assert {(r[3], str(r[4])) for r in rows_compiled} >= {(dt.date.fromisoformat(d), a) for d, a in _EDGES[:7]}
+    assert {(r[3], str(r[4])) for r in rows_compiled} >= {
+        (dt.date(2026, 1, 12), "343.30"), (dt.date(2026, 1, 13), "0.00"), (dt.date(2026, 1, 17), "12.50"),
+        (dt.date(2026, 1, 19), "999999999999.00")}
     assert order_compiled == order_python  # each chunk sent in record-hash order, the same order
     key = Pseudonymiser(b"test-key-not-a-secret")
     assert all(r[2] == key.key_of(r[1]) for r in rows_compiled)
@@ -134,8 +140,9 @@ def test_the_compiled_encoder_refuses_inputs_it_cannot_encode_faithfully():
     assert len(encode()) == 1
     for line in (good[:-1], "D1,T1,2026-11-01,1.00,EUR,PAID,DUE\n", "D1,T1,2026-11-01,1.00,EUR,PAID,DUE,LU,X\n",
                  good.replace("2026-11-01", "2026-02-30"), good.replace("2026-11-01", "2026-11-1x"),
-                 good.replace("1.00", "1.5"), good.replace("1.00", "01.00"), good.replace("1.00", "-1.00"),
-                 good.replace("1.00", "1234567890123.00")):
+                 good.replace("1.00", "1."), good.replace("1.00", ".5"), good.replace("1.00", "1.234"),
+                 good.replace("1.00", "1e5"), good.replace("1.00", ""), good.replace("1.00", "-1.00"),
+                 good.replace("1.00", "1234567890123.00"), good.replace("1.00", "1234567890123")):
         with pytest.raises(ValueError, match="newline|eight plain values") as refused:
             encode(line)
         assert "T1" not in str(refused.value), "the message names the line, never its values"

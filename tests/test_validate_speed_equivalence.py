@@ -33,9 +33,21 @@ def _real_date(value: str) -> bool:
     return bool(parsed.notna().iloc[0])
 
 
+def _identifier_rules(max_length: int) -> list[tuple]:
+    """The contract's identifier rules, one value at a time, written apart from contract.py."""
+    return [
+        ("identifier_too_long", lambda value: len(value) <= max_length),
+        ("identifier_control_character",
+         lambda value: not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)),
+        ("identifier_surrounding_whitespace",
+         lambda value: not (value[0].isspace() or value[-1].isspace())),
+        ("identifier_formula_prefix", lambda value: value[0] not in "=+-@"),
+    ]
+
+
 _RULES = {
-    "declaration_id": [("declaration_id_format", _regex(contract.DECLARATION_ID))],
-    "taxpayer_id": [("taxpayer_id_format", _regex(contract.TAXPAYER_ID))],
+    "declaration_id": _identifier_rules(64),
+    "taxpayer_id": _identifier_rules(64),
     "event_date": [("iso_date", _regex(contract.ISO_DATE)), ("real_calendar_date", _real_date)],
     "amount": [
         ("amount_is_decimal_number", _regex(contract.NUMBER)),
@@ -94,8 +106,10 @@ def test_generated_file_with_defects_gets_the_reference_issues(tmp_path):
 _GOOD = ["D1", "T1", "2026-01-01", "1.00", "EUR", "INCOME_TAX", "PAID", "LU"]
 _HOSTILE = {
     "declaration_id": ["", "-D", "D" * 64, "D" * 65, "D\n1", "D 1", "D\x00", 'D"1', "Dé", "D\t1",
-                       "D1\n"],
-    "taxpayer_id": ["", "٣٤٥", "T_1", "T" * 33, "T\r", "T\n", "\n", "None", "nan"],
+                       "D1\n", "DEC_20260112_000001", "=cmd", "@SUM(A1)", "+1", " D", "D ", "\xa0D",
+                       "D\u2028", "D\x85", "D\x7f", "D,1", "D\\N", "=" + "D" * 70, " "],
+    "taxpayer_id": ["", "٣٤٥", "T_1", "T" * 33, "T\r", "T\n", "\n", "None", "nan", "TAXP_63976",
+                    "Jos\xe9", "\u3000T", "T\u3000", "-1", "T" * 65 + " "],
     "event_date": ["", "2026-02-30", "2024-02-29", "2023-02-29", "2026-13-01", "0000-01-01",
                    "0001-01-01", "1500-06-01", "9999-12-31", "٢٠٢٦-01-01", "2026-1-01",
                    "2026-01-01\n", "2026-01-01 ", "20260101", "2026-01-01T00:00"],
