@@ -30,7 +30,8 @@ COLUMNS = ("declaration_id", "taxpayer_id", "taxpayer_key", "event_date", "amoun
            "contribution_type", "status", "country", "file_date", "source_file", "source_line",
            "run_id", "record_hash")
 _FORMATS = {name: re.compile(pattern, re.ASCII) for name, pattern in (
-    ("declaration_id", contract.DECLARATION_ID), ("taxpayer_id", contract.TAXPAYER_ID),
+    ("declaration_id", contract.BASE.column("declaration_id").identifier_regex),
+    ("taxpayer_id", contract.BASE.column("taxpayer_id").identifier_regex),
     ("event_date", contract.ISO_DATE), ("amount", contract.AMOUNT),
 )}
 _ALLOWED = {"currency": contract.CURRENCIES, "contribution_type": contract.CONTRIBUTION_TYPES,

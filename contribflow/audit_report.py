@@ -33,11 +33,11 @@ SELECT file_name, sha256, size_bytes, rows_in, rows_loaded, rows_rejected, outco
   FROM meta.source_file WHERE file_date = %(day)s ORDER BY id
 """
 _ISSUES = """
-SELECT rule, column_name, count(*) AS issues, count(DISTINCT (source_sha256, source_line)) AS rows,
+SELECT rule, column_name, severity, count(*) AS issues, count(DISTINCT (source_sha256, source_line)) AS rows,
        (array_agg(jsonb_build_object('line', source_line, 'value', left(failing_value, 80), 'file', source_file)
                   ORDER BY source_line))[1:%(examples)s] AS examples
   FROM meta.data_quality_issue WHERE run_id = ANY(%(runs)s)
- GROUP BY rule, column_name ORDER BY count(*) DESC, rule, column_name
+ GROUP BY rule, column_name, severity ORDER BY severity, count(*) DESC, rule, column_name
 """
 _DBT = """
 SELECT run_id, step, resource_type, unique_id, status, failures, left(message, 300) AS message
@@ -128,7 +128,8 @@ def render(report: dict[str, Any]) -> str:
         out.append("  none")
     for i in report["quality_issues"]:
         examples = "; ".join(f"line {e['line']}: {e['value']!r}" for e in i["examples"])
-        out.append(f"  {i['rule']:<34} {_n(i['column_name']):<18} {i['issues']:>7}  e.g. {examples}")
+        out.append(f"  {i['rule']:<34} {_n(i['column_name']):<18} {i['severity']:<8} {i['issues']:>7}  "
+                   f"e.g. {examples}")
     out.append("")
     out.append("dbt results (meta.dbt_node_result)")
     if not report["dbt"]:

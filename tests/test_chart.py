@@ -23,7 +23,8 @@ from chart_render import (CHART, NAMESPACE, ROOT, SCENARIOS, api_server_with_sec
 sys.path.insert(0, str(ROOT / "helm" / "tools"))
 import to_chart  # noqa: E402
 
-from contribflow import k8s  # noqa: E402
+from contribflow import contract, k8s  # noqa: E402
+from contribflow.settings import Settings  # noqa: E402
 from contribflow.imagemap import IMAGES  # noqa: E402
 
 ROLES = k8s.DB_ROLES
@@ -236,6 +237,32 @@ def test_external_database_needs_an_existing_secret_and_deploys_no_postgresql():
     assert find(objects, "Secret", k8s.DB_SECRET) == []
     settings = one(objects, "ConfigMap", k8s.CONFIGMAP)["data"]
     assert settings["PGHOST"].endswith(".rds.amazonaws.com") and settings["PGSSLMODE"] == "require"
+
+
+def test_the_contract_settings_reach_the_steps_as_settings_they_accept(tmp_path):
+    """values.yaml's contract overrides, drift policy and volume check become the ConfigMap that
+    every step reads, and Settings takes them as the chart meant them."""
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({
+        "contract": {"overrides": {"columns": {"taxpayer_id": {"pattern": "TAXP_[0-9]{5}", "max_length": 10},
+                                               "country": {"values": ["LU", "FR"]}}}},
+        "settings": {"schemaDrift": "keep", "volume": {"lookbackDays": 14, "minHistory": 5, "lowRatio": 0.25,
+                                                        "highRatio": 4, "action": "fail"}}}))
+    data = one(docs(template_text("-f", str(values))), "ConfigMap", k8s.CONFIGMAP)["data"]
+    settings = Settings.from_env(data)
+    assert settings.contract.column("taxpayer_id").pattern == "TAXP_[0-9]{5}"
+    assert settings.contract.column("taxpayer_id").max_length == 10
+    assert settings.contract.column("country").values == ("LU", "FR")
+    assert (settings.schema_drift, settings.volume_lookback_days, settings.volume_min_history,
+            settings.volume_low_ratio, settings.volume_high_ratio, settings.volume_action) == (
+        "keep", 14, 5, 0.25, 4.0, "fail")
+    defaults = one(scenario_docs("kind-values"), "ConfigMap", k8s.CONFIGMAP)["data"]
+    assert "CONTRIBFLOW_CONTRACT_OVERRIDES" not in defaults
+    assert Settings.from_env(defaults).contract == contract.BASE
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"contract": {"overrides": {"columns": {"amount": {"decimals": 3}}}}}))
+    result = run_helm("template", "contribflow", str(CHART), "-f", str(bad))
+    assert result.returncode != 0 and "decimals" in result.stderr
 
 
 # --- RBAC ----------------------------------------------------------------------------------------
