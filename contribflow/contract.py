@@ -51,8 +51,10 @@ class Column:
         """An identifier that breaks none of the safety rules, as one anchored regex that cannot
         match a newline (validate.py scans a column's values joined by newlines with it)."""
         prefixes = re.escape(FORMULA_PREFIXES)
-        return (f"^(?![{prefixes}{_SPACE}])[^{_CONTROL}]{{1,{self.max_length}}}"
-                f"(?<![{_SPACE}])$")
+        # The usual identifier (letters, digits, underscores) first: it breaks no rule, and this
+        # plain class scans about twice as fast as the general rule with its lookarounds.
+        return (f"^(?:[A-Za-z0-9_]{{1,{self.max_length}}}"
+                f"|(?![{prefixes}{_SPACE}])[^{_CONTROL}]{{1,{self.max_length}}}(?<![{_SPACE}]))$")
 
     @property
     def amount_regex(self) -> str:
