@@ -35,7 +35,7 @@ def test_generate_is_deterministic_and_seed_sensitive(tmp_path):
 def test_generated_resends_repeat_earlier_declarations_with_paid_status():
     rows = list(generate.rows_for(DAY, 1000, seed=7))
     resent = rows[900:]
-    assert all(not r[0].startswith(f"D{DAY:%Y%m%d}") for r in resent)
+    assert all(r[0].startswith("DEC_") and not r[0].startswith(f"DEC_{DAY:%Y%m%d}_") for r in resent)
     originals = {r[0]: r for d in range(1, 8)
                  for r in generate.rows_for(DAY - dt.timedelta(days=d), 1000, seed=7)}
     for row in resent:
