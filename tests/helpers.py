@@ -24,8 +24,10 @@ def write_source(landing: Path, day: dt.date, rows: list[list[str]] | list[str],
     return path
 
 
-def good_row(n: int, status: str = "DUE", taxpayer: str = "12345", amount: str = "100.00") -> list[str]:
-    return [f"D{n:08d}", taxpayer, "2026-11-01", amount, "EUR", "INCOME_TAX", status, "LU"]
+def good_row(n: int, status: str = "DUE", taxpayer: str = "TAXP_12345", amount: str = "100.0") -> list[str]:
+    """A valid row in the source system's own format (ids like DEC_20261101_000001, TAXP_12345;
+    amounts as its pandas writes them, 100.0)."""
+    return [f"DEC_20261101_{n:06d}", taxpayer, "2026-11-01", amount, "EUR", "INCOME_TAX", status, "LU"]
 
 
 class JsonHandler(BaseHTTPRequestHandler):

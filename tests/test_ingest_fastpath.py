@@ -164,7 +164,7 @@ def test_a_last_line_without_newline_loads_through_the_plain_path(database, sql,
     monkeypatch.setenv("CONTRIBFLOW_CHUNK_ROWS", "10")
     assert cli.main(["init-db"]) == 0
     assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
-    assert sql("select declaration_id, amount::text, source_line from raw.contributions") == [("D00000001", "100.00", 2)]
+    assert sql("select declaration_id, amount::text, source_line from raw.contributions") == [("DEC_20261101_000001", "100.00", 2)]
 
 
 def _file_for(day, rows, order, quoted):
