@@ -16,165 +16,50 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* SHA-256, FIPS 180-4. */
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 
-static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
+/* SHA-256 and HMAC-SHA256 from OpenSSL's libcrypto, the library CPython's own hashlib and hmac use:
+ * vetted, FIPS-capable (the algorithms are fetched from the default library context, so a FIPS
+ * provider configured there is the one used), and with the CPU's SHA instructions on x86 and arm64.
+ * Both algorithms are fetched once, at import; each call of binary_copy makes its own contexts,
+ * so the GIL-free work shares no mutable OpenSSL state. */
 
-#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+static EVP_MD *sha256_md;
+static EVP_MAC *hmac_mac;
 
-static void sha256_block_portable(uint32_t state[8], const unsigned char *block)
+static int sha256(EVP_MD_CTX *ctx, const unsigned char *data, size_t size, unsigned char out[32])
 {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16)
-             | ((uint32_t)block[4 * i + 2] << 8) | (uint32_t)block[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
-    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
-        uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-    }
-    state[0] += a; state[1] += b; state[2] += c; state[3] += d;
-    state[4] += e; state[5] += f; state[6] += g; state[7] += h;
+    unsigned int length = 0;
+    return EVP_DigestInit_ex2(ctx, sha256_md, NULL) && EVP_DigestUpdate(ctx, data, size)
+                   && EVP_DigestFinal_ex(ctx, out, &length) && length == 32
+               ? 0
+               : -1;
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-#include <immintrin.h>
-#define HAVE_SHA_NI 1
-
-/* The same compression with the x86 SHA extensions (Intel's published sequence): the state is
- * kept as the ABEF and CDGH halves sha256rnds2 works on. */
-__attribute__((target("sha,sse4.1,ssse3")))
-static void sha256_block_ni(uint32_t state[8], const unsigned char *block)
+/* A context for HMAC-SHA256 (RFC 2104) under key; NULL when OpenSSL refuses. */
+static EVP_MAC_CTX *hmac_new(const unsigned char *key, size_t size)
 {
-    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&state[0]), 0xB1);
-    __m128i cdgh = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&state[4]), 0x1B);
-    __m128i abef = _mm_alignr_epi8(tmp, cdgh, 8);
-    cdgh = _mm_blend_epi16(cdgh, tmp, 0xF0);
-    const __m128i abef_start = abef, cdgh_start = cdgh;
-    __m128i w[16];
-    for (int i = 0; i < 16; i++) {
-        if (i < 4) {
-            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(block + 16 * i)), swap);
-        } else {
-            __m128i t = _mm_add_epi32(_mm_sha256msg1_epu32(w[i - 4], w[i - 3]),
-                                      _mm_alignr_epi8(w[i - 1], w[i - 2], 4));
-            w[i] = _mm_sha256msg2_epu32(t, w[i - 1]);
-        }
-        __m128i wk = _mm_add_epi32(w[i], _mm_loadu_si128((const __m128i *)&K256[4 * i]));
-        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);
-        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk, 0x0E));
-    }
-    abef = _mm_add_epi32(abef, abef_start);
-    cdgh = _mm_add_epi32(cdgh, cdgh_start);
-    tmp = _mm_shuffle_epi32(abef, 0x1B);
-    cdgh = _mm_shuffle_epi32(cdgh, 0xB1);
-    _mm_storeu_si128((__m128i *)&state[0], _mm_blend_epi16(tmp, cdgh, 0xF0));
-    _mm_storeu_si128((__m128i *)&state[4], _mm_alignr_epi8(cdgh, tmp, 8));
+    static const unsigned char no_key[1] = {0};
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_mac);
+    if (ctx != NULL && EVP_MAC_init(ctx, size ? key : no_key, size, params))
+        return ctx;
+    EVP_MAC_CTX_free(ctx);
+    return NULL;
 }
 
-static int cpu_has_sha_ni(void)
+/* HMAC-SHA256 of data under the context's key (re-initialised for each message). */
+static int hmac(EVP_MAC_CTX *ctx, const unsigned char *data, size_t size, unsigned char out[32])
 {
-    unsigned int a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1) || !(c & bit_SSSE3))
-        return 0;
-    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
-}
-#endif
-
-/* Chosen once, at import: the SHA extensions where the CPU has them, portable C otherwise. */
-static void (*sha256_block)(uint32_t state[8], const unsigned char *block) = sha256_block_portable;
-
-static const uint32_t IV256[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-
-/* The digest of a message whose first `done` bytes (a multiple of 64) are already in `state`,
- * and whose remaining `size` bytes are `data`. */
-typedef void (*BlockFunction)(uint32_t state[8], const unsigned char *block);
-
-static void sha256_with(BlockFunction compress, const uint32_t start[8], uint64_t done,
-                        const unsigned char *data, size_t size, unsigned char out[32])
-{
-    uint32_t state[8];
-    unsigned char tail[128];
-    size_t left = size;
-    uint64_t bits = (done + (uint64_t)size) * 8;
-    memcpy(state, start, sizeof(state));
-    for (; left >= 64; left -= 64, data += 64)
-        compress(state, data);
-    size_t padded = left < 56 ? 64 : 128;
-    memcpy(tail, data, left);
-    tail[left] = 0x80;
-    memset(tail + left + 1, 0, padded - left - 1);
-    for (int i = 0; i < 8; i++)
-        tail[padded - 1 - i] = (unsigned char)(bits >> (8 * i));
-    compress(state, tail);
-    if (padded == 128)
-        compress(state, tail + 64);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (unsigned char)(state[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(state[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(state[i] >> 8);
-        out[4 * i + 3] = (unsigned char)state[i];
-    }
-}
-
-static void sha256_finish(const uint32_t start[8], uint64_t done, const unsigned char *data,
-                          size_t size, unsigned char out[32])
-{
-    sha256_with(sha256_block, start, done, data, size, out);
-}
-
-static void sha256(const unsigned char *data, size_t size, unsigned char out[32])
-{
-    sha256_finish(IV256, 0, data, size, out);
-}
-
-/* HMAC-SHA256 (RFC 2104): the states after the key's inner and outer pads, computed once. */
-typedef struct {
-    uint32_t inner[8];
-    uint32_t outer[8];
-} Hmac;
-
-static void hmac_init(Hmac *h, const unsigned char *key, size_t size)
-{
-    unsigned char block[64] = {0}, pad[64];
-    if (size > 64)
-        sha256(key, size, block);
-    else
-        memcpy(block, key, size);
-    memcpy(h->inner, IV256, sizeof(IV256));
-    memcpy(h->outer, IV256, sizeof(IV256));
-    for (int i = 0; i < 64; i++)
-        pad[i] = block[i] ^ 0x36;
-    sha256_block(h->inner, pad);
-    for (int i = 0; i < 64; i++)
-        pad[i] = block[i] ^ 0x5c;
-    sha256_block(h->outer, pad);
-}
-
-static void hmac(const Hmac *h, const unsigned char *data, size_t size, unsigned char out[32])
-{
-    unsigned char inner[32];
-    sha256_finish(h->inner, 64, data, size, inner);
-    sha256_finish(h->outer, 64, inner, 32, out);
+    size_t length = 0;
+    return EVP_MAC_init(ctx, NULL, 0, NULL) && EVP_MAC_update(ctx, data, size)
+                   && EVP_MAC_final(ctx, out, &length, 32) && length == 32
+               ? 0
+               : -1;
 }
 
 static const char HEX[] = "0123456789abcdef";
@@ -365,8 +250,9 @@ typedef struct {
     const char **id;
     Py_ssize_t *id_size;
     Py_ssize_t ids;
-    Hmac pseudonym;
-    char *key;          /* 64 hex digits for each id */
+    EVP_MAC_CTX *pseudonym; /* HMAC-SHA256 under the pseudonymisation key */
+    EVP_MD_CTX *digest;     /* SHA-256 of the record hashes */
+    char *key;              /* 64 hex digits for each id */
     const int64_t *code;
     const int64_t *number;
     const char *added;
@@ -380,8 +266,10 @@ typedef struct {
 
 /* The record hash's SHA-256 of a line (without its newline): the line itself where its amount (the
  * fourth value) is already canonical, else the line with that amount made canonical in buffer
- * (room for the line and 16 bytes). -1 when the line has no fourth value or it is no amount. */
-static int hash_canonical(const char *line, Py_ssize_t size, char *buffer, unsigned char digest[32])
+ * (room for the line and 16 bytes). -2 when the line has no fourth value or it is no amount, -3
+ * when OpenSSL fails. */
+static int hash_canonical(EVP_MD_CTX *ctx, const char *line, Py_ssize_t size, char *buffer,
+                          unsigned char digest[32])
 {
     Py_ssize_t start = 0, commas = 0, stop;
     while (start < size && commas < 3)
@@ -392,20 +280,18 @@ static int hash_canonical(const char *line, Py_ssize_t size, char *buffer, unsig
     char amount[16];
     int n = commas == 3 ? canonical_amount(line + start, stop - start, amount) : -1;
     if (n < 0)
-        return -1;
-    if (n == stop - start && memcmp(amount, line + start, (size_t)n) == 0) {
-        sha256((const unsigned char *)line, (size_t)size, digest);
-        return 0;
-    }
+        return -2;
+    if (n == stop - start && memcmp(amount, line + start, (size_t)n) == 0)
+        return sha256(ctx, (const unsigned char *)line, (size_t)size, digest) < 0 ? -3 : 0;
     memcpy(buffer, line, (size_t)start);
     memcpy(buffer + start, amount, (size_t)n);
     memcpy(buffer + start + n, line + stop, (size_t)(size - stop));
-    sha256((const unsigned char *)buffer, (size_t)(start + n + size - stop), digest);
-    return 0;
+    return sha256(ctx, (const unsigned char *)buffer, (size_t)(start + n + size - stop), digest) < 0 ? -3 : 0;
 }
 
 /* Hash, key, encode and sort the rows into stage, in file order. Needs no Python object: runs
- * without the GIL. Returns 0; -1 when stage cannot be allocated; -2 for a row put_row refuses. */
+ * without the GIL. Returns 0; -1 when stage cannot be allocated; -2 for a row put_row refuses;
+ * -3 when OpenSSL fails. */
 static int build_stage(Rows *r)
 {
     unsigned char digest[32];
@@ -414,7 +300,8 @@ static int build_stage(Rows *r)
     if (r->key == NULL)
         return -1;
     for (Py_ssize_t k = 0; k < r->ids; k++) {
-        hmac(&r->pseudonym, (const unsigned char *)r->id[k], (size_t)r->id_size[k], digest);
+        if (hmac(r->pseudonym, (const unsigned char *)r->id[k], (size_t)r->id_size[k], digest) < 0)
+            return -3;
         write_hex(r->key + 64 * k, digest, 32);
     }
     /* Fixed fields and lengths: 2 + 20 + 68 + 8 + 8 * 4; a date and an amount take at most
@@ -433,9 +320,10 @@ static int build_stage(Rows *r)
     for (Py_ssize_t i = 0; i < r->rows; i++) {
         r->offset[i] = out - r->stage;
         Py_ssize_t size = r->line_size[i] - 1; /* without its newline */
-        if (hash_canonical(r->line[i], size, canonical, digest) < 0) {
+        int hashed = hash_canonical(r->digest, r->line[i], size, canonical, digest);
+        if (hashed < 0) {
             r->bad_row = i;
-            return -2;
+            return hashed;
         }
         uint64_t key = 0;
         for (int j = 0; j < 8; j++)
@@ -532,7 +420,12 @@ static PyObject *binary_copy(PyObject *Py_UNUSED(self), PyObject *args)
         goto done;
     r.rows = PyTuple_GET_SIZE(lines);
     r.ids = PyTuple_GET_SIZE(ids);
-    hmac_init(&r.pseudonym, key.buf, (size_t)key.len);
+    r.pseudonym = hmac_new(key.buf, (size_t)key.len);
+    r.digest = EVP_MD_CTX_new();
+    if (r.pseudonym == NULL || r.digest == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not set up HMAC-SHA256 and SHA-256");
+        goto done;
+    }
     if (int64_vector(codes_arg, &codes, "codes", r.rows) < 0
         || int64_vector(numbers_arg, &numbers, "numbers", r.rows) < 0)
         goto done;
@@ -579,6 +472,10 @@ static PyObject *binary_copy(PyObject *Py_UNUSED(self), PyObject *args)
                      "and an amount", r.bad_row);
         goto done;
     }
+    if (built == -3) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL failed to compute a SHA-256 or an HMAC");
+        goto done;
+    }
     if (built < 0) {
         PyErr_NoMemory();
         goto done;
@@ -609,6 +506,8 @@ static PyObject *binary_copy(PyObject *Py_UNUSED(self), PyObject *args)
 done:
     free(r.stage);
     free(r.canonical);
+    EVP_MAC_CTX_free(r.pseudonym);
+    EVP_MD_CTX_free(r.digest);
     free(r.key);
     PyMem_Free(r.line);
     PyMem_Free(r.line_size);
@@ -626,19 +525,22 @@ done:
     return pieces;
 }
 
-PyDoc_STRVAR(sha256_doc, "sha256(data, portable=False) -> bytes\n\n"
-"The SHA-256 digest binary_copy uses, or the portable C one (for tests).");
+PyDoc_STRVAR(sha256_doc, "sha256(data) -> bytes\n\nThe SHA-256 digest binary_copy uses (for tests).");
 
 static PyObject *sha256_py(PyObject *Py_UNUSED(self), PyObject *args)
 {
     Py_buffer data;
-    int portable = 0;
     unsigned char digest[32];
-    if (!PyArg_ParseTuple(args, "y*|p:sha256", &data, &portable))
+    if (!PyArg_ParseTuple(args, "y*:sha256", &data))
         return NULL;
-    sha256_with(portable ? sha256_block_portable : sha256_block, IV256, 0, data.buf,
-                (size_t)data.len, digest);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int failed = ctx == NULL || sha256(ctx, data.buf, (size_t)data.len, digest) < 0;
+    EVP_MD_CTX_free(ctx);
     PyBuffer_Release(&data);
+    if (failed) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL failed to compute a SHA-256");
+        return NULL;
+    }
     return PyBytes_FromStringAndSize((const char *)digest, 32);
 }
 
@@ -647,14 +549,18 @@ PyDoc_STRVAR(hmac_doc, "hmac_sha256(key, data) -> bytes\n\nThe HMAC-SHA256 binar
 static PyObject *hmac_py(PyObject *Py_UNUSED(self), PyObject *args)
 {
     Py_buffer key, data;
-    Hmac h;
     unsigned char digest[32];
     if (!PyArg_ParseTuple(args, "y*y*:hmac_sha256", &key, &data))
         return NULL;
-    hmac_init(&h, key.buf, (size_t)key.len);
-    hmac(&h, data.buf, (size_t)data.len, digest);
+    EVP_MAC_CTX *ctx = hmac_new(key.buf, (size_t)key.len);
+    int failed = ctx == NULL || hmac(ctx, data.buf, (size_t)data.len, digest) < 0;
+    EVP_MAC_CTX_free(ctx);
     PyBuffer_Release(&key);
     PyBuffer_Release(&data);
+    if (failed) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL failed to compute an HMAC-SHA256");
+        return NULL;
+    }
     return PyBytes_FromStringAndSize((const char *)digest, 32);
 }
 
@@ -673,15 +579,14 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__copyrows(void)
 {
-    const char *variant = "portable";
-#ifdef HAVE_SHA_NI
-    if (cpu_has_sha_ni()) {
-        sha256_block = sha256_block_ni;
-        variant = "x86 SHA extensions";
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (sha256_md == NULL || hmac_mac == NULL) {
+        PyErr_SetString(PyExc_ImportError, "OpenSSL's libcrypto offers no SHA256 or HMAC here");
+        return NULL;
     }
-#endif
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddStringConstant(m, "SHA256", variant) < 0)
+    if (m != NULL && PyModule_AddStringConstant(m, "OPENSSL", OpenSSL_version(OPENSSL_VERSION)) < 0)
         Py_CLEAR(m);
     return m;
 }
