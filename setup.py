@@ -2,10 +2,17 @@
 
 contribflow/_copyrows.c is ingest's encoder for the usual file: the record hashes, the taxpayer
 keys and the COPY text, built without the GIL. It is optional: without a C compiler ingest builds
-the same bytes in Python, slower. tests/test_copyrows.py requires it where the tests run, and the
-ingest image fails to build without it.
+the same bytes in Python, slower. tests/test_copyrows.py requires it where the tests run.
+
+CONTRIBFLOW_REQUIRE_EXTENSION=1 makes it mandatory: a compile error then fails the install instead
+of falling back silently. The ingest image builds with it set (images/ingest/Dockerfile), so an image
+without the encoder cannot be built.
 """
+
+import os
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("contribflow._copyrows", ["contribflow/_copyrows.c"], optional=True)])
+REQUIRED = os.environ.get("CONTRIBFLOW_REQUIRE_EXTENSION", "") not in ("", "0")
+
+setup(ext_modules=[Extension("contribflow._copyrows", ["contribflow/_copyrows.c"], optional=not REQUIRED)])

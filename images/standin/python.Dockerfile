@@ -1,0 +1,19 @@
+# Stand-in for the official python:3.11-slim-bookworm image, for machines where no registry answers
+# (images/standin/base-image.sh builds it only then). Debian bookworm's own Python 3.11, its venv
+# module and headers, and pip from Debian's pip wheel (Debian disables ensurepip), installed where
+# the official image has them: `python`, `python3` and `pip` on PATH in /usr/local/bin.
+ARG DEBIAN=contribflow-standin/debian:bookworm
+FROM ${DEBIAN}
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get upgrade -y \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv libpython3.11-dev python3-pip-whl \
+      netbase tzdata \
+ && rm -f /usr/lib/python3.11/EXTERNALLY-MANAGED \
+ && ln -s /usr/bin/python3.11 /usr/local/bin/python3 \
+ && ln -s /usr/bin/python3.11 /usr/local/bin/python \
+ && wheel=$(ls /usr/share/python-wheels/pip-*.whl) \
+ && python3.11 "$wheel/pip" install --no-index --no-cache-dir --disable-pip-version-check "$wheel" \
+ && apt-get purge -y python3-pip-whl \
+ && rm -rf /var/lib/apt/lists/* /root/.cache
+CMD ["python3"]

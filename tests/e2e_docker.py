@@ -1,0 +1,366 @@
+"""`make e2e-docker`: the rendered WorkflowTemplate contribflow-daily, run in real containers.
+
+The images (`make images`) and the bases (`make base-image`) must be in the engine already; the
+Makefile target builds them first. Then, on a fresh user-defined bridge network:
+
+1. `helm template` of the chart with the kind values gives the Secrets (generated passwords), the
+   settings ConfigMap, the PostgreSQL StatefulSet, its Service and its init script;
+2. PostgreSQL runs from that StatefulSet's own container spec, volumes and init script (every key
+   mapped to Docker by tests/docker_executor.py, or refused); the steps reach it over TCP under the
+   Service's name, each role with its own password;
+3. the daily template is replayed by tests/argo_replay.py with the Docker executor: every task in
+   its own image, with its command, args, env, securityContext, resources and volumes;
+4. scripts/e2e_check.sql must print nothing; the analyst login reads the marts and is refused raw;
+   a wrong password is refused over TCP;
+5. a second run, on a copy of the first day's landed file whose header line is broken, must fail the
+   task that reads it, never run that task's dependants, and have the exit handler record it;
+6. a table: each step's wall time in its container, each image's size.
+
+Exits non-zero on any failure. Everything it starts (containers, network, folders) is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from argo_replay import Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
+from docker_executor import DockerExecutor, secret_files  # noqa: E402
+
+from contribflow import k8s  # noqa: E402
+from contribflow.contract import file_name  # noqa: E402
+
+DAILY = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.yaml"
+CHART = ROOT / "helm" / "contribflow"
+VALUES = CHART / "ci" / "kind-values.yaml"
+RELEASE = NAMESPACE = "contribflow"
+CHECK_SQL = ROOT / "scripts" / "e2e_check.sql"
+
+
+class E2EFailure(AssertionError):
+    pass
+
+
+def sh(*argv: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None
+       ) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, input=input, capture_output=True, text=True, env=env)
+    if check and done.returncode != 0:
+        raise E2EFailure(f"{' '.join(argv[:4])} … failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done
+
+
+def render_chart(helm: str) -> list[dict[str, Any]]:
+    text = sh(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", str(VALUES)).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    if len(found) != 1:
+        raise E2EFailure(f"the chart renders {len(found)} {kind} named {name!r}, expected one")
+    return found[0]
+
+
+class Postgres:
+    """The chart's PostgreSQL StatefulSet, run as one container."""
+
+    def __init__(self, executor: DockerExecutor, objects: list[dict[str, Any]], work: Path, suffix: str) -> None:
+        self.executor, self.docker = executor, executor.docker
+        sts = one(objects, "StatefulSet")
+        self.service = one(objects, "Service", sts["spec"]["serviceName"])["metadata"]["name"]
+        pod = sts["spec"]["template"]["spec"]
+        containers = pod["containers"]
+        if len(containers) != 1 or pod.get("initContainers"):
+            raise E2EFailure("the PostgreSQL pod is expected to have exactly one container")
+        self.container = containers[0]
+        self.pod_spec = {"securityContext": pod.get("securityContext", {})}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for claim in sts["spec"].get("volumeClaimTemplates", []):
+            volumes[claim["metadata"]["name"]] = {"name": claim["metadata"]["name"],
+                                                  "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+        self.volumes = {}
+        for mount in self.container.get("volumeMounts", []):
+            self.volumes[mount["mountPath"].rstrip("/")] = (volumes[mount["name"]], work / "postgresql" / mount["name"])
+        self.files = secret_files(objects)
+        self.name = f"{sts['metadata']['name']}-0-{suffix}"
+        self.env = {e["name"]: e.get("value") for e in self.container.get("env", [])}
+
+    def start(self, pghost: str) -> float:
+        return self.executor.start_service(self.name, self.container, self.pod_spec, self.volumes, self.files,
+                                           sorted({self.service, pghost}))
+
+    def psql_super(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """psql in the container as the superuser the image was started with, as `make e2e` does in the cluster."""
+        script = ('PGPASSWORD=$(cat "$POSTGRES_PASSWORD_FILE"); export PGPASSWORD; '
+                  'exec psql -X -q -At -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" "$@"')
+        return sh(self.docker, "exec", "-i", self.name, "sh", "-c", script, "psql", *args, input=input, check=check)
+
+    def psql_tcp(self, user: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
+        """psql over TCP through the Service's name (the bridge network), as a login user."""
+        return sh(self.docker, "exec", "-e", "PGPASSWORD", self.name, "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                  "-h", self.service, "-U", user, "-d", self.env["POSTGRES_DB"], "-c", sql, check=False,
+                  env={"PATH": "/usr/bin:/bin:/usr/local/bin", "PGPASSWORD": password})
+
+    def stop(self) -> None:
+        sh(self.docker, "rm", "-f", "-v", self.name, check=False)
+
+
+def replay(executor: DockerExecutor, work: Path, objects: list[dict[str, Any]], params: dict[str, str],
+           landing: Path, name: str) -> tuple[ReplayResult, str]:
+    template = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
+    files = secret_files(objects)
+    secrets = {o["metadata"]["name"]: {k: v.decode() for k, v in files[o["metadata"]["name"]].items()}
+               for o in objects if o["kind"] == "Secret"}
+    config_maps = {o["metadata"]["name"]: {k: v.decode() for k, v in files[o["metadata"]["name"]].items()}
+                   for o in objects if o["kind"] == "ConfigMap"}
+    uid = str(uuid.uuid4())
+    result = Replay(template, parameters=params, secrets=secrets, config_maps=config_maps,
+                    work_dir=work / name, workflow_uid=uid, workflow_name=name, base_env={},
+                    claims={k8s.LANDING_PVC: landing}, executor=executor,
+                    workflow_templates={template["metadata"]["name"]: template}).run()
+    return result, uid
+
+
+def all_runs(result: ReplayResult) -> list[TaskRun]:
+    return [*result.tasks.values(), *([result.exit_handler] if result.exit_handler else [])]
+
+
+def describe(result: ReplayResult) -> str:
+    lines = []
+    for run in all_runs(result):
+        tail = run.attempts[-1].stderr.strip().splitlines()[-12:] if run.attempts else []
+        lines.append(f"  {run.name}: {run.phase}" + ("".join(f"\n      {t}" for t in tail) if run.phase == "Failed" else ""))
+    return "\n".join(lines)
+
+
+def dependants(template: dict[str, Any], failed: set[str]) -> set[str]:
+    tasks = next(t for t in template["spec"]["templates"] if t["name"] == template["spec"]["entrypoint"])["dag"]["tasks"]
+    found: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for task in tasks:
+            if task["name"] not in found and set(depends_on(task)) & (failed | found):
+                found.add(task["name"])
+                changed = True
+    return found
+
+
+def etl_rows(pg: Postgres, run_id: str) -> dict[str, tuple[str, str]]:
+    out = pg.psql_super("-F", "\t", "-c",
+                        f"SELECT DISTINCT ON (step) step, status, coalesce(error, '') FROM meta.etl_run "
+                        f"WHERE run_id = '{run_id}' ORDER BY step, id DESC").stdout
+    rows = {}
+    for line in out.splitlines():
+        step, status, error = (line.split("\t") + ["", ""])[:3]
+        rows[step] = (status, error)
+    return rows
+
+
+def image_size(docker: str, image: str) -> int:
+    return int(sh(docker, "image", "inspect", "-f", "{{.Size}}", image).stdout.strip())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docker", default="docker")
+    parser.add_argument("--helm", default=str(ROOT / ".tools" / "bin" / "helm"))
+    parser.add_argument("--date", default="2026-11-24", help="the first run's date; the broken run is the next day")
+    parser.add_argument("--rows", default=None, help="rows the generate step writes (default: the template's)")
+    parser.add_argument("--keep", action="store_true", help="leave the containers, network and folders")
+    args = parser.parse_args()
+    docker = args.docker
+
+    info = sh(docker, "info", "--format", "{{json .SecurityOptions}}", check=False)
+    if info.returncode != 0:
+        print(f"e2e-docker: no Docker engine answers ({docker} info): {info.stderr.strip()}", file=sys.stderr)
+        return 1
+    if "seccomp" not in info.stdout:
+        print("e2e-docker: the engine runs without seccomp; RuntimeDefault cannot be honoured", file=sys.stderr)
+        return 1
+
+    suffix = uuid.uuid4().hex[:6]
+    network = f"contribflow-e2e-{suffix}"
+    work = Path(tempfile.mkdtemp(prefix="contribflow-e2e-docker-"))
+    executor = DockerExecutor(docker, network, labels={"org.contribflow.e2e": suffix})
+    objects = render_chart(args.helm)
+    settings = one(objects, "ConfigMap", k8s.CONFIGMAP)["data"]
+    secrets = secret_files(objects)[k8s.DB_SECRET]
+    pg = Postgres(executor, objects, work, suffix)
+    landing = work / "pvc" / k8s.LANDING_PVC
+    template = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
+    on_exit = template["spec"].get("onExit")
+    day1 = dt.date.fromisoformat(args.date)
+    day2 = day1 + dt.timedelta(days=1)
+    timings: list[tuple[str, str, str, str, float]] = []
+    problems: list[str] = []
+    started = time.monotonic()
+    sh(docker, "network", "create", "--label", f"org.contribflow.e2e={suffix}", network)
+    try:
+        ready_s = pg.start(settings["PGHOST"])
+        timings.append(("postgresql (ready)", pg.container["image"], "", "ready", ready_s))
+        print(f"==> PostgreSQL from the chart's StatefulSet: ready in {ready_s:.1f}s "
+              f"({pg.container['image']}, network alias {pg.service})")
+
+        # --- run 1: the day, end to end ------------------------------------------------------------
+        params = {"run-date": day1.isoformat(), "generate": "true", **({"rows": args.rows} if args.rows else {})}
+        name1 = f"contribflow-daily-{suffix}a"
+        result1, uid1 = replay(executor, work, objects, params, landing, name1)
+        timings += step_rows("run 1", result1, template, on_exit)
+        if result1.status != "Succeeded" or not result1.exit_handler or result1.exit_handler.phase != "Succeeded":
+            problems.append(f"run 1 did not succeed:\n{describe(result1)}")
+        else:
+            print(f"==> run 1 ({day1}): every task Succeeded, and the exit handler")
+            check = pg.psql_super("-v", f"run_id={uid1}", "-f", "-", input=CHECK_SQL.read_text(), check=False)
+            if check.returncode != 0 or check.stdout.strip():
+                problems.append(f"scripts/e2e_check.sql for run 1:\n{check.stdout}{check.stderr}")
+            else:
+                print("==> scripts/e2e_check.sql: no problem reported")
+
+            # --- the analyst's login over TCP: marts yes, raw no; a wrong password is refused -------
+            user_key, password_key = k8s.db_secret_keys("analyst")
+            analyst, password = secrets[user_key].decode(), secrets[password_key].decode()
+            marts = pg.psql_tcp(analyst, password, "SELECT count(*) > 0 FROM marts.fct_contributions")
+            raw = pg.psql_tcp(analyst, password, "SELECT count(*) FROM raw.contributions")
+            wrong = pg.psql_tcp(analyst, password + "x", "SELECT 1")
+            if marts.returncode != 0 or marts.stdout.strip() != "t":
+                problems.append(f"the analyst cannot read the marts over TCP: {marts.stdout}{marts.stderr}")
+            if raw.returncode == 0 or "permission denied" not in raw.stderr:
+                problems.append(f"the analyst was not refused raw: rc={raw.returncode} {raw.stdout}{raw.stderr}")
+            if wrong.returncode == 0 or "password authentication failed" not in wrong.stderr:
+                problems.append(f"a wrong analyst password was not refused: {wrong.stdout}{wrong.stderr}")
+            if not problems:
+                print("==> analyst over TCP: reads the marts, refused raw (permission denied); a wrong password is refused")
+
+        # --- run 2: a broken source file ---------------------------------------------------------------
+        source = landing / file_name(day1)
+        if not problems:
+            if not source.is_file():
+                problems.append(f"run 1 left no landed file {source.name} to break")
+            else:
+                lines = source.read_bytes().split(b"\n", 1)
+                broken = landing / file_name(day2)
+                broken.write_bytes(b"not,the,contract,header\n" + (lines[1] if len(lines) > 1 else b""))
+                shutil.chown(broken, user=10001, group=10001)
+                name2 = f"contribflow-daily-{suffix}b"
+                result2, uid2 = replay(executor, work, objects, {"run-date": day2.isoformat(), "generate": "false"},
+                                       landing, name2)
+                timings += step_rows("run 2", result2, template, on_exit)
+                problems += check_broken_run(template, result2, etl_rows(pg, uid2), on_exit)
+                if not problems:
+                    failed = sorted(n for n, r in result2.tasks.items() if r.phase == "Failed")
+                    print(f"==> run 2 ({day2}, broken header): {', '.join(failed)} FAILED, its dependants "
+                          f"{sorted(dependants(template, set(failed))) or 'none'} not run, {on_exit} recorded FAILED")
+
+        health = sh(docker, "inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", pg.name).stdout.strip()
+        if "livenessProbe" in pg.container and health not in ("healthy", "starting"):
+            problems.append(f"PostgreSQL's liveness probe (Docker health check) reports {health!r}")
+    except (ReplayError, E2EFailure, subprocess.CalledProcessError) as e:
+        problems.append(f"{type(e).__name__}: {e}")
+    finally:
+        total = time.monotonic() - started
+        if not args.keep:
+            pg.stop()
+            sh(docker, "network", "rm", network, check=False)
+            shutil.rmtree(work, ignore_errors=True)
+
+    print_table(docker, timings, template, pg.container["image"], total)
+    if problems:
+        print("\ne2e-docker FAILED:", file=sys.stderr)
+        for problem in problems:
+            print(f"- {problem}", file=sys.stderr)
+        return 1
+    print("\ne2e-docker: OK")
+    return 0
+
+
+def step_rows(label: str, result: ReplayResult, template: dict[str, Any], on_exit: str | None
+              ) -> list[tuple[str, str, str, str, float]]:
+    """One row per attempt of each task in DAG order (Skipped/Omitted tasks too), then the exit handler."""
+    rows = []
+    for run in all_runs(result):
+        image = image_of(template, run.name, on_exit)
+        if not run.attempts:
+            rows.append((f"{label} {run.name}", image, "", run.phase.lower(), float("nan")))
+        for attempt in run.attempts:
+            rows.append((f"{label} {run.name}", image, run.pod_name,
+                         "ok" if attempt.exit_code == 0 else f"exit {attempt.exit_code}", attempt.wall_s))
+    return rows
+
+
+def image_of(template: dict[str, Any], task: str, on_exit: str | None) -> str:
+    """The image of a task's template (the exit handler's is its own template)."""
+    tasks = next(t for t in template["spec"]["templates"] if t["name"] == template["spec"]["entrypoint"])["dag"]["tasks"]
+    name = next((t["template"] for t in tasks if t["name"] == task), task if task == on_exit else task)
+    found = next((t for t in template["spec"]["templates"] if t["name"] == name), {})
+    return found.get("container", {}).get("image", "")
+
+
+def check_broken_run(template: dict[str, Any], result: ReplayResult, rows: dict[str, tuple[str, str]],
+                     on_exit: str | None) -> list[str]:
+    problems = []
+    failed = {n for n, r in result.tasks.items() if r.phase == "Failed"}
+    if not failed:
+        return [f"run 2 on a broken file failed no task:\n{describe(result)}"]
+    if result.status != "Failed":
+        problems.append(f"run 2 ended {result.status}, not Failed")
+    later = dependants(template, failed)
+    ran = sorted(n for n in later if result.tasks[n].phase != "Omitted")
+    if ran:
+        problems.append(f"run 2: dependants of {sorted(failed)} ran anyway: {ran}")
+    for name in failed:
+        if rows.get(name, ("",))[0] != "FAILED":
+            problems.append(f"run 2: meta.etl_run has {rows.get(name)} for the failed task {name}, not FAILED")
+    recorded = sorted(set(rows) & later)
+    if recorded:
+        problems.append(f"run 2: meta.etl_run has rows for tasks that never ran: {recorded}")
+    if on_exit:
+        handler = result.exit_handler
+        if handler is None or not handler.attempts:
+            problems.append("run 2: the exit handler did not run")
+        status, error = rows.get(on_exit, ("", ""))
+        if status != "FAILED" or not any(name in error for name in failed):
+            problems.append(f"run 2: {on_exit} recorded {status!r} {error!r}, not FAILED naming {sorted(failed)}")
+    return problems
+
+
+def print_table(docker: str, timings: list[tuple[str, str, str, str, float]], template: dict[str, Any],
+                postgres_image: str, total: float) -> None:
+    print("\nstep                          image                                           result   wall s")
+    for step, image, _pod, result, wall in timings:
+        shown = "     -" if wall != wall else f"{wall:6.1f}"
+        print(f"{step:<29} {image.rsplit('/', 1)[-1]:<47} {result:<8} {shown}")
+    images = sorted({t["container"]["image"] for t in template["spec"]["templates"] if "container" in t})
+    print("\nimage                                                   size MB   base")
+    for image in [*images, postgres_image]:
+        done = sh(docker, "image", "inspect", "-f",
+                  '{{.Size}} {{index .Config.Labels "org.opencontainers.image.base.name"}}'
+                  ' {{index .Config.Labels "org.contribflow.standin"}}', image, check=False)
+        if done.returncode != 0:
+            print(f"{image:<55} (not built)")
+            continue
+        size, base, standin = (done.stdout.split() + ["", ""])[:3]
+        note = "" if base == "<no value>" else f"FROM {base}"
+        if standin and standin != "<no value>":
+            note += f" ({'on ' if note else ''}a local stand-in of {standin}, see README Images)"
+        print(f"{image:<55} {int(size) / 1e6:8.1f}   {note.strip()}")
+    print(f"\ntotal (PostgreSQL start, both runs, checks): {total:.1f}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
