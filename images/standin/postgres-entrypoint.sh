@@ -38,8 +38,10 @@ if [[ ! -s $PGDATA/PG_VERSION ]]; then
   mkdir -p "$PGDATA" && chmod 700 "$PGDATA"
   echo "docker-entrypoint.sh: initdb of $PGDATA for superuser $POSTGRES_USER"
   # The password reaches initdb through a pipe, never a file or an argument.
+  # POSTGRES_INITDB_ARGS is split into words, as the official image does.
+  read -r -a initdb_args <<<"${POSTGRES_INITDB_ARGS:-}"
   initdb --username="$POSTGRES_USER" --pwfile=<(printf '%s\n' "$POSTGRES_PASSWORD") \
-         --auth-local=trust --auth-host=scram-sha-256 ${POSTGRES_INITDB_ARGS:-} >/dev/null
+         --auth-local=trust --auth-host=scram-sha-256 "${initdb_args[@]}" >/dev/null
   printf '\n# docker-entrypoint.sh: password logins from any address\nhost all all all scram-sha-256\n' \
     >>"$PGDATA/pg_hba.conf"
 
