@@ -39,8 +39,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from argo_replay import Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
-from docker_executor import DockerExecutor, secret_files  # noqa: E402
+from argo_replay import Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
+from docker_executor import DockerExecutor, cpu_quantity, memory_bytes, secret_files  # noqa: E402
 
 from contribflow import k8s  # noqa: E402
 from contribflow.contract import file_name  # noqa: E402
@@ -116,8 +116,108 @@ class Postgres:
                   "-h", self.service, "-U", user, "-d", self.env["POSTGRES_DB"], "-c", sql, check=False,
                   env={"PATH": "/usr/bin:/bin:/usr/local/bin", "PGPASSWORD": password})
 
+    def check_sandbox(self) -> list[str]:
+        """The server process (PID 1 after the entrypoint's exec) as the StatefulSet asks: its uid,
+        no capabilities, no_new_privs, and a read-only root filesystem."""
+        status = dict(line.split(":", 1) for line in
+                      sh(self.docker, "exec", self.name, "cat", "/proc/1/status").stdout.splitlines() if ":" in line)
+        csc = self.container.get("securityContext", {})
+        uid = csc.get("runAsUser", self.pod_spec["securityContext"].get("runAsUser"))
+        seen = (int(status["Uid"].split()[0]), int(status["CapEff"], 16), int(status["NoNewPrivs"]), status["Name"].strip())
+        root = sh(self.docker, "exec", self.name, "sh", "-c", "touch /probe", check=False)
+        if seen != (uid, 0, 1, "postgres") or root.returncode == 0:
+            return [f"the PostgreSQL container runs as (uid, CapEff, NoNewPrivs, PID 1) {seen}, root writable: "
+                    f"{root.returncode == 0}; the StatefulSet asks for uid {uid}, no capabilities, read-only root"]
+        print(f"==> PostgreSQL PID 1 is postgres as uid {seen[0]}, CapEff 0x0, no_new_privs 1, root read-only")
+        return []
+
     def stop(self) -> None:
         sh(self.docker, "rm", "-f", "-v", self.name, check=False)
+
+
+# Run in each task's image with its container spec, in place of its command: what the kernel
+# actually enforces on the process (not what flags were passed).
+PROBE = r"""
+import json, os
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+def read(*paths):
+    for path in paths:
+        try:
+            return open(path).read().strip()
+        except OSError:
+            pass
+    return None
+def writable(folder):
+    try:
+        with open(os.path.join(folder, ".probe"), "w") as f:
+            f.write("x")
+        os.remove(os.path.join(folder, ".probe"))
+        return True
+    except OSError:
+        return False
+cpu_max = read("/sys/fs/cgroup/cpu.max")
+if cpu_max:
+    quota, period = cpu_max.split()
+else:
+    quota, period = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us"), \
+        read("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us")
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+    "cap_eff": int(status["CapEff"].strip(), 16), "no_new_privs": int(status["NoNewPrivs"]),
+    "seccomp": int(status["Seccomp"]),
+    "root_writable": writable("/"),
+    "mounts_writable": {m: writable(m) for m in json.loads(os.environ["PROBE_MOUNTS"])},
+    "memory": read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    "cpu": None if quota in (None, "max", "-1") else int(quota) / int(period),
+}))
+"""
+
+
+def probe_containers(executor: DockerExecutor, template: dict[str, Any], work: Path) -> list[str]:
+    """Each container template's spec, run with the probe: returns the differences from the manifest."""
+    problems = []
+    volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+    psc = template["spec"].get("securityContext", {})
+    for tmpl in template["spec"]["templates"]:
+        if "container" not in tmpl:
+            continue
+        spec = dict(tmpl["container"], command=["python"], args=["-I", "-c", PROBE], env=[], envFrom=[])
+        mounts = {m["mountPath"].rstrip("/"): (volumes[m["name"]], work / "probe" / tmpl["name"] / m["name"])
+                  for m in spec.get("volumeMounts", [])}
+        writable_mounts = [m["mountPath"] for m in spec.get("volumeMounts", []) if not m.get("readOnly")]
+        pod = Pod(f"probe-{tmpl['name']}", spec, ["python", "-I", "-c", PROBE],
+                  {"PROBE_MOUNTS": json.dumps(writable_mounts)}, mounts, {"securityContext": psc})
+        attempt = executor.run(pod, 120)
+        executor.runs.pop()
+        if attempt.exit_code != 0:
+            problems.append(f"probe of {tmpl['name']} failed: {attempt.stderr.strip()[-500:]}")
+            continue
+        seen = json.loads(attempt.stdout.strip().splitlines()[-1])
+        csc = spec.get("securityContext", {})
+        limits = spec.get("resources", {}).get("limits", {})
+        expected = {
+            "uid": csc.get("runAsUser", psc.get("runAsUser")), "gid": csc.get("runAsGroup", psc.get("runAsGroup")),
+            "no_new_privs": 1 if csc.get("allowPrivilegeEscalation") is False else seen["no_new_privs"],
+            "seccomp": 2, "root_writable": not csc.get("readOnlyRootFilesystem", False),
+            "mounts_writable": {m: True for m in writable_mounts},
+        }
+        if "ALL" in (csc.get("capabilities") or {}).get("drop", []) and not csc["capabilities"].get("add"):
+            expected["cap_eff"] = 0
+        if "memory" in limits:
+            expected["memory"] = str(memory_bytes(limits["memory"]))
+        if "cpu" in limits:
+            expected["cpu"] = cpu_quantity(limits["cpu"])
+        wrong = {k: (seen.get(k), v) for k, v in expected.items() if seen.get(k) != v}
+        if psc.get("fsGroup") is not None and psc["fsGroup"] not in seen["groups"]:
+            wrong["groups"] = (seen["groups"], f"to include fsGroup {psc['fsGroup']}")
+        if wrong:
+            problems.append(f"in its container, {tmpl['name']} differs from its manifest (seen, expected): {wrong}")
+        else:
+            print(f"==> {tmpl['name']:<10} in {spec['image'].rsplit('/', 1)[-1]}: uid {seen['uid']}:{seen['gid']} "
+                  f"groups {seen['groups']}, CapEff {seen['cap_eff']:#x}, no_new_privs {seen['no_new_privs']}, "
+                  f"seccomp filter, root {'rw' if seen['root_writable'] else 'read-only'}, "
+                  f"memory {int(seen['memory']) // 2**20}Mi, cpu {seen['cpu']:g}: as the manifest says")
+    return problems
 
 
 def replay(executor: DockerExecutor, work: Path, objects: list[dict[str, Any]], params: dict[str, str],
@@ -210,12 +310,23 @@ def main() -> int:
     timings: list[tuple[str, str, str, str, float]] = []
     problems: list[str] = []
     started = time.monotonic()
+    # What an interrupted earlier run left (only what this script starts carries the label).
+    stale = sh(docker, "ps", "-aq", "--filter", "label=org.contribflow.e2e", check=False).stdout.split()
+    if stale:
+        sh(docker, "rm", "-f", "-v", *stale, check=False)
+    for old_network in sh(docker, "network", "ls", "-q", "--filter", "label=org.contribflow.e2e", check=False).stdout.split():
+        sh(docker, "network", "rm", old_network, check=False)
     sh(docker, "network", "create", "--label", f"org.contribflow.e2e={suffix}", network)
     try:
         ready_s = pg.start(settings["PGHOST"])
         timings.append(("postgresql (ready)", pg.container["image"], "", "ready", ready_s))
         print(f"==> PostgreSQL from the chart's StatefulSet: ready in {ready_s:.1f}s "
               f"({pg.container['image']}, network alias {pg.service})")
+
+        problems += pg.check_sandbox()
+
+        # --- each template's container: what the kernel enforces is what the manifest says -------
+        problems += probe_containers(executor, template, work)
 
         # --- run 1: the day, end to end ------------------------------------------------------------
         params = {"run-date": day1.isoformat(), "generate": "true", **({"rows": args.rows} if args.rows else {})}
