@@ -133,9 +133,21 @@ def test_ingest_builder_imports_the_extension_from_the_venv_and_requires_it():
                      r"assert m.__file__.startswith\('/opt/venv/'\)", check), check
 
 
-def test_setup_makes_the_extension_mandatory_on_request(tmp_path: Path):
-    setup = (ROOT / "setup.py").read_text()
-    assert 'os.environ.get("CONTRIBFLOW_REQUIRE_EXTENSION"' in setup and "optional=not REQUIRED" in setup
+@pytest.mark.parametrize("required", ["", "1"])
+def test_a_compile_error_of_the_encoder_fails_the_build_only_when_required(required: str, tmp_path: Path):
+    """setup.py on a copy of the tree whose encoder does not compile: optional by default (a warning,
+    exit 0), an error under CONTRIBFLOW_REQUIRE_EXTENSION=1, as the ingest image builds it."""
+    shutil.copy(ROOT / "setup.py", tmp_path / "setup.py")
+    (tmp_path / "contribflow").mkdir()
+    source = (ROOT / "contribflow" / "_copyrows.c").read_text()
+    (tmp_path / "contribflow" / "_copyrows.c").write_text(source + "\n#error deliberately broken\n")
+    env = {k: v for k, v in os.environ.items() if k != "CONTRIBFLOW_REQUIRE_EXTENSION"}
+    if required:
+        env["CONTRIBFLOW_REQUIRE_EXTENSION"] = required
+    done = subprocess.run([sys.executable, "setup.py", "build_ext", "--build-lib", "lib", "--build-temp", "tmp"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "deliberately broken" in done.stderr + done.stdout
+    assert (done.returncode != 0) == bool(required), done.stderr[-2000:]
 
 
 def test_apt_installs_float_within_the_base_s_release_by_policy():
