@@ -287,11 +287,16 @@ def install_image(image_name: str, venv: Path, python: str) -> None:
 
     extras = ",".join(IMAGES[image_name].extras)
     fresh_venv(venv, python)
+    # The builder's RUN may make the compiled extension mandatory (ingest): so is it here.
+    runs = " ".join(i.value for i in parse_dockerfile((ROOT / IMAGES[image_name].dockerfile).read_text())[0].all("RUN"))
+    env = pip_env()
+    if "CONTRIBFLOW_REQUIRE_EXTENSION=1" in runs:
+        env["CONTRIBFLOW_REQUIRE_EXTENSION"] = "1"
     with tempfile.TemporaryDirectory(prefix=f"contribflow-{image_name}-context-") as tmp:
         context = builder_context(image_name, Path(tmp))
         _must(pip(python, venv, "install", "--quiet", "--no-cache-dir",
                   "--constraint", str(lock_file(image_name)), f".[{extras}]"),
-              f"installing the {image_name} image's dependency set", cwd=context, env=pip_env())
+              f"installing the {image_name} image's dependency set", cwd=context, env=env)
 
 
 def installed(venv: Path, python: str) -> dict[str, str]:
