@@ -177,6 +177,11 @@ class DockerExecutor:
         gid = int(fs_group) if fs_group is not None else 0
         host.mkdir(parents=True, exist_ok=True)
         if kinds <= {"emptyDir", "persistentVolumeClaim"} and len(kinds) == 1:
+            # A disk-backed emptyDir's sizeLimit is enforced by the kubelet's eviction, which nothing
+            # here imitates (README: still offline); any other field is refused.
+            _unknown(where, f"volume {volume['name']} keys", set(volume.get("emptyDir") or {}), {"sizeLimit"})
+            _unknown(where, f"volume {volume['name']} keys", set(volume.get("persistentVolumeClaim") or {}),
+                     {"claimName"})
             os.chown(host, 0, gid)
             os.chmod(host, 0o2770 if fs_group is not None else 0o777)
             return

@@ -56,6 +56,18 @@ def test_quantities():
     assert memory_bytes("256Mi") == 256 * 2**20 and memory_bytes("2Gi") == 2 * 2**30 and memory_bytes("1G") == 10**9
 
 
+def test_a_volume_field_nothing_maps_is_refused(tmp_path: Path):
+    container = containers()[0]["container"]
+    volumes = task_volumes(container, tmp_path)
+    volume, host = volumes["/tmp"]
+    volumes["/tmp"] = ({"name": "tmp", "emptyDir": {"medium": "Memory"}}, host)
+    with pytest.raises(ReplayError, match=r"volume tmp keys \['medium'\]"):
+        EXECUTOR.flags("t", container, {"securityContext": DAILY["spec"]["securityContext"]}, volumes)
+    volumes["/tmp"] = ({"name": "tmp", "hostPath": {"path": "/"}}, host)
+    with pytest.raises(ReplayError, match="hostPath"):
+        EXECUTOR.flags("t", container, {"securityContext": DAILY["spec"]["securityContext"]}, volumes)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.update(lifecycle={"preStop": {}}), r"container keys \['lifecycle'\]"),
     (lambda c: c["securityContext"].update(procMount="Unmasked"), r"securityContext keys \['procMount'\]"),
