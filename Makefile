@@ -37,7 +37,7 @@ db-stop: install ## Stop the embedded PostgreSQL that `make run` started
 	$(BIN)/contribflow db stop
 
 .PHONY: test
-test: install ## Run every test: unit, integration (starts its own PostgreSQL) and the offline checks
+test: install ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
 	$(BIN)/pytest
 	@for check in $(TEST_CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
 
@@ -129,8 +129,8 @@ docker-engine: ## A Docker engine that answers: apt-get install docker.io/deboot
 .PHONY: base-image
 base-image: install ## BASE_IMAGE and POSTGRES_IMAGE present locally: pulled, or built as Debian stand-ins when no registry answers
 	@$(require_docker)
-	@DOCKER=$(DOCKER) images/standin/base-image.sh python $(BASE_IMAGE)
-	@DOCKER=$(DOCKER) images/standin/base-image.sh postgres $(POSTGRES_IMAGE)
+	@DOCKER=$(DOCKER) PYTHON=$(BIN)/python images/standin/base-image.sh python $(BASE_IMAGE)
+	@DOCKER=$(DOCKER) PYTHON=$(BIN)/python images/standin/base-image.sh postgres $(POSTGRES_IMAGE)
 
 .PHONY: e2e-docker
 e2e-docker: install tools ## The rendered daily template in real containers: engine, bases, images, the chart's PostgreSQL, two runs, step table

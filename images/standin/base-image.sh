@@ -18,6 +18,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 WORK=${STANDIN_WORK:-$ROOT/.tools/standin}
 DEBIAN_STANDIN=${DEBIAN_STANDIN:-contribflow-standin/debian:bookworm}
 PGSERVER_VERSION=${PGSERVER_VERSION:-0.1.4}
+PYTHON=${PYTHON:-python3}  # with pip, for the pgserver wheel (`make base-image` passes the project's venv)
 export DOCKER_BUILDKIT=0
 
 log() { echo "==> $*"; }
@@ -118,10 +119,10 @@ ensure() {  # ensure KIND NAME
       rm -rf "$ctx" && mkdir -p "$ctx" "$WORK/wheels"
       if ! compgen -G "$WORK/wheels/pgserver-$PGSERVER_VERSION-*.whl" >/dev/null; then
         log "pip download pgserver==$PGSERVER_VERSION (its PostgreSQL 16 binaries)"
-        python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$WORK/wheels" \
+        "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --dest "$WORK/wheels" \
           "pgserver==$PGSERVER_VERSION"
       fi
-      python3 -m zipfile -e "$(compgen -G "$WORK/wheels/pgserver-$PGSERVER_VERSION-*.whl" | head -n 1)" "$ctx/wheel"
+      "$PYTHON" -m zipfile -e "$(compgen -G "$WORK/wheels/pgserver-$PGSERVER_VERSION-*.whl" | head -n 1)" "$ctx/wheel"
       mkdir -p "$ctx/postgresql/pgserver"
       mv "$ctx/wheel/pgserver/pginstall" "$ctx/postgresql/pgserver/pginstall"
       mv "$ctx/wheel/pgserver.libs" "$ctx/postgresql/pgserver.libs"
