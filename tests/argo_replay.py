@@ -10,6 +10,10 @@ pod). The ``retryStrategy`` expression decides whether a failed attempt is retri
 ``onExit`` template runs last with ``workflow.status``. A reference the replay cannot resolve is
 an error, never silently left in place: the manifest must be complete.
 
+By default each container runs as a local process (its mounts remapped to host folders); with a
+``executor`` (tests/docker_executor.py) each runs in its own image, its container spec mapped to
+the engine's flags, the volumes mounted at their mount paths.
+
 Supported (and checked, so anything else fails loudly): ``depends`` of the form ``a && b``,
 ``when`` of the form ``X == Y`` / ``X != Y``, retry expressions ``asInt(lastRetry.exitCode) == N``,
 ``withParam`` fan-out (items run one after the other), and resource templates that create a
@@ -22,6 +26,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +50,24 @@ class Attempt:
     exit_code: int
     stdout: str
     stderr: str
+    wall_s: float = 0.0
+    """Wall time of the attempt, container start and removal included under an executor."""
+
+
+@dataclass
+class Pod:
+    """What an executor runs: one attempt of a template's container, everything resolved."""
+    name: str
+    container: dict[str, Any]
+    """The manifest's container spec, unchanged (the executor maps every key or refuses it)."""
+    argv: list[str]
+    """``command`` + ``args``, variables substituted (paths as the container sees them)."""
+    env: dict[str, str]
+    """``env`` and ``envFrom`` resolved, Secret and ConfigMap values included."""
+    volumes: dict[str, tuple[dict[str, Any], Path]]
+    """mountPath → (the pod's volume declaration, the host folder standing in for it)."""
+    pod_spec: dict[str, Any]
+    """The pod-level fields the workflow gives every pod (``securityContext``)."""
 
 
 @dataclass
@@ -125,14 +148,18 @@ class Replay:
                  secrets: Mapping[str, Mapping[str, str]], config_maps: Mapping[str, Mapping[str, str]],
                  work_dir: Path, workflow_uid: str, workflow_name: str,
                  base_env: Mapping[str, str] | None = None, claims: Mapping[str, Path] | None = None,
-                 workflow_templates: Mapping[str, dict[str, Any]] | None = None, timeout_s: int = 900) -> None:
+                 workflow_templates: Mapping[str, dict[str, Any]] | None = None, timeout_s: int = 900,
+                 executor: Any = None) -> None:
         self.spec = template["spec"]
         self.templates = {t["name"]: t for t in self.spec["templates"]}
         self.secrets, self.config_maps = secrets, config_maps
         self.work_dir = work_dir
         self.uid, self.name = workflow_uid, workflow_name
-        self.base_env = dict(base_env or {"PATH": os.environ["PATH"]})
+        self.base_env = dict(base_env if base_env is not None else {"PATH": os.environ["PATH"]})
         self.timeout_s = timeout_s
+        self.executor = executor
+        """None: local processes. Else an object whose ``run(pod: Pod, timeout_s) -> Attempt`` runs
+        the pod (tests/docker_executor.py: in a container)."""
         self.parameters = self._parameters(parameters)
         self.workflow_templates = dict(workflow_templates or {})
         """WorkflowTemplates by name, for Workflows a resource template creates (``workflowTemplateRef``)."""
@@ -236,7 +263,7 @@ class Replay:
                        config_maps=self.config_maps, work_dir=self.work_dir / child_name,
                        workflow_uid=str(uuid.uuid4()), workflow_name=child_name, base_env=self.base_env,
                        claims=self.persistent, workflow_templates=self.workflow_templates,
-                       timeout_s=self.timeout_s).run()
+                       timeout_s=self.timeout_s, executor=self.executor).run()
         run = TaskRun(name, "Succeeded" if child.status == "Succeeded" else "Failed", workflow=child)
         for out in template.get("outputs", {}).get("parameters", []):
             if out.get("valueFrom", {}).get("jsonPath") == "{.metadata.name}":
@@ -254,16 +281,28 @@ class Replay:
         pod_dir = self.work_dir / pod_name
         mounts = self._mounts(container, pod_dir)
         where = f"task {name}"
-        argv = [self._remap(substitute(a, scope, where), mounts)
+        # Under an executor the container sees its volumes at their mount paths: nothing is remapped.
+        remap = {} if self.executor is not None else mounts
+        argv = [self._remap(substitute(a, scope, where), remap)
                 for a in [*container.get("command", []), *container.get("args", [])]]
-        env = self._env(container, scope, mounts, where)
+        env = self._env(container, scope, remap, where)
         run = TaskRun(name, "Failed", pod_name, argv, env)
         limit, retry_code = self._retry(template, where)
         while True:
-            done = subprocess.run(argv, env=env, cwd=pod_dir, capture_output=True, text=True,
-                                  timeout=self.timeout_s)
-            run.attempts.append(Attempt(done.returncode, done.stdout, done.stderr))
-            if done.returncode == 0 or retry_code != done.returncode or len(run.attempts) > limit:
+            if self.executor is not None:
+                volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
+                pod = Pod(pod_name, container, argv, env,
+                          {m["mountPath"].rstrip("/"): (volumes[m["name"]], mounts[m["mountPath"].rstrip("/")])
+                           for m in container.get("volumeMounts", [])},
+                          {"securityContext": self.spec.get("securityContext", {})})
+                attempt = self.executor.run(pod, self.timeout_s)
+            else:
+                started = time.monotonic()
+                done = subprocess.run(argv, env=env, cwd=pod_dir, capture_output=True, text=True,
+                                      timeout=self.timeout_s)
+                attempt = Attempt(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+            run.attempts.append(attempt)
+            if attempt.exit_code == 0 or retry_code != attempt.exit_code or len(run.attempts) > limit:
                 break
         run.phase = "Succeeded" if run.attempts[-1].exit_code == 0 else "Failed"
         for out in template.get("outputs", {}).get("parameters", []):

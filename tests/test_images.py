@@ -97,8 +97,71 @@ def test_bases_are_one_pinned_slim_python(name: str):
     bases = [stage.base for stage in stages_of(name)]
     assert len(stages_of(name)) >= 2, "multi-stage: a builder and a final stage"
     assert len(set(bases)) == 1, "the venv built in the builder runs on the same interpreter"
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", bases[-1]), bases[-1]
+    assert re.fullmatch(r"(docker\.io/library/)?python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?",
+                        bases[-1]), bases[-1]
     assert str(PYPROJECT["project"]["requires-python"]) == ">=3.11"
+
+
+def test_every_dockerfile_takes_its_base_as_one_build_arg_with_the_same_default():
+    """BASE_IMAGE chooses the base of both stages of every image (a mirror, a hardened base, the
+    stand-in of `make base-image`); its default is the one pinned official image for all of them."""
+    defaults = set()
+    for image in IMAGES.values():
+        text = (ROOT / image.dockerfile).read_text()
+        assert imagetool.global_args(text).keys() == {"BASE_IMAGE"}, image.dockerfile
+        defaults.add(imagetool.global_args(text)["BASE_IMAGE"])
+        froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+        assert froms and set(froms) == {"${BASE_IMAGE}"}, f"{image.dockerfile}: every FROM is the build arg"
+    assert len(defaults) == 1
+
+
+def test_a_from_naming_an_arg_without_default_is_refused():
+    with pytest.raises(ValueError, match="no global ARG with a default"):
+        imagetool.parse_dockerfile("ARG BASE\nFROM ${BASE}\n")
+    assert imagetool.parse_dockerfile("ARG B=x:1\nFROM $B AS one\n")[0].base == "x:1"
+
+
+def test_ingest_builder_imports_the_extension_from_the_venv_and_requires_it():
+    """The check must not import from the current folder (WORKDIR /src): `import contribflow` would
+    find the copied sources, without the .so; -I keeps it off sys.path. And the extension, optional in setup.py, is made
+    mandatory for the image's install, so a compile error fails the build."""
+    builder = stages_of("ingest")[0]
+    run = " ".join(i.value for i in builder.all("RUN") if "_copyrows" in i.value)
+    assert "CONTRIBFLOW_REQUIRE_EXTENSION=1 python -m pip" in run
+    check = run[run.index("import contribflow._copyrows") - 80:]
+    assert re.search(r"/opt/venv/bin/python -I -c \"import contribflow._copyrows as m; "
+                     r"assert m.__file__.startswith\('/opt/venv/'\)", check), check
+
+
+@pytest.mark.parametrize("required", ["", "1"])
+def test_a_compile_error_of_the_encoder_fails_the_build_only_when_required(required: str, tmp_path: Path):
+    """setup.py on a copy of the tree whose encoder does not compile: optional by default (a warning,
+    exit 0), an error under CONTRIBFLOW_REQUIRE_EXTENSION=1, as the ingest image builds it."""
+    shutil.copy(ROOT / "setup.py", tmp_path / "setup.py")
+    (tmp_path / "contribflow").mkdir()
+    source = (ROOT / "contribflow" / "_copyrows.c").read_text()
+    (tmp_path / "contribflow" / "_copyrows.c").write_text(source + "\n#error deliberately broken\n")
+    env = {k: v for k, v in os.environ.items() if k != "CONTRIBFLOW_REQUIRE_EXTENSION"}
+    if required:
+        env["CONTRIBFLOW_REQUIRE_EXTENSION"] = required
+    done = subprocess.run([sys.executable, "setup.py", "build_ext", "--build-lib", "lib", "--build-temp", "tmp"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "deliberately broken" in done.stderr + done.stdout
+    assert (done.returncode != 0) == bool(required), done.stderr[-2000:]
+
+
+def test_apt_installs_float_within_the_base_s_release_by_policy():
+    """No Debian version pins (a point release removes them from the mirror); the policy is stated
+    in .hadolint.yaml, which ignores DL3008 for that reason and nothing else."""
+    for image in IMAGES.values():
+        for stage in stages_of(image.dockerfile.split("/")[1]):
+            for run in stage.all("RUN"):
+                installs = re.findall(r"apt-get install ([^&;]+)", run.value)
+                assert all("=" not in word for i in installs for word in i.split() if not word.startswith("-")), run.value
+    import yaml
+    config = yaml.safe_load((ROOT / ".hadolint.yaml").read_text())
+    assert config.get("ignored") == ["DL3008"]
+    assert "point release" in (ROOT / ".hadolint.yaml").read_text()
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -175,7 +238,9 @@ def test_oci_labels_and_healthcheck(name: str):
     labels = labels_of(final(name))
     assert labels["org.opencontainers.image.title"] == IMAGES[name].repository
     assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]
-    assert labels["org.opencontainers.image.base.name"].endswith(final(name).base)
+    # The label names the base actually built FROM: the build arg, re-declared in the final stage.
+    assert labels["org.opencontainers.image.base.name"] == "${BASE_IMAGE}"
+    assert [i.value for i in final(name).all("ARG")] == ["BASE_IMAGE"]
     assert labels["org.opencontainers.image.description"]
     assert [i.value for i in final(name).all("HEALTHCHECK")] == ["NONE"]
 
@@ -284,7 +349,8 @@ sys.exit(int(os.environ.get("STANDIN_EXIT_" + name + "_" + sub, "0")))
 
 
 OUTER_MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "DOCKER", "KIND", "KIND_CLUSTER",
-                        "IMAGE_REGISTRY", "IMAGE_TAG", "VENV", "BIN"}
+                        "IMAGE_REGISTRY", "IMAGE_TAG", "VENV", "BIN", "BASE_IMAGE", "EXTRA_CA_FILE",
+                        "POSTGRES_IMAGE"}
 
 
 def _path_without(*tools: str) -> str:
@@ -324,10 +390,25 @@ def test_make_images_builds_exactly_the_image_map(tmp_path: Path):
     assert [c[:6] for c in builds] == [
         ["docker", "build", "-f", image.dockerfile, "-t", image.reference(DEFAULT_REGISTRY, __version__)]
         for image in IMAGES.values()]
+    revision = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    base = imagetool.global_args((ROOT / IMAGES["ingest"].dockerfile).read_text())["BASE_IMAGE"]
     for call in builds:
         assert call[-1] == ".", "the build context is the repository root"
         assert f"org.opencontainers.image.version={__version__}" in call
+        assert f"org.opencontainers.image.revision={revision}" in call, "uncommitted changes show as -dirty"
+        assert f"BASE_IMAGE={base}" in call[call.index("--build-arg") + 1:][:1]
     assert calls[0] == ["docker", "info"], "the daemon is checked before any build"
+    assert not list((ROOT / "images" / "build-ca").glob("*.crt")), "the CA copy is removed after the builds"
+
+
+def test_make_images_passes_the_base_and_refuses_a_missing_ca_file(tmp_path: Path):
+    result, calls = make("images", tmp_path, BASE_IMAGE="mirror.example/python:3.11-slim-bookworm")
+    assert result.returncode == 0, result.stderr
+    assert all("BASE_IMAGE=mirror.example/python:3.11-slim-bookworm" in c for c in calls if c[1] == "build")
+    result, calls = make("images", tmp_path, EXTRA_CA_FILE=str(tmp_path / "missing.pem"))
+    assert result.returncode != 0 and "is not a readable file" in result.stderr
+    assert [c for c in calls if c[1] == "build"] == [c for c in calls if c[1] == "build"][:len(IMAGES)]
 
 
 def test_make_images_takes_registry_and_tag(tmp_path: Path):

@@ -1,0 +1,483 @@
+"""`make e2e-docker`: the rendered WorkflowTemplate contribflow-daily, run in real containers.
+
+The images (`make images`) and the bases (`make base-image`) must be in the engine already; the
+Makefile target builds them first. Then, on a fresh user-defined bridge network:
+
+1. `helm template` of the chart with the kind values gives the Secrets (generated passwords), the
+   settings ConfigMap, the PostgreSQL StatefulSet, its Service and its init script;
+2. PostgreSQL runs from that StatefulSet's own container spec, volumes and init script (every key
+   mapped to Docker by tests/docker_executor.py, or refused); the steps reach it over TCP under the
+   Service's name, each role with its own password;
+3. the daily template is replayed by tests/argo_replay.py with the Docker executor: every task in
+   its own image, with its command, args, env, securityContext, resources and volumes;
+4. scripts/e2e_check.sql must print nothing; the analyst login reads the marts and is refused raw;
+   a wrong password is refused over TCP;
+5. a second run, on a copy of the first day's landed file whose header line is broken, must fail the
+   task that reads it, never run that task's dependants, and have the exit handler record it;
+6. a table: each step's wall time in its container, each image's size.
+
+Exits non-zero on any failure. Everything it starts (containers, network, folders) is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from argo_replay import Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
+from docker_executor import DockerExecutor, cpu_quantity, memory_bytes, secret_files  # noqa: E402
+
+from contribflow import k8s  # noqa: E402
+from contribflow.contract import file_name  # noqa: E402
+
+DAILY = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.yaml"
+CHART = ROOT / "helm" / "contribflow"
+VALUES = CHART / "ci" / "kind-values.yaml"
+RELEASE = NAMESPACE = "contribflow"
+CHECK_SQL = ROOT / "scripts" / "e2e_check.sql"
+
+
+class E2EFailure(AssertionError):
+    pass
+
+
+def sh(*argv: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None
+       ) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, input=input, capture_output=True, text=True, env=env)
+    if check and done.returncode != 0:
+        raise E2EFailure(f"{' '.join(argv[:4])} … failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done
+
+
+def render_chart(helm: str) -> list[dict[str, Any]]:
+    text = sh(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", str(VALUES)).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    if len(found) != 1:
+        raise E2EFailure(f"the chart renders {len(found)} {kind} named {name!r}, expected one")
+    return found[0]
+
+
+class Postgres:
+    """The chart's PostgreSQL StatefulSet, run as one container."""
+
+    def __init__(self, executor: DockerExecutor, objects: list[dict[str, Any]], work: Path, suffix: str) -> None:
+        self.executor, self.docker = executor, executor.docker
+        sts = one(objects, "StatefulSet")
+        self.service = one(objects, "Service", sts["spec"]["serviceName"])["metadata"]["name"]
+        pod = sts["spec"]["template"]["spec"]
+        containers = pod["containers"]
+        if len(containers) != 1 or pod.get("initContainers"):
+            raise E2EFailure("the PostgreSQL pod is expected to have exactly one container")
+        self.container = containers[0]
+        self.pod_spec = {"securityContext": pod.get("securityContext", {})}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for claim in sts["spec"].get("volumeClaimTemplates", []):
+            volumes[claim["metadata"]["name"]] = {"name": claim["metadata"]["name"],
+                                                  "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+        self.volumes = {}
+        for mount in self.container.get("volumeMounts", []):
+            self.volumes[mount["mountPath"].rstrip("/")] = (volumes[mount["name"]], work / "postgresql" / mount["name"])
+        self.files = secret_files(objects)
+        self.name = f"{sts['metadata']['name']}-0-{suffix}"
+        self.env = {e["name"]: e.get("value") for e in self.container.get("env", [])}
+
+    def start(self, pghost: str) -> float:
+        return self.executor.start_service(self.name, self.container, self.pod_spec, self.volumes, self.files,
+                                           sorted({self.service, pghost}))
+
+    def psql_super(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """psql in the container as the superuser the image was started with, as `make e2e` does in the cluster."""
+        script = ('PGPASSWORD=$(cat "$POSTGRES_PASSWORD_FILE"); export PGPASSWORD; '
+                  'exec psql -X -q -At -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" "$@"')
+        return sh(self.docker, "exec", "-i", self.name, "sh", "-c", script, "psql", *args, input=input, check=check)
+
+    def psql_tcp(self, user: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
+        """psql over TCP through the Service's name (the bridge network), as a login user."""
+        return sh(self.docker, "exec", "-e", "PGPASSWORD", self.name, "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                  "-h", self.service, "-U", user, "-d", self.env["POSTGRES_DB"], "-c", sql, check=False,
+                  env={"PATH": "/usr/bin:/bin:/usr/local/bin", "PGPASSWORD": password})
+
+    def check_sandbox(self) -> list[str]:
+        """The server process (PID 1 after the entrypoint's exec) as the StatefulSet asks: its uid,
+        no capabilities, no_new_privs, and a read-only root filesystem."""
+        status = dict(line.split(":", 1) for line in
+                      sh(self.docker, "exec", self.name, "cat", "/proc/1/status").stdout.splitlines() if ":" in line)
+        csc = self.container.get("securityContext", {})
+        uid = csc.get("runAsUser", self.pod_spec["securityContext"].get("runAsUser"))
+        seen = (int(status["Uid"].split()[0]), int(status["CapEff"], 16), int(status["NoNewPrivs"]), status["Name"].strip())
+        root = sh(self.docker, "exec", self.name, "sh", "-c", "touch /probe", check=False)
+        if seen != (uid, 0, 1, "postgres") or root.returncode == 0:
+            return [f"the PostgreSQL container runs as (uid, CapEff, NoNewPrivs, PID 1) {seen}, root writable: "
+                    f"{root.returncode == 0}; the StatefulSet asks for uid {uid}, no capabilities, read-only root"]
+        print(f"==> PostgreSQL PID 1 is postgres as uid {seen[0]}, CapEff 0x0, no_new_privs 1, root read-only")
+        return []
+
+    def stop(self) -> None:
+        sh(self.docker, "rm", "-f", "-v", self.name, check=False)
+
+
+# Run in each task's image with its container spec, in place of its command: what the kernel
+# actually enforces on the process (not what flags were passed).
+PROBE = r"""
+import json, os
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+def read(*paths):
+    for path in paths:
+        try:
+            return open(path).read().strip()
+        except OSError:
+            pass
+    return None
+def writable(folder):
+    try:
+        with open(os.path.join(folder, ".probe"), "w") as f:
+            f.write("x")
+        os.remove(os.path.join(folder, ".probe"))
+        return True
+    except OSError:
+        return False
+cpu_max = read("/sys/fs/cgroup/cpu.max")
+if cpu_max:
+    quota, period = cpu_max.split()
+else:
+    quota, period = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us"), \
+        read("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us")
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+    "cap_eff": int(status["CapEff"].strip(), 16), "no_new_privs": int(status["NoNewPrivs"]),
+    "seccomp": int(status["Seccomp"]),
+    "root_writable": writable("/"),
+    "mounts_writable": {m: writable(m) for m in json.loads(os.environ["PROBE_MOUNTS"])},
+    "memory": read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    "cpu": None if quota in (None, "max", "-1") else int(quota) / int(period),
+}))
+"""
+
+
+def probe_containers(executor: DockerExecutor, template: dict[str, Any], work: Path) -> list[str]:
+    """Each container template's spec, run with the probe: returns the differences from the manifest."""
+    problems = []
+    volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+    psc = template["spec"].get("securityContext", {})
+    for tmpl in template["spec"]["templates"]:
+        if "container" not in tmpl:
+            continue
+        spec = dict(tmpl["container"], command=["python"], args=["-I", "-c", PROBE], env=[], envFrom=[])
+        mounts = {m["mountPath"].rstrip("/"): (volumes[m["name"]], work / "probe" / tmpl["name"] / m["name"])
+                  for m in spec.get("volumeMounts", [])}
+        writable_mounts = [m["mountPath"] for m in spec.get("volumeMounts", []) if not m.get("readOnly")]
+        pod = Pod(f"probe-{tmpl['name']}", spec, ["python", "-I", "-c", PROBE],
+                  {"PROBE_MOUNTS": json.dumps(writable_mounts)}, mounts, {"securityContext": psc})
+        attempt = executor.run(pod, 120)
+        executor.runs.pop()
+        if attempt.exit_code != 0:
+            problems.append(f"probe of {tmpl['name']} failed: {attempt.stderr.strip()[-500:]}")
+            continue
+        seen = json.loads(attempt.stdout.strip().splitlines()[-1])
+        csc = spec.get("securityContext", {})
+        limits = spec.get("resources", {}).get("limits", {})
+        expected = {
+            "uid": csc.get("runAsUser", psc.get("runAsUser")), "gid": csc.get("runAsGroup", psc.get("runAsGroup")),
+            "no_new_privs": 1 if csc.get("allowPrivilegeEscalation") is False else seen["no_new_privs"],
+            "seccomp": 2, "root_writable": not csc.get("readOnlyRootFilesystem", False),
+            "mounts_writable": {m: True for m in writable_mounts},
+        }
+        if "ALL" in (csc.get("capabilities") or {}).get("drop", []) and not csc["capabilities"].get("add"):
+            expected["cap_eff"] = 0
+        if "memory" in limits:
+            expected["memory"] = str(memory_bytes(limits["memory"]))
+        if "cpu" in limits:
+            expected["cpu"] = cpu_quantity(limits["cpu"])
+        wrong = {k: (seen.get(k), v) for k, v in expected.items() if seen.get(k) != v}
+        if psc.get("fsGroup") is not None and psc["fsGroup"] not in seen["groups"]:
+            wrong["groups"] = (seen["groups"], f"to include fsGroup {psc['fsGroup']}")
+        if wrong:
+            problems.append(f"in its container, {tmpl['name']} differs from its manifest (seen, expected): {wrong}")
+        else:
+            print(f"==> {tmpl['name']:<10} in {spec['image'].rsplit('/', 1)[-1]}: uid {seen['uid']}:{seen['gid']} "
+                  f"groups {seen['groups']}, CapEff {seen['cap_eff']:#x}, no_new_privs {seen['no_new_privs']}, "
+                  f"seccomp filter, root {'rw' if seen['root_writable'] else 'read-only'}, "
+                  f"memory {int(seen['memory']) // 2**20}Mi, cpu {seen['cpu']:g}: as the manifest says")
+    return problems
+
+
+def replay(executor: DockerExecutor, work: Path, objects: list[dict[str, Any]], params: dict[str, str],
+           landing: Path, name: str) -> tuple[ReplayResult, str]:
+    template = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
+    files = secret_files(objects)
+    secrets = {o["metadata"]["name"]: {k: v.decode() for k, v in files[o["metadata"]["name"]].items()}
+               for o in objects if o["kind"] == "Secret"}
+    config_maps = {o["metadata"]["name"]: {k: v.decode() for k, v in files[o["metadata"]["name"]].items()}
+                   for o in objects if o["kind"] == "ConfigMap"}
+    uid = str(uuid.uuid4())
+    result = Replay(template, parameters=params, secrets=secrets, config_maps=config_maps,
+                    work_dir=work / name, workflow_uid=uid, workflow_name=name, base_env={},
+                    claims={k8s.LANDING_PVC: landing}, executor=executor,
+                    workflow_templates={template["metadata"]["name"]: template}).run()
+    return result, uid
+
+
+def all_runs(result: ReplayResult) -> list[TaskRun]:
+    return [*result.tasks.values(), *([result.exit_handler] if result.exit_handler else [])]
+
+
+def describe(result: ReplayResult) -> str:
+    lines = []
+    for run in all_runs(result):
+        tail = run.attempts[-1].stderr.strip().splitlines()[-12:] if run.attempts else []
+        lines.append(f"  {run.name}: {run.phase}" + ("".join(f"\n      {t}" for t in tail) if run.phase == "Failed" else ""))
+    return "\n".join(lines)
+
+
+def dependants(template: dict[str, Any], failed: set[str]) -> set[str]:
+    tasks = next(t for t in template["spec"]["templates"] if t["name"] == template["spec"]["entrypoint"])["dag"]["tasks"]
+    found: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for task in tasks:
+            if task["name"] not in found and set(depends_on(task)) & (failed | found):
+                found.add(task["name"])
+                changed = True
+    return found
+
+
+def etl_rows(pg: Postgres, run_id: str) -> dict[str, tuple[str, str]]:
+    out = pg.psql_super("-F", "\t", "-c",
+                        f"SELECT DISTINCT ON (step) step, status, coalesce(error, '') FROM meta.etl_run "
+                        f"WHERE run_id = '{run_id}' ORDER BY step, id DESC").stdout
+    rows = {}
+    for line in out.splitlines():
+        step, status, error = (line.split("\t") + ["", ""])[:3]
+        rows[step] = (status, error)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docker", default="docker")
+    parser.add_argument("--helm", default=str(ROOT / ".tools" / "bin" / "helm"))
+    parser.add_argument("--date", default="2026-11-24", help="the first run's date; the broken run is the next day")
+    parser.add_argument("--rows", default=None, help="rows the generate step writes (default: the template's)")
+    parser.add_argument("--keep", action="store_true", help="leave the containers, network and folders")
+    args = parser.parse_args()
+    docker = args.docker
+
+    info = sh(docker, "info", "--format", "{{json .SecurityOptions}}", check=False)
+    if info.returncode != 0:
+        print(f"e2e-docker: no Docker engine answers ({docker} info): {info.stderr.strip()}", file=sys.stderr)
+        return 1
+    if "seccomp" not in info.stdout:
+        print("e2e-docker: the engine runs without seccomp; RuntimeDefault cannot be honoured", file=sys.stderr)
+        return 1
+
+    suffix = uuid.uuid4().hex[:6]
+    network = f"contribflow-e2e-{suffix}"
+    work = Path(tempfile.mkdtemp(prefix="contribflow-e2e-docker-"))
+    executor = DockerExecutor(docker, network, labels={"org.contribflow.e2e": suffix})
+    objects = render_chart(args.helm)
+    settings = one(objects, "ConfigMap", k8s.CONFIGMAP)["data"]
+    secrets = secret_files(objects)[k8s.DB_SECRET]
+    pg = Postgres(executor, objects, work, suffix)
+    landing = work / "pvc" / k8s.LANDING_PVC
+    template = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
+    on_exit = template["spec"].get("onExit")
+    day1 = dt.date.fromisoformat(args.date)
+    day2 = day1 + dt.timedelta(days=1)
+    timings: list[tuple[str, str, str, str, float]] = []
+    problems: list[str] = []
+    started = time.monotonic()
+    # What an interrupted earlier run left (only what this script starts carries the label).
+    stale = sh(docker, "ps", "-aq", "--filter", "label=org.contribflow.e2e", check=False).stdout.split()
+    if stale:
+        sh(docker, "rm", "-f", "-v", *stale, check=False)
+    for old_network in sh(docker, "network", "ls", "-q", "--filter", "label=org.contribflow.e2e", check=False).stdout.split():
+        sh(docker, "network", "rm", old_network, check=False)
+    sh(docker, "network", "create", "--label", f"org.contribflow.e2e={suffix}", network)
+    try:
+        ready_s = pg.start(settings["PGHOST"])
+        timings.append(("postgresql (ready)", pg.container["image"], "", "ready", ready_s))
+        print(f"==> PostgreSQL from the chart's StatefulSet: ready in {ready_s:.1f}s "
+              f"({pg.container['image']}, network alias {pg.service})")
+
+        problems += pg.check_sandbox()
+
+        # --- each template's container: what the kernel enforces is what the manifest says -------
+        problems += probe_containers(executor, template, work)
+
+        # --- run 1: the day, end to end ------------------------------------------------------------
+        params = {"run-date": day1.isoformat(), "generate": "true", **({"rows": args.rows} if args.rows else {})}
+        name1 = f"contribflow-daily-{suffix}a"
+        result1, uid1 = replay(executor, work, objects, params, landing, name1)
+        timings += step_rows("run 1", result1, template, on_exit)
+        if result1.status != "Succeeded" or not result1.exit_handler or result1.exit_handler.phase != "Succeeded":
+            problems.append(f"run 1 did not succeed:\n{describe(result1)}")
+        else:
+            print(f"==> run 1 ({day1}): every task Succeeded, and the exit handler")
+            check = pg.psql_super("-v", f"run_id={uid1}", "-f", "-", input=CHECK_SQL.read_text(), check=False)
+            if check.returncode != 0 or check.stdout.strip():
+                problems.append(f"scripts/e2e_check.sql for run 1:\n{check.stdout}{check.stderr}")
+            else:
+                print("==> scripts/e2e_check.sql: no problem reported")
+
+            # --- the analyst's login over TCP: marts yes, raw no; a wrong password is refused -------
+            user_key, password_key = k8s.db_secret_keys("analyst")
+            analyst, password = secrets[user_key].decode(), secrets[password_key].decode()
+            # Whatever relations the migrations and dbt made: every one of raw refused, every one of marts read.
+            relations = pg.psql_super("-c", "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables"
+                                      " WHERE table_schema IN ('raw', 'marts') ORDER BY 1").stdout.split()
+            raw_tables = [r for r in relations if r.startswith("raw.")]
+            mart_tables = [r for r in relations if r.startswith("marts.")]
+            if not raw_tables or not mart_tables:
+                problems.append(f"run 1 left no relation in raw or marts: {relations}")
+            for table in mart_tables:
+                read = pg.psql_tcp(analyst, password, f"SELECT count(*) FROM {table}")
+                if read.returncode != 0:
+                    problems.append(f"the analyst cannot read {table} over TCP: {read.stderr.strip()}")
+            for table in raw_tables:
+                raw = pg.psql_tcp(analyst, password, f"SELECT count(*) FROM {table}")
+                if raw.returncode == 0 or "permission denied" not in raw.stderr:
+                    problems.append(f"the analyst was not refused {table}: rc={raw.returncode} {raw.stdout}{raw.stderr}")
+            wrong = pg.psql_tcp(analyst, password + "x", "SELECT 1")
+            if wrong.returncode == 0 or "password authentication failed" not in wrong.stderr:
+                problems.append(f"a wrong analyst password was not refused: {wrong.stdout}{wrong.stderr}")
+            if not problems:
+                print(f"==> analyst over TCP: reads all {len(mart_tables)} relations of marts, refused all "
+                      f"{len(raw_tables)} of raw (permission denied); a wrong password is refused")
+
+        # --- run 2: a broken source file ---------------------------------------------------------------
+        source = landing / file_name(day1)
+        if not problems:
+            if not source.is_file():
+                problems.append(f"run 1 left no landed file {source.name} to break")
+            else:
+                lines = source.read_bytes().split(b"\n", 1)
+                broken = landing / file_name(day2)
+                broken.write_bytes(b"not,the,contract,header\n" + (lines[1] if len(lines) > 1 else b""))
+                shutil.chown(broken, user=10001, group=10001)
+                name2 = f"contribflow-daily-{suffix}b"
+                result2, uid2 = replay(executor, work, objects, {"run-date": day2.isoformat(), "generate": "false"},
+                                       landing, name2)
+                timings += step_rows("run 2", result2, template, on_exit)
+                problems += check_broken_run(template, result2, etl_rows(pg, uid2), on_exit)
+                if not problems:
+                    failed = sorted(n for n, r in result2.tasks.items() if r.phase == "Failed")
+                    print(f"==> run 2 ({day2}, broken header): {', '.join(failed)} FAILED, its dependants "
+                          f"{sorted(dependants(template, set(failed))) or 'none'} not run, {on_exit} recorded FAILED")
+
+        health = sh(docker, "inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", pg.name).stdout.strip()
+        if "livenessProbe" in pg.container and health not in ("healthy", "starting"):
+            problems.append(f"PostgreSQL's liveness probe (Docker health check) reports {health!r}")
+    except (ReplayError, E2EFailure, subprocess.CalledProcessError) as e:
+        problems.append(f"{type(e).__name__}: {e}")
+    finally:
+        total = time.monotonic() - started
+        if not args.keep:
+            pg.stop()
+            sh(docker, "network", "rm", network, check=False)
+            shutil.rmtree(work, ignore_errors=True)
+
+    print_table(docker, timings, template, pg.container["image"], total)
+    if problems:
+        print("\ne2e-docker FAILED:", file=sys.stderr)
+        for problem in problems:
+            print(f"- {problem}", file=sys.stderr)
+        return 1
+    print("\ne2e-docker: OK")
+    return 0
+
+
+def step_rows(label: str, result: ReplayResult, template: dict[str, Any], on_exit: str | None
+              ) -> list[tuple[str, str, str, str, float]]:
+    """One row per attempt of each task in DAG order (Skipped/Omitted tasks too), then the exit handler."""
+    rows = []
+    for run in all_runs(result):
+        image = image_of(template, run.name, on_exit)
+        if not run.attempts:
+            rows.append((f"{label} {run.name}", image, "", run.phase.lower(), float("nan")))
+        for attempt in run.attempts:
+            rows.append((f"{label} {run.name}", image, run.pod_name,
+                         "ok" if attempt.exit_code == 0 else f"exit {attempt.exit_code}", attempt.wall_s))
+    return rows
+
+
+def image_of(template: dict[str, Any], task: str, on_exit: str | None) -> str:
+    """The image of a task's template (the exit handler's is its own template)."""
+    tasks = next(t for t in template["spec"]["templates"] if t["name"] == template["spec"]["entrypoint"])["dag"]["tasks"]
+    name = next((t["template"] for t in tasks if t["name"] == task), on_exit if task == on_exit else task)
+    found = next((t for t in template["spec"]["templates"] if t["name"] == name), {})
+    return found.get("container", {}).get("image", "")
+
+
+def check_broken_run(template: dict[str, Any], result: ReplayResult, rows: dict[str, tuple[str, str]],
+                     on_exit: str | None) -> list[str]:
+    problems = []
+    failed = {n for n, r in result.tasks.items() if r.phase == "Failed"}
+    if not failed:
+        return [f"run 2 on a broken file failed no task:\n{describe(result)}"]
+    if result.status != "Failed":
+        problems.append(f"run 2 ended {result.status}, not Failed")
+    later = dependants(template, failed)
+    ran = sorted(n for n in later if result.tasks[n].phase != "Omitted")
+    if ran:
+        problems.append(f"run 2: dependants of {sorted(failed)} ran anyway: {ran}")
+    for name in failed:
+        if rows.get(name, ("",))[0] != "FAILED":
+            problems.append(f"run 2: meta.etl_run has {rows.get(name)} for the failed task {name}, not FAILED")
+    recorded = sorted(set(rows) & later)
+    if recorded:
+        problems.append(f"run 2: meta.etl_run has rows for tasks that never ran: {recorded}")
+    if on_exit:
+        handler = result.exit_handler
+        if handler is None or not handler.attempts:
+            problems.append("run 2: the exit handler did not run")
+        status, error = rows.get(on_exit, ("", ""))
+        if status != "FAILED" or not any(name in error for name in failed):
+            problems.append(f"run 2: {on_exit} recorded {status!r} {error!r}, not FAILED naming {sorted(failed)}")
+    return problems
+
+
+def print_table(docker: str, timings: list[tuple[str, str, str, str, float]], template: dict[str, Any],
+                postgres_image: str, total: float) -> None:
+    print("\nstep                          image                                           result   wall s")
+    for step, image, _pod, result, wall in timings:
+        shown = "     -" if wall != wall else f"{wall:6.1f}"
+        print(f"{step:<29} {image.rsplit('/', 1)[-1]:<47} {result:<8} {shown}")
+    images = sorted({t["container"]["image"] for t in template["spec"]["templates"] if "container" in t})
+    print("\nimage                                                   size MB   base")
+    for image in [*images, postgres_image]:
+        done = sh(docker, "image", "inspect", "-f",
+                  '{{.Size}}|{{index .Config.Labels "org.opencontainers.image.base.name"}}'
+                  '|{{index .Config.Labels "org.contribflow.standin"}}', image, check=False)
+        if done.returncode != 0:
+            print(f"{image:<55} (not built)")
+            continue
+        size, base, standin = [v.replace("<no value>", "") for v in done.stdout.strip().split("|")]
+        note = f"FROM {base}" if base else ""
+        if standin:
+            note += " (a local stand-in, README Images)" if not base else " (built on a local stand-in, README Images)"
+        print(f"{image:<55} {int(size) / 1e6:8.1f}   {note.strip()}")
+    print(f"\ntotal (PostgreSQL start, both runs, checks): {total:.1f}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The Docker executor's mapping of container specs to `docker run` flags (tests/docker_executor.py),
+without an engine: every key of the rendered templates and of the chart's PostgreSQL StatefulSet is
+mapped, and a key nothing maps is refused. `make e2e-docker` runs the same specs in real containers
+and checks in each one what the kernel enforces."""
+
+from __future__ import annotations
+
+import copy
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from argo_replay import ReplayError
+from chart_render import docs, one, template_text
+from conftest import ROOT
+from docker_executor import DockerExecutor, cpu_quantity, memory_bytes, secret_files
+
+DAILY = yaml.safe_load((ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.yaml").read_text())
+KIND_VALUES = ROOT / "helm" / "contribflow" / "ci" / "kind-values.yaml"
+EXECUTOR = DockerExecutor("docker", "net")
+
+
+def task_volumes(container: dict, tmp_path: Path) -> dict:
+    volumes = {v["name"]: v for v in DAILY["spec"]["volumes"]}
+    return {m["mountPath"]: (volumes[m["name"]], tmp_path / m["name"]) for m in container.get("volumeMounts", [])}
+
+
+def containers():
+    return [t for t in DAILY["spec"]["templates"] if "container" in t]
+
+
+@pytest.mark.parametrize("template", containers(), ids=lambda t: t["name"])
+def test_every_task_container_maps_to_the_sandbox_its_manifest_asks_for(template, tmp_path: Path):
+    container = template["container"]
+    pod = {"securityContext": DAILY["spec"]["securityContext"]}
+    flags = EXECUTOR.flags(template["name"], container, pod, task_volumes(container, tmp_path))
+    sc = container["securityContext"]
+    assert f"--user={sc['runAsUser']}:{sc['runAsGroup']}" in flags
+    assert f"--group-add={pod['securityContext']['fsGroup']}" in flags
+    assert {"--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--pull=missing"} <= set(flags)
+    limits = container["resources"]["limits"]
+    assert f"--cpus={cpu_quantity(limits['cpu']):g}" in flags
+    assert f"--memory={memory_bytes(limits['memory'])}" in flags
+    for mount in container["volumeMounts"]:
+        host = tmp_path / mount["name"]
+        assert f"--mount=type=bind,source={host},target={mount['mountPath']}" in flags
+        assert host.stat().st_gid == pod["securityContext"]["fsGroup"], "group-owned as fsGroup leaves it"
+        assert stat.S_IMODE(host.stat().st_mode) == 0o2770
+
+
+def test_quantities():
+    assert cpu_quantity("500m") == 0.5 and cpu_quantity("2") == 2.0 and cpu_quantity(1) == 1.0
+    assert memory_bytes("256Mi") == 256 * 2**20 and memory_bytes("2Gi") == 2 * 2**30 and memory_bytes("1G") == 10**9
+
+
+def test_a_volume_field_nothing_maps_is_refused(tmp_path: Path):
+    container = containers()[0]["container"]
+    volumes = task_volumes(container, tmp_path)
+    volume, host = volumes["/tmp"]
+    volumes["/tmp"] = ({"name": "tmp", "emptyDir": {"medium": "Memory"}}, host)
+    with pytest.raises(ReplayError, match=r"volume tmp keys \['medium'\]"):
+        EXECUTOR.flags("t", container, {"securityContext": DAILY["spec"]["securityContext"]}, volumes)
+    volumes["/tmp"] = ({"name": "tmp", "hostPath": {"path": "/"}}, host)
+    with pytest.raises(ReplayError, match="hostPath"):
+        EXECUTOR.flags("t", container, {"securityContext": DAILY["spec"]["securityContext"]}, volumes)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(lifecycle={"preStop": {}}), r"container keys \['lifecycle'\]"),
+    (lambda c: c["securityContext"].update(procMount="Unmasked"), r"securityContext keys \['procMount'\]"),
+    (lambda c: c["securityContext"].update(privileged=True), "privileged"),
+    (lambda c: c["securityContext"].update(runAsUser=0), "runAsNonRoot with runAsUser 0"),
+    (lambda c: c["resources"]["limits"].update({"ephemeral-storage": "1Gi"}), "resource limits"),
+    (lambda c: c["volumeMounts"][0].update(subPath="x"), r"volumeMount tmp keys \['subPath'\]"),
+    (lambda c: c["securityContext"].update(seccompProfile={"type": "Localhost", "localhostProfile": "p"}),
+     "seccompProfile"),
+    (lambda c: c.update(imagePullPolicy="Sometimes"), "imagePullPolicy"),
+])
+def test_a_key_nothing_maps_is_refused(change, message, tmp_path: Path):
+    container = copy.deepcopy(containers()[0]["container"])
+    change(container)
+    with pytest.raises(ReplayError, match=message):
+        EXECUTOR.flags("t", container, {"securityContext": DAILY["spec"]["securityContext"]},
+                       task_volumes(container, tmp_path))
+
+
+def test_the_chart_s_postgresql_container_maps_with_its_volumes(tmp_path: Path):
+    objects = docs(template_text("--values", str(KIND_VALUES)))
+    sts = one(objects, "StatefulSet", "contribflow-postgresql")
+    pod = sts["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    volumes["data"] = {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
+    container = pod["containers"][0]
+    mounts = {m["mountPath"]: (volumes[m["name"]], tmp_path / m["name"]) for m in container["volumeMounts"]}
+    flags = EXECUTOR.flags("postgresql", container, {"securityContext": pod["securityContext"]}, mounts,
+                           secret_files(objects))
+    uid = pod["securityContext"]["runAsUser"]
+    assert f"--user={uid}:{uid}" in flags and "--read-only" in flags and "--cap-drop=ALL" in flags
+    assert "--expose=5432/tcp" in flags and any(f.startswith("--health-cmd=exec pg_isready") for f in flags)
+    init = tmp_path / "initdb" / "10-contribflow-roles.sh"
+    assert stat.S_IMODE(init.stat().st_mode) == 0o555, "the ConfigMap's defaultMode"
+    password = tmp_path / "credentials" / "postgres-password"
+    assert stat.S_IMODE(password.stat().st_mode) == 0o440 and password.stat().st_gid == uid
+    assert len(password.read_text()) == 32, "the chart's generated password"
+    assert ",readonly" in next(f for f in flags if f.endswith("target=/run/secrets/contribflow-db,readonly"))
+
+
+def test_env_values_reach_docker_by_name_only():
+    flags, env = EXECUTOR._docker_env({"PGPASSWORD": "s3cret"})
+    assert flags == ["--env=PGPASSWORD"] and env["PGPASSWORD"] == "s3cret"
+    assert "s3cret" not in " ".join(flags), "no secret on a command line"
+    assert os.environ.get("PATH") == env.get("PATH")
