@@ -89,6 +89,14 @@ def _dbt(command: str):
     return handler
 
 
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import publish
+
+    step = publish.run(settings, args.date)
+    print("publish: " + ", ".join(f"{k}={v}" for k, v in step.details.items()))
+    return 0
+
+
 def cmd_finish(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import finish
 
@@ -182,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     stage("pick", cmd_pick, "find the source file for the run date in the landing folder")
     p = stage("ingest", cmd_ingest, "validate a source file and load it into raw")
     p.add_argument("--file", type=Path, required=True, help="the source file (inside the landing folder)")
-    p = stage("dbt-run", _dbt("run"), "build the dbt staging views and marts")
-    p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
-    stage("dbt-test", _dbt("test"), "run the dbt tests")
+    p = stage("dbt-build", _dbt("build"), "build the dbt staging views and the day's marts into marts_build "
+                                          "(analysts cannot read it; publish moves them to marts)")
+    p.add_argument("--full-refresh", action="store_true", help="rebuild the fact delta from all of history")
+    stage("dbt-test", _dbt("test"), "run every dbt test against the build, and check source freshness")
+    stage("publish", cmd_publish, "publish the tested build to marts, all marts in one transaction")
     p = stage("finish", cmd_finish, "exit handler: record the run's outcome")
     p.add_argument("--status", required=True, help="the workflow's status (Succeeded, Failed, Error)")
 

@@ -39,14 +39,14 @@ def states(results: list[runner.StepResult]) -> dict[str, str]:
 def test_full_run_for_a_date_loads_raw_and_marts_and_audits_every_step(database, sql):
     results = run_day(DAY1)
     assert states(results) == {s: "ok" for s in
-                               ("init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test", "finish")}
+                               ("init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish")}
     raw, quarantined, fct, dim = sql(COUNTS)[0]
     assert raw + quarantined == 2000
     assert 0 < quarantined < 100
     assert fct == raw  # day one: every raw row is a distinct declaration
     assert dim > 0
     steps = sql("select step, status, run_id from meta.etl_run order by id")
-    assert [s for s, _, _ in steps] == ["init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test", "finish"]
+    assert [s for s, _, _ in steps] == ["init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish"]
     assert {st for _, st, _ in steps} == {"SUCCESS"}
     assert len({r for _, _, r in steps}) == 1
     ingest = sql("select rows_in, rows_loaded, rows_rejected, source_file from meta.etl_run where step='ingest'")[0]
