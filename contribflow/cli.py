@@ -16,7 +16,7 @@ import psycopg
 
 from contribflow import __version__, imagemap
 from contribflow.contract import parse_date
-from contribflow.errors import DatabaseUnavailable, StageError
+from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
 from contribflow.settings import Settings, SettingsError
 
 
@@ -60,7 +60,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_pick(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import pick
 
-    step = pick.run(settings, args.date)
+    step = pick.run(settings, args.date, args.wait)
     print(f"pick: {step.details['file']}")
     return 0
 
@@ -187,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="same date and seed, same bytes (default 42)")
     p.add_argument("--defect-rate", type=_share, default=0.0, help="share of rows given a defect (0-1)")
     p.add_argument("--out", type=Path, default=None, help="write here instead of the landing folder")
-    stage("pick", cmd_pick, "find the source file for the run date in the landing folder")
+    p = stage("pick", cmd_pick, "find the source file for the run date in the landing folder; exit 76 while "
+                                "it has not arrived and CONTRIBFLOW_LATE_DEADLINE_S has not passed")
+    p.add_argument("--wait", action="store_true",
+                   help="poll (every CONTRIBFLOW_LATE_POLL_S) until the file arrives or the deadline passes")
     p = stage("ingest", cmd_ingest, "validate a source file and load it into raw")
     p.add_argument("--file", type=Path, required=True, help="the source file (inside the landing folder)")
     p = stage("dbt-build", _dbt("build"), "build the dbt staging views and the day's marts into marts_build "
@@ -240,6 +243,9 @@ EXIT_FAILED = 1
 EXIT_TRANSIENT = 75
 """EX_TEMPFAIL: the database could not be reached. The only failure Argo's retryStrategy retries;
 a data-quality failure exits 1 and is never retried."""
+EXIT_LATE = 76
+"""The run date's file has not arrived yet and its deadline has not passed: Argo retries pick with
+backoff. After the deadline pick exits 1, "file for D is late"."""
 EXIT_BROKEN_PIPE = 128 + 13
 """What a command killed by SIGPIPE exits with, as users of ``… | head`` expect."""
 
@@ -265,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return _reader_went_away()
+    except FileNotYetArrived as exc:
+        print(f"contribflow {args.command}: {exc}", file=sys.stderr)
+        return EXIT_LATE
     except DatabaseUnavailable as exc:
         print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT

@@ -11,3 +11,16 @@ class FileRefused(StageError):
 
 class DatabaseUnavailable(StageError):
     """The warehouse could not be reached after the configured retries."""
+
+
+class FileNotYetArrived(StageError):
+    """The run date's source file is not in the landing folder yet, and its deadline has not passed:
+    ``pick`` exits 76 and Argo retries it with backoff (``contribflow run`` polls with ``--wait``)."""
+
+    error_class = "waiting"
+
+
+class FileLate(StageError):
+    """The run date's source file did not arrive before the deadline: "file for D is late"."""
+
+    error_class = "late"

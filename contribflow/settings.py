@@ -60,6 +60,10 @@ class Settings:
     db_connect_attempts: int = 5
     db_connect_backoff_s: float = 1.0
     stale_after_s: int = 3600
+    late_deadline_s: int = 0
+    """How long pick waits for the run date's file, from its first attempt (0: not at all)."""
+    late_poll_s: float = 30.0
+    """How often ``pick --wait`` looks again."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -85,6 +89,8 @@ class Settings:
             db_connect_attempts=_int(env, "CONTRIBFLOW_DB_CONNECT_ATTEMPTS", 5),
             db_connect_backoff_s=_float(env, "CONTRIBFLOW_DB_CONNECT_BACKOFF_S", 1.0),
             stale_after_s=_int(env, "CONTRIBFLOW_STALE_AFTER_S", 3600),
+            late_deadline_s=_int(env, "CONTRIBFLOW_LATE_DEADLINE_S", 0),
+            late_poll_s=_float(env, "CONTRIBFLOW_LATE_POLL_S", 30.0),
         )
         settings.check()
         return settings
@@ -98,6 +104,8 @@ class Settings:
             raise SettingsError(f"CONTRIBFLOW_CHUNK_ROWS={self.chunk_rows} must be at least 1")
         if self.db_connect_attempts < 1:
             raise SettingsError("CONTRIBFLOW_DB_CONNECT_ATTEMPTS must be at least 1")
+        if self.late_deadline_s < 0 or self.late_poll_s <= 0:
+            raise SettingsError("CONTRIBFLOW_LATE_DEADLINE_S must be >= 0 and CONTRIBFLOW_LATE_POLL_S > 0")
 
     @property
     def uses_dev_key(self) -> bool:

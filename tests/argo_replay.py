@@ -11,7 +11,7 @@ pod). The ``retryStrategy`` expression decides whether a failed attempt is retri
 an error, never silently left in place: the manifest must be complete.
 
 Supported (and checked, so anything else fails loudly): ``depends`` of the form ``a && b``,
-``when`` of the form ``X == Y`` / ``X != Y``, retry expressions ``asInt(lastRetry.exitCode) == N``,
+``when`` of the form ``X == Y`` / ``X != Y``, retry expressions ``asInt(lastRetry.exitCode) == N`` (or several joined by ``||``),
 ``withParam`` fan-out (items run one after the other), and resource templates that create a
 Workflow from a ``workflowTemplateRef`` (replayed in turn, sharing the PVCs).
 """
@@ -258,12 +258,12 @@ class Replay:
                 for a in [*container.get("command", []), *container.get("args", [])]]
         env = self._env(container, scope, mounts, where)
         run = TaskRun(name, "Failed", pod_name, argv, env)
-        limit, retry_code = self._retry(template, where)
+        limit, retry_codes = self._retry(template, where)
         while True:
             done = subprocess.run(argv, env=env, cwd=pod_dir, capture_output=True, text=True,
                                   timeout=self.timeout_s)
             run.attempts.append(Attempt(done.returncode, done.stdout, done.stderr))
-            if done.returncode == 0 or retry_code != done.returncode or len(run.attempts) > limit:
+            if done.returncode == 0 or done.returncode not in retry_codes or len(run.attempts) > limit:
                 break
         run.phase = "Succeeded" if run.attempts[-1].exit_code == 0 else "Failed"
         for out in template.get("outputs", {}).get("parameters", []):
@@ -277,14 +277,17 @@ class Replay:
                 raise ReplayError(f"{where}: output {out['name']} not written to {source['path']} and no default")
         return run
 
-    def _retry(self, template: dict[str, Any], where: str) -> tuple[int, int | None]:
+    def _retry(self, template: dict[str, Any], where: str) -> tuple[int, set[int]]:
         strategy = template.get("retryStrategy")
         if not strategy:
-            return 0, None
-        match = RETRY_ON_EXIT_CODE.match(strategy.get("expression", "").strip())
-        if not match:
-            raise ReplayError(f"{where}: unsupported retry expression {strategy.get('expression')!r}")
-        return int(strategy["limit"]), int(match.group(1))
+            return 0, set()
+        codes = set()
+        for part in strategy.get("expression", "").split("||"):
+            match = RETRY_ON_EXIT_CODE.match(part.strip())
+            if not match:
+                raise ReplayError(f"{where}: unsupported retry expression {strategy.get('expression')!r}")
+            codes.add(int(match.group(1)))
+        return int(strategy["limit"]), codes
 
     def _mounts(self, container: dict[str, Any], pod_dir: Path) -> dict[str, Path]:
         """mountPath → folder: a PVC volume is shared by the whole run, anything else is per pod."""

@@ -72,8 +72,9 @@ def test_the_e2e_check_names_every_step_that_did_not_succeed_and_the_missing_mar
     problems = done.stdout.splitlines()
     assert [p.split(":")[0] for p in problems] == [
         "step ingest ended FAILED",
-        f"step dbt-run has no meta.etl_run row for run {settings.run_id}",
+        f"step dbt-build has no meta.etl_run row for run {settings.run_id}",
         f"step dbt-test has no meta.etl_run row for run {settings.run_id}",
+        f"step publish has no meta.etl_run row for run {settings.run_id}",
         "step finish ended FAILED",
         f"raw.contributions holds no row of the run's date {DAY}",
         "marts.fct_contributions does not exist",

@@ -235,6 +235,10 @@ def test_only_a_transient_failure_is_retried_and_dbt_test_never():
     tmpl = templates(daily())
     for stage in (*STAGES, EXIT_STAGE):
         retry = tmpl[stage.name].get("retryStrategy")
+        if stage.waits_for_file:  # pick: 76 (the file has not arrived, deadline not passed) as well
+            assert retry["expression"] == "asInt(lastRetry.exitCode) == 75 || asInt(lastRetry.exitCode) == 76"
+            assert retry["limit"] == steps.WAIT_RETRY_LIMIT and retry["backoff"]["cap"] == "10m"
+            continue
         if not stage.retry_transient:
             assert retry is None, stage.name
             continue
@@ -243,6 +247,8 @@ def test_only_a_transient_failure_is_retried_and_dbt_test_never():
         assert retry["backoff"]["duration"] and retry["backoff"]["factor"] == 2
     assert "retryStrategy" not in tmpl["dbt-test"]
     assert "retryStrategy" in tmpl["ingest"]  # its data-quality failures exit 1: not matched
+    assert [s.name for s in STAGES if s.waits_for_file] == ["pick"]
+    assert cli.EXIT_LATE == steps.EXIT_LATE == 76
 
 
 def test_outputs_are_read_from_the_outputs_dir_with_a_default():
@@ -306,7 +312,7 @@ def test_the_dates_command_expands_a_range_and_refuses_a_bad_one(tmp_path, capsy
 # --- 3. drift -------------------------------------------------------------------------------------
 
 def test_a_changed_stage_graph_renders_differently_from_the_committed_yaml(tmp_path):
-    stages = tuple(dataclasses.replace(s, args=(*s.args, "--full-refresh")) if s.name == "dbt-run" else s
+    stages = tuple(dataclasses.replace(s, args=(*s.args, "--full-refresh")) if s.name == "dbt-build" else s
                    for s in STAGES)
     fresh = tmp_path / "rendered"
     render.render(fresh)
