@@ -16,6 +16,7 @@ import psycopg
 
 from contribflow import __version__, imagemap
 from contribflow.contract import parse_date
+from contribflow.db import refused_login
 from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
 from contribflow.settings import Settings, SettingsError
 
@@ -126,6 +127,15 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import embedded
 
     data_dir = settings.state_dir / "pgdata"
+    if args.action == "psql":
+        import shutil
+
+        env = dict(os.environ)
+        if not embedded.configured(env):
+            env.update(embedded.start(data_dir))
+        psql = shutil.which("psql") or str(embedded.bin_dir() / "psql")
+        sys.stdout.flush()
+        os.execvpe(psql, [psql], env)
     if args.action == "stop":
         print("stopped" if embedded.stop(data_dir) else f"no embedded server running in {data_dir}")
         return 0
@@ -230,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_images)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL used when no server is configured")
-    p.add_argument("action", choices=("start", "stop", "env"))
+    p.add_argument("action", choices=("start", "stop", "env", "psql"),
+                   help="psql: a psql shell in the local warehouse ($PG* if set, else the embedded server)")
     p.set_defaults(handler=cmd_db)
 
     from contribflow import cluster  # imports `kubernetes` only when a cluster command runs
@@ -241,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 EXIT_FAILED = 1
 EXIT_TRANSIENT = 75
-"""EX_TEMPFAIL: the database could not be reached. The only failure Argo's retryStrategy retries;
-a data-quality failure exits 1 and is never retried."""
+"""EX_TEMPFAIL: the database could not be reached (refused, reset, timed out). The only failure
+Argo's retryStrategy retries (with pick's 76); a data-quality failure, and a login the server
+refuses (wrong password, missing role or database), exit 1 and are never retried."""
 EXIT_LATE = 76
 """The run date's file has not arrived yet and its deadline has not passed: Argo retries pick with
 backoff. After the deadline pick exits 1, "file for D is late"."""
@@ -262,10 +274,26 @@ def _reader_went_away() -> int:
     return EXIT_BROKEN_PIPE
 
 
+WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit"}
+"""The subcommands that read or write the warehouse: without PG* variables they use the embedded
+server, as ``contribflow run`` does (outside production)."""
+
+
+def _embedded_when_unconfigured(command: str, settings: Settings) -> None:
+    """Point libpq at the local embedded server when nothing selects a server: a local
+    ``contribflow audit`` finds the warehouse ``contribflow run`` filled. Never in production."""
+    from contribflow import embedded
+
+    if command not in WAREHOUSE_COMMANDS or embedded.configured() or settings.environment == "production":
+        return
+    os.environ.update(embedded.start(settings.state_dir / "pgdata"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        _embedded_when_unconfigured(args.command, settings)
         code = args.handler(args, settings)
         sys.stdout.flush()
         return code
@@ -278,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
     except psycopg.OperationalError as exc:
+        if refused_login(exc):  # e.g. dbt's or a second connection's login, refused by the server
+            print(f"contribflow {args.command}: database error: {_first_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"contribflow {args.command}: database error (connection lost?): {_first_line(exc)}",
               file=sys.stderr)
         return EXIT_TRANSIENT

@@ -12,6 +12,13 @@ class FileRefused(StageError):
 class DatabaseUnavailable(StageError):
     """The warehouse could not be reached after the configured retries."""
 
+    error_class = "transient"
+
+
+class DatabaseRefused(StageError):
+    """The server answered, and refused the login (wrong password, no such role or database, no
+    pg_hba.conf entry): retrying cannot help, so it is not retried (exit 1, not 75)."""
+
 
 class FileNotYetArrived(StageError):
     """The run date's source file is not in the landing folder yet, and its deadline has not passed:

@@ -125,3 +125,30 @@ def test_generate_refuses_to_run_at_all_in_production(database, sql, tmp_path):
     out = cli(["generate", "--date", DAY.isoformat(), "--rows", "50", "--out", str(tmp_path / "x.csv")], env)
     assert out.returncode == 1 and not (tmp_path / "x.csv").exists()
 
+
+
+# --- the local warehouse ----------------------------------------------------------------------------
+
+def test_without_pg_variables_the_stages_and_the_audit_use_the_local_embedded_warehouse():
+    import shutil
+    import tempfile
+
+    from contribflow import cli as cli_module
+    from contribflow.graph import EXIT_STAGE, STAGES
+
+    assert {s.name for s in (*STAGES, EXIT_STAGE)} | {"audit"} == cli_module.WAREHOUSE_COMMANDS
+    state = Path(tempfile.mkdtemp(prefix="cf17-"))  # short: the server's socket lives in it
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and k not in ("CONTRIBFLOW_DSN", "CONTRIBFLOW_RUN_ID")}
+    env.update(CONTRIBFLOW_STATE_DIR=str(state), CONTRIBFLOW_LANDING_DIR=str(state / "landing"),
+               CONTRIBFLOW_RUN_ID="run-local", CONTRIBFLOW_DB_CONNECT_ATTEMPTS="1")
+    try:
+        assert cli(["init-db"], env).returncode == 0
+        assert cli(["pick", "--date", DAY.isoformat()], env).returncode == 1  # no file: late at once
+        done = cli(["audit", "--date", DAY.isoformat()], env)
+        assert done.returncode == 0, done.stderr
+        assert "run run-local" in done.stdout and f"file for {DAY.isoformat()} is late" in done.stdout
+        assert (state / "pgdata" / "postmaster.pid").exists()
+    finally:
+        cli(["db", "stop"], env)
+        shutil.rmtree(state, ignore_errors=True)

@@ -234,6 +234,51 @@ def test_an_unreachable_database_is_retried_with_backoff_then_exits_75_in_one_li
     assert 0.9 <= elapsed < 30
 
 
+@pytest.fixture
+def password_login(pg_server, database):
+    """A login that must give a password (scram-sha-256 over the socket and TCP, via a pg_hba.conf
+    line on the test server), with a known password."""
+    import uuid
+
+    import psycopg
+
+    name, password = f"cf17_{uuid.uuid4().hex[:8]}", "the-right-password"
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=pg_server["PGDATABASE"],
+                         autocommit=True) as admin:
+        hba = Path(admin.execute("show hba_file").fetchone()[0])
+        original = hba.read_text()
+        hba.write_text("local all /^cf17_ scram-sha-256\nhost all /^cf17_ 127.0.0.1/32 scram-sha-256\n" + original)
+        admin.execute("select pg_reload_conf()")
+        admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        time.sleep(0.3)
+        try:
+            yield name, password
+        finally:
+            hba.write_text(original)
+            admin.execute("select pg_reload_conf()")
+            admin.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+@pytest.mark.parametrize("case", ["wrong password", "missing role", "missing database"])
+def test_a_login_the_server_refuses_is_not_retried_and_exits_1(database, password_login, case):
+    user, password = password_login
+    env = dict(os.environ, CONTRIBFLOW_DB_CONNECT_ATTEMPTS="5", CONTRIBFLOW_DB_CONNECT_BACKOFF_S="2",
+               PGUSER=user, PGPASSWORD="not-the-password")
+    if case == "missing role":
+        env.update(PGUSER="cf17_nobody_here", PGPASSWORD=password)
+    elif case == "missing database":
+        env.update(PGPASSWORD=password, PGDATABASE="no_such_database_here")
+    started = time.monotonic()
+    done = cli(["init-db"], env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 10, "no retries, no backoff"
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("contribflow init-db: error: PostgreSQL refused the login (not retried")
+    assert {"wrong password": "password authentication failed", "missing role": "authentication failed",
+            "missing database": "does not exist"}[case] in line
+    assert "not-the-password" not in done.stderr and "the-right-password" not in done.stderr
+
+
 def test_a_connection_lost_mid_load_is_transient_loads_nothing_and_the_step_says_so(database, sql):
     assert cli(["init-db"]).returncode == 0
     env = dict(os.environ, CONTRIBFLOW_CHUNK_ROWS="20000", CONTRIBFLOW_RUN_ID="run-cut")
