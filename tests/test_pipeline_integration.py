@@ -155,9 +155,10 @@ def test_a_structurally_broken_file_is_refused_whole(database, sql, tmp_path, ca
 
 def test_a_missing_file_fails_pick_with_the_expected_path(database, sql, capsys):
     assert cli.main(["init-db"]) == 0
-    assert cli.main(["pick", "--date", DAY1.isoformat()]) == 1
-    assert "no source file for 2026-11-24" in capsys.readouterr().err
-    assert sql("select status from meta.etl_run where step = 'pick'") == [("FAILED",)]
+    assert cli.main(["pick", "--date", DAY1.isoformat()]) == 1  # CONTRIBFLOW_LATE_DEADLINE_S=0: no wait
+    err = capsys.readouterr().err
+    assert "file for 2026-11-24 is late: expected " in err and "contributions_20261124.csv" in err
+    assert sql("select status, error_class from meta.etl_run where step = 'pick'") == [("FAILED", "late")]
 
 
 def test_analyst_marts_hold_no_raw_taxpayer_id(database, sql):
