@@ -11,8 +11,9 @@ tests them there, and ``publish`` applies them to ``marts`` in one transaction:
 - the build is recorded PUBLISHED: the newest such row of ``meta.mart_build`` is what analysts see.
 
 A reader under READ COMMITTED sees the day's fct rows and the new dim together, or neither. A
-failed build or test leaves ``marts`` as it was, and the build stays in ``marts_build`` for
-inspection until the next run builds there.
+failed build or test leaves ``marts`` as it was; the failed build stays in ``marts_build``, and is
+moved to ``marts_failed`` when the next build starts, where it is kept for inspection until the next
+publication (analysts can read neither schema).
 
 Two runs' builds never interleave in ``marts_build``: a run claims the slot (one open build at a
 time, enforced by a unique index) before dbt-build, and releases it when its test fails or its
@@ -27,6 +28,7 @@ import sys
 import time
 
 import psycopg
+import psycopg.sql
 
 from contribflow.audit import StepRun
 from contribflow.db import connect
@@ -39,6 +41,7 @@ OPEN = ("BUILDING", "BUILT", "TESTED")
 FCT_COLUMNS = ("declaration_id", "taxpayer_key", "event_date", "amount", "currency", "contribution_type",
                "status", "country", "file_date", "source_file", "source_line", "raw_loaded_at")
 BUILD_SCHEMA = "marts_build"
+FAILED_SCHEMA = "marts_failed"
 PUBLISHED_SCHEMA = "marts"
 
 _OPEN_BUILD = """SELECT id, run_id, status, greatest(started_at, built_at, tested_at) AS touched,
@@ -115,6 +118,42 @@ def abandon_open(settings: Settings) -> int:
                 WHERE run_id = %s AND status IN ('BUILDING', 'BUILT', 'TESTED')""", (settings.run_id,)).rowcount
 
 
+def _relations(conn: psycopg.Connection, schema: str) -> list[tuple[str, str]]:
+    """(name, kind) of the tables and views in ``schema``, views first."""
+    return conn.execute(
+        """SELECT c.relname, CASE c.relkind WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END FROM pg_class c
+            WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'v')
+            ORDER BY c.relkind DESC, c.relname""", (schema,)).fetchall()
+
+
+def _clear(conn: psycopg.Connection, schema: str) -> None:
+    for name, kind in _relations(conn, schema):
+        conn.execute(f"DROP {kind} IF EXISTS {schema}.{name} CASCADE")
+
+
+def keep_failed_build(settings: Settings, build_id: int) -> str | None:
+    """Before build ``build_id`` overwrites marts_build: if what is there is a failed build (its
+    test or a model failed), move it to marts_failed (replacing an older failed one), where it stays
+    for inspection until the next publication. Returns what was kept, for the step's details."""
+    with connect(settings) as conn:
+        previous = conn.execute(
+            """SELECT id, run_id, status FROM meta.mart_build WHERE id < %s AND status <> 'ABANDONED'
+                ORDER BY id DESC LIMIT 1""", (build_id,)).fetchone()
+        if previous is None or previous[2] not in ("TEST_FAILED", "BUILD_FAILED"):
+            return None
+        kept = f"build {previous[0]} of run {previous[1]} ({previous[2]})"
+        already = conn.execute("SELECT obj_description(%s::regnamespace, 'pg_namespace')",
+                               (FAILED_SCHEMA,)).fetchone()[0]
+        if already == kept or not _relations(conn, BUILD_SCHEMA):
+            return None  # moved by an earlier attempt of this build (a retry), or nothing to keep
+        _clear(conn, FAILED_SCHEMA)
+        for name, kind in _relations(conn, BUILD_SCHEMA):
+            conn.execute(f"ALTER {kind} {BUILD_SCHEMA}.{name} SET SCHEMA {FAILED_SCHEMA}")
+        conn.execute(f"COMMENT ON SCHEMA {FAILED_SCHEMA} IS {psycopg.sql.quote(kept)}")
+        conn.commit()
+    return f"{kept} kept in {FAILED_SCHEMA}"
+
+
 def _exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.{name}",)).fetchone()[0]
 
@@ -142,6 +181,8 @@ def apply(conn: psycopg.Connection, full_refresh: bool) -> dict[str, int]:
     conn.execute(f"ALTER TABLE {BUILD_SCHEMA}.dim_taxpayer SET SCHEMA {PUBLISHED_SCHEMA}")
     conn.execute(f"GRANT SELECT ON {PUBLISHED_SCHEMA}.dim_taxpayer TO {ANALYST_ROLE}")
     dim = conn.execute(f"SELECT count(*) FROM {PUBLISHED_SCHEMA}.dim_taxpayer").fetchone()[0]
+    _clear(conn, FAILED_SCHEMA)  # a successful run: the last failed build has served its purpose
+    conn.execute(f"COMMENT ON SCHEMA {FAILED_SCHEMA} IS NULL")
     return {"fct_rows_replaced": deleted, "fct_rows_inserted": inserted, "dim_rows": dim}
 
 

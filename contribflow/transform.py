@@ -135,6 +135,10 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
         step.details["build_id"] = build_id
         try:
             with _one_dbt_at_a_time(settings):
+                if command == "build":
+                    kept = publish.keep_failed_build(settings, build_id)
+                    if kept:
+                        step.details["kept_failed_build"] = kept
                 ok = _invoke(settings, "run" if command == "build" else "test", extra)
                 results_file = target_dir(settings) / "run_results.json"
                 if not results_file.exists():

@@ -35,6 +35,11 @@ ANALYST_VIEW = """select (select count(*) from marts.fct_contributions where fil
                          (select md5(coalesce(string_agg(t::text, ',' order by t::text), '')) from marts.dim_taxpayer t)"""
 
 
+def cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "contribflow", *args], env=env or dict(os.environ),
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
 def run_day(day: dt.date, rows: int = 1500, run_id: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if run_id:
@@ -108,13 +113,34 @@ def test_a_failing_dbt_test_leaves_the_published_marts_byte_for_byte_and_analyst
         c.execute("SET ROLE contribflow_analyst")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("select 1 from marts_build.fct_contributions_delta")
+        c.rollback()
+        c.execute("SET ROLE contribflow_analyst")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("select 1 from marts_failed.fct_contributions_delta")
 
-    done = subprocess.run([sys.executable, "-m", "contribflow", "audit", "--date", DAY2.isoformat(), "--json"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = cli(["audit", "--date", DAY2.isoformat(), "--json"])
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["published"]["run_id"] == "run-day1"
     assert [(b["run_id"], b["status"]) for b in report["builds"]] == [("run-day2", "TEST_FAILED")]
+
+    # The fix (the source re-sends the declaration with a valid status) and a re-run of the day:
+    # its build moves the failed one to marts_failed, kept until this run publishes.
+    sql(INSERT_RAW, ("DINJECTED1", "PAID", DAY2, "DINJECTED1", "PAID"))
+    fix = dict(os.environ, CONTRIBFLOW_RUN_ID="run-day2-fixed")
+    done = cli(["dbt-build", "--date", DAY2.isoformat()], fix)
+    assert done.returncode == 0, done.stderr
+    assert sql("select status from marts_failed.fct_contributions_delta where declaration_id = 'DINJECTED1'") == \
+        [("LOST",)]
+    assert sql("select obj_description('marts_failed'::regnamespace, 'pg_namespace')") == [
+        (f"build {sql('select id from meta.mart_build where run_id = %s', ('run-day2',))[0][0]} "
+         "of run run-day2 (TEST_FAILED)",)]
+    for stage in ("dbt-test", "publish"):
+        done = cli([stage, "--date", DAY2.isoformat()], fix)
+        assert done.returncode == 0, done.stderr
+    assert sql("select count(*) from pg_class where relnamespace = 'marts_failed'::regnamespace") == [(0,)]
+    assert sql("select status from marts.fct_contributions where declaration_id = 'DINJECTED1'") == [("PAID",)]
+    assert sql("select count(*) > 1000 from marts.fct_contributions where file_date = %s", (DAY2,)) == [(True,)]
 
 
 def test_a_passing_day_appears_to_analysts_all_at_once_in_one_transaction(database, sql):

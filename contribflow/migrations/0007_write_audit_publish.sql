@@ -4,6 +4,11 @@
 CREATE SCHEMA IF NOT EXISTS marts_build;
 ALTER SCHEMA marts_build OWNER TO contribflow_transformer;
 REVOKE ALL ON SCHEMA marts_build FROM PUBLIC;
+-- The last failed build, moved out of marts_build when the next build starts, kept for inspection
+-- until the next publication.
+CREATE SCHEMA IF NOT EXISTS marts_failed;
+ALTER SCHEMA marts_failed OWNER TO contribflow_transformer;
+REVOKE ALL ON SCHEMA marts_failed FROM PUBLIC;
 
 CREATE TABLE meta.mart_build (
     id               bigserial PRIMARY KEY,
