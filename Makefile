@@ -32,6 +32,10 @@ install: $(VENV)/.installed ## Create .venv and install ContribFlow with everyth
 run: install ## Run the pipeline for DATE (default today) against $PG* or an embedded PostgreSQL
 	$(BIN)/contribflow run --date $(DATE) --rows $(ROWS)
 
+.PHONY: psql
+psql: install ## A psql shell in the local warehouse: $PG* if set, else the embedded PostgreSQL `make run` uses
+	$(BIN)/contribflow db psql
+
 .PHONY: db-stop
 db-stop: install ## Stop the embedded PostgreSQL that `make run` started
 	$(BIN)/contribflow db stop
@@ -257,8 +261,8 @@ backfill: install ## One run per date FROM..TO through the Kubernetes API, at mo
 ui: ## The Argo UI through kubectl port-forward on https://localhost:UI_PORT (default 2747; kind-up maps 2746)
 	@$(CLUSTER_SH) ui
 
-.PHONY: psql
-psql: ## A psql shell in the cluster's warehouse (kubectl exec into the PostgreSQL pod)
+.PHONY: cluster-psql
+cluster-psql: ## A psql shell in the cluster's warehouse (kubectl exec into the PostgreSQL pod)
 	@$(CLUSTER_SH) psql
 
 .PHONY: e2e

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from contribflow.db import connect
@@ -34,6 +35,8 @@ class StepRun:
     details: dict[str, Any] = field(default_factory=dict)
     status: str = "RUNNING"
     error: str | None = None
+    error_class: str | None = None
+    """'late' (the file missed its deadline), 'waiting' (not arrived yet: retried), 'transient'."""
     row_id: int | None = None
     _conn: Any = None
     _t0: float = 0.0
@@ -57,16 +60,18 @@ class StepRun:
         else:
             self.status = "FAILED"
             self.error = f"{exc_type.__name__}: {exc}" if not str(exc) else str(exc)
+            self.error_class = getattr(exc, "error_class", None) or (
+                "transient" if isinstance(exc, psycopg.OperationalError) else None)
         try:
             self._conn.execute(
                 """UPDATE meta.etl_run
                       SET status = %s, finished_at = clock_timestamp(), duration_s = %s,
                           rows_in = %s, rows_loaded = %s, rows_rejected = %s,
-                          source_file = %s, error = %s, details = %s
+                          source_file = %s, error = %s, details = %s, error_class = %s
                     WHERE id = %s""",
                 (self.status, round(time.monotonic() - self._t0, 3), self.rows_in,
                  self.rows_loaded, self.rows_rejected, self.source_file, self.error,
-                 Jsonb(self.details), self.row_id),
+                 Jsonb(self.details), self.error_class, self.row_id),
             )
         finally:
             self._conn.close()

@@ -24,7 +24,7 @@ EXAMPLES_PER_RULE = 3
 
 _STEPS = """
 SELECT id, run_id, step, status, started_at, finished_at, duration_s, rows_in, rows_loaded,
-       rows_rejected, source_file, error, ran_on, details,
+       rows_rejected, source_file, error, error_class, ran_on, details,
        status = 'RUNNING' AND started_at < clock_timestamp() - make_interval(secs => %(stale)s) AS stale
   FROM meta.etl_run WHERE logical_date = %(day)s ORDER BY id
 """
@@ -38,6 +38,19 @@ SELECT rule, column_name, severity, count(*) AS issues, count(DISTINCT (source_s
                   ORDER BY source_line))[1:%(examples)s] AS examples
   FROM meta.data_quality_issue WHERE run_id = ANY(%(runs)s)
  GROUP BY rule, column_name, severity ORDER BY severity, count(*) DESC, rule, column_name
+"""
+_BUILDS = """
+SELECT id, run_id, logical_date, status, base_build_id, full_refresh, delta_rows, dim_rows, started_at,
+       built_at, tested_at, published_at, error
+  FROM meta.mart_build WHERE run_id = ANY(%(runs)s) ORDER BY id
+"""
+_PUBLISHED = """
+SELECT id, run_id, logical_date, published_at, delta_rows, dim_rows
+  FROM meta.mart_build WHERE status = 'PUBLISHED' ORDER BY id DESC LIMIT 1
+"""
+_FRESHNESS = """
+SELECT run_id, source, max_loaded_at, age_s, status, checked_at
+  FROM meta.source_freshness WHERE run_id = ANY(%(runs)s) ORDER BY id
 """
 _DBT = """
 SELECT run_id, step, resource_type, unique_id, status, failures, left(message, 300) AS message
@@ -80,6 +93,9 @@ def collect(conn: psycopg.Connection, day: dt.date, stale_after_s: int) -> dict[
         entry["counts"][n["status"]] = entry["counts"].get(n["status"], 0) + 1
         if n["status"] not in ("pass", "success"):
             entry["not_passed"].append({k: n[k] for k in ("unique_id", "status", "failures", "message")})
+    builds = [{k: _plain(v) for k, v in b.items()} for b in cur.execute(_BUILDS, params).fetchall()]
+    published = cur.execute(_PUBLISHED).fetchone()
+    freshness = [{k: _plain(v) for k, v in f.items()} for f in cur.execute(_FRESHNESS, params).fetchall()]
     stale = [{"run_id": r["run_id"], "step": s["step"], "started_at": s["started_at"], "ran_on": s["ran_on"]}
              for r in runs.values() for s in r["steps"] if s["stale"]]
     return {
@@ -89,6 +105,9 @@ def collect(conn: psycopg.Connection, day: dt.date, stale_after_s: int) -> dict[
         "files": files,
         "quality_issues": issues,
         "dbt": list(dbt.values()),
+        "builds": builds,
+        "published": {k: _plain(v) for k, v in published.items()} if published else None,
+        "freshness": freshness,
         "stale_steps": stale,
     }
 
@@ -110,6 +129,8 @@ def render(report: dict[str, Any]) -> str:
             notes = []
             if s["stale"]:
                 notes.append(f"STALE: RUNNING for more than {report['stale_after_s']}s (process gone?)")
+            if s.get("error_class"):
+                notes.append(s["error_class"].upper() + ":")
             if s["error"]:
                 notes.append(f"error: {s['error']}")
             out.append(f"  {s['step']:<10} {s['status']:<8} {_n(s['duration_s']):>8} {_n(s['rows_in']):>9} "
@@ -140,6 +161,18 @@ def render(report: dict[str, Any]) -> str:
         for n in d["not_passed"]:
             out.append(f"    {n['status'].upper()}: {n['unique_id']}"
                        + (f" ({n['failures']} failing rows)" if n["failures"] else ""))
+    out.append("")
+    out.append("marts builds (meta.mart_build: dbt-build -> dbt-test -> publish)")
+    if not report["builds"]:
+        out.append("  none")
+    for b in report["builds"]:
+        out.append(f"  build {b['id']}  run {b['run_id']}  {b['status']}  delta={_n(b['delta_rows'])} "
+                   f"dim={_n(b['dim_rows'])}" + (f"  ({b['error']})" if b["error"] else ""))
+    for f in report["freshness"]:
+        out.append(f"  source freshness {f['source']}: {f['status']} (newest row {f['max_loaded_at']})")
+    p = report["published"]
+    out.append("analysts now read: " + (f"build {p['id']} of run {p['run_id']} ({p['logical_date']}), "
+                                        f"published {p['published_at']}" if p else "nothing published yet"))
     out.append("")
     if report["stale_steps"]:
         out.append(f"STALE steps (RUNNING for more than {report['stale_after_s']}s): "

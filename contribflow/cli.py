@@ -17,7 +17,8 @@ import psycopg
 
 from contribflow import __version__, imagemap
 from contribflow.contract import parse_date
-from contribflow.errors import DatabaseUnavailable, StageError
+from contribflow.db import refused_login
+from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
 from contribflow.settings import Settings, SettingsError
 
 
@@ -61,7 +62,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_pick(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import pick
 
-    step = pick.run(settings, args.date)
+    step = pick.run(settings, args.date, args.wait)
     print(f"pick: {step.details['file']}")
     return 0
 
@@ -107,6 +108,14 @@ def _dbt(command: str):
     return handler
 
 
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import publish
+
+    step = publish.run(settings, args.date)
+    print("publish: " + ", ".join(f"{k}={v}" for k, v in step.details.items()))
+    return 0
+
+
 def cmd_finish(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import finish
 
@@ -136,6 +145,15 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import embedded
 
     data_dir = settings.state_dir / "pgdata"
+    if args.action == "psql":
+        import shutil
+
+        env = dict(os.environ)
+        if not embedded.configured(env):
+            env.update(embedded.start(data_dir))
+        psql = shutil.which("psql") or str(embedded.bin_dir() / "psql")
+        sys.stdout.flush()
+        os.execvpe(psql, [psql], env)
     if args.action == "stop":
         print("stopped" if embedded.stop(data_dir) else f"no embedded server running in {data_dir}")
         return 0
@@ -197,12 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="same date and seed, same bytes (default 42)")
     p.add_argument("--defect-rate", type=_share, default=0.0, help="share of rows given a defect (0-1)")
     p.add_argument("--out", type=Path, default=None, help="write here instead of the landing folder")
-    stage("pick", cmd_pick, "find the source file for the run date in the landing folder")
+    p = stage("pick", cmd_pick, "find the source file for the run date in the landing folder; exit 76 while "
+                                "it has not arrived and CONTRIBFLOW_LATE_DEADLINE_S has not passed")
+    p.add_argument("--wait", action="store_true",
+                   help="poll (every CONTRIBFLOW_LATE_POLL_S) until the file arrives or the deadline passes")
     p = stage("ingest", cmd_ingest, "validate a source file and load it into raw")
     p.add_argument("--file", type=Path, required=True, help="the source file (inside the landing folder)")
-    p = stage("dbt-run", _dbt("run"), "build the dbt staging views and marts")
-    p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
-    stage("dbt-test", _dbt("test"), "run the dbt tests")
+    p = stage("dbt-build", _dbt("build"), "build the dbt staging views and the day's marts into marts_build "
+                                          "(analysts cannot read it; publish moves them to marts)")
+    p.add_argument("--full-refresh", action="store_true", help="rebuild the fact delta from all of history")
+    stage("dbt-test", _dbt("test"), "run every dbt test against the build, and check source freshness")
+    stage("publish", cmd_publish, "publish the tested build to marts, all marts in one transaction")
     p = stage("finish", cmd_finish, "exit handler: record the run's outcome")
     p.add_argument("--status", required=True, help="the workflow's status (Succeeded, Failed, Error)")
 
@@ -241,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_images)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL used when no server is configured")
-    p.add_argument("action", choices=("start", "stop", "env"))
+    p.add_argument("action", choices=("start", "stop", "env", "psql"),
+                   help="psql: a psql shell in the local warehouse ($PG* if set, else the embedded server)")
     p.set_defaults(handler=cmd_db)
 
     from contribflow import cluster  # imports `kubernetes` only when a cluster command runs
@@ -252,8 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 EXIT_FAILED = 1
 EXIT_TRANSIENT = 75
-"""EX_TEMPFAIL: the database could not be reached. The only failure Argo's retryStrategy retries;
-a data-quality failure exits 1 and is never retried."""
+"""EX_TEMPFAIL: the database could not be reached (refused, reset, timed out). The only failure
+Argo's retryStrategy retries (with pick's 76); a data-quality failure, and a login the server
+refuses (wrong password, missing role or database), exit 1 and are never retried."""
+EXIT_LATE = 76
+"""The run date's file has not arrived yet and its deadline has not passed: Argo retries pick with
+backoff. After the deadline pick exits 1, "file for D is late"."""
 EXIT_BROKEN_PIPE = 128 + 13
 """What a command killed by SIGPIPE exits with, as users of ``… | head`` expect."""
 
@@ -270,19 +298,41 @@ def _reader_went_away() -> int:
     return EXIT_BROKEN_PIPE
 
 
+WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit"}
+"""The subcommands that read or write the warehouse: without PG* variables they use the embedded
+server, as ``contribflow run`` does (outside production)."""
+
+
+def _embedded_when_unconfigured(command: str, settings: Settings) -> None:
+    """Point libpq at the local embedded server when nothing selects a server: a local
+    ``contribflow audit`` finds the warehouse ``contribflow run`` filled. Never in production."""
+    from contribflow import embedded
+
+    if command not in WAREHOUSE_COMMANDS or embedded.configured() or settings.environment == "production":
+        return
+    os.environ.update(embedded.start(settings.state_dir / "pgdata"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        _embedded_when_unconfigured(args.command, settings)
         code = args.handler(args, settings)
         sys.stdout.flush()
         return code
     except BrokenPipeError:
         return _reader_went_away()
+    except FileNotYetArrived as exc:
+        print(f"contribflow {args.command}: {exc}", file=sys.stderr)
+        return EXIT_LATE
     except DatabaseUnavailable as exc:
         print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_TRANSIENT
     except psycopg.OperationalError as exc:
+        if refused_login(exc):  # e.g. dbt's or a second connection's login, refused by the server
+            print(f"contribflow {args.command}: database error: {_first_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"contribflow {args.command}: database error (connection lost?): {_first_line(exc)}",
               file=sys.stderr)
         return EXIT_TRANSIENT

@@ -11,6 +11,7 @@ declaration with a new status (DUE → PAID) exactly as the source system would.
 from __future__ import annotations
 
 import datetime as dt
+import filecmp
 import hashlib
 import os
 import uuid
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from contribflow.audit import StepRun
 from contribflow.contract import COLUMNS, CONTRIBUTION_TYPES, COUNTRIES, file_name
-from contribflow.settings import Settings
+from contribflow.errors import StageError
+from contribflow.settings import PRODUCTION, Settings, SettingsError
 
 RESEND_SHARE = 0.10
 RESEND_LOOKBACK_DAYS = 7
@@ -96,6 +98,9 @@ def rows_for(day: dt.date, rows: int, seed: int = 42, defect_rate: float = 0.0) 
 def write_file(path: Path, rows: Iterable[list[str]]) -> int:
     """Write atomically (a reader never sees half a file); return the number of data rows.
 
+    An existing file is never replaced: the same bytes again are fine (a re-run), different bytes
+    are refused, so generate cannot overwrite a file the source system dropped.
+
     The temporary file is this writer's own, so two runs generating the same date at once both
     succeed (the last rename wins, with the same bytes) instead of one renaming the other's file.
     """
@@ -107,7 +112,13 @@ def write_file(path: Path, rows: Iterable[list[str]]) -> int:
             for row in rows:
                 fh.write(",".join(row) + "\n")
                 count += 1
-        tmp.replace(path)
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a file that is already there
+        except FileExistsError:
+            if not filecmp.cmp(tmp, path, shallow=False):
+                raise StageError(f"refusing to overwrite {path}: it exists with different content "
+                                 "(a file the source system dropped, or another seed/size); "
+                                 "move it away first if it really is to be replaced") from None
     finally:
         tmp.unlink(missing_ok=True)
     return count
@@ -119,6 +130,9 @@ def run(settings: Settings, day: dt.date, rows: int, seed: int, defect_rate: flo
         raise ValueError(f"--rows must be at least 1 (got {rows})")
     if not 0.0 <= defect_rate <= 1.0:
         raise ValueError(f"--defect-rate must be between 0 and 1 (got {defect_rate})")
+    if settings.environment == PRODUCTION:
+        raise SettingsError("generate writes synthetic data and is refused when CONTRIBFLOW_ENV=production "
+                            "(the source system drops the files there; run the workflow with generate=false)")
     path = out or settings.landing_dir / file_name(day)
     with StepRun(settings, "generate", day) as step:
         path.parent.mkdir(parents=True, exist_ok=True)

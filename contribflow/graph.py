@@ -39,6 +39,9 @@ class Stage:
     """A run parameter that must be "true" for the stage to run (otherwise it is skipped)."""
     retry_transient: bool = True
     """Retry only failures that may pass (network, a server restarting); never data-quality ones."""
+    waits_for_file: bool = False
+    """The stage waits for a late source file: retried on its own exit code (76) until the deadline
+    (Argo), or polling with ``--wait`` (``contribflow run``)."""
 
     @property
     def command(self) -> tuple[str, ...]:
@@ -68,6 +71,7 @@ STAGES: tuple[Stage, ...] = (
         depends=("generate",),
         outputs=("file",),
         needs_landing=True,
+        waits_for_file=True,
     ),
     Stage(
         name="ingest",
@@ -79,11 +83,11 @@ STAGES: tuple[Stage, ...] = (
         needs_landing=True,
     ),
     Stage(
-        name="dbt-run",
+        name="dbt-build",
         image="dbt",
         args=("--date", "{param:run-date}"),
         depends=("ingest",),
-        outputs=("models_ok", "models_failed"),
+        outputs=("models_ok", "models_failed", "build_id"),
         db_role="transformer",
         needs_dbt_target=True,
     ),
@@ -91,11 +95,19 @@ STAGES: tuple[Stage, ...] = (
         name="dbt-test",
         image="dbt",
         args=("--date", "{param:run-date}"),
-        depends=("dbt-run",),
-        outputs=("tests_passed", "tests_failed"),
+        depends=("dbt-build",),
+        outputs=("tests_passed", "tests_failed", "freshness"),
         db_role="transformer",
         needs_dbt_target=True,
         retry_transient=False,
+    ),
+    Stage(
+        name="publish",
+        image="dbt",
+        args=("--date", "{param:run-date}"),
+        depends=("dbt-test",),
+        outputs=("fct_rows_inserted", "dim_rows"),
+        db_role="transformer",
     ),
 )
 

@@ -77,7 +77,8 @@ def run_graph(settings: Settings, params: dict[str, str], env: dict[str, str] | 
             print(f"{label}: skipped ({stage.when}={params.get(stage.when)})", flush=True)
             continue
         print(f"{label} …", flush=True)
-        code, seconds = _run_stage(settings, stage, render_args(stage.args, resolve), env)
+        args = render_args(stage.args, resolve) + (["--wait"] if stage.waits_for_file else [])
+        code, seconds = _run_stage(settings, stage, args, env)
         state = "ok" if code == 0 else "failed"
         results[stage.name] = StepResult(stage.name, state, seconds)
         print(f"{label}: {state} in {seconds:.1f}s", flush=True)
@@ -102,7 +103,8 @@ def summary(settings: Settings, day: dt.date) -> str:
              f"{'step':<10} {'status':<8} {'seconds':>8} {'in':>9} {'loaded':>9} {'rejected':>9}  notes"]
     for step, status, seconds, rows_in, loaded, rejected, source, details, error in rows:
         notes = []
-        for key in ("models_ok", "models_failed", "tests_passed", "tests_failed", "rows_already_loaded"):
+        for key in ("models_ok", "models_failed", "tests_passed", "tests_failed", "freshness", "build_id",
+                    "fct_rows_inserted", "dim_rows", "waited_s", "rows_already_loaded"):
             if key in details:
                 notes.append(f"{key}={details[key]}")
         if source:

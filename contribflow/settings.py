@@ -82,6 +82,10 @@ class Settings:
     volume_high_ratio: float = 2.0
     volume_action: str = "warn"
     """A day's row count far from the trailing median: ``warn`` (recorded) or ``fail`` the ingest."""
+    late_deadline_s: int = 0
+    """How long pick waits for the run date's file, from its first attempt (0: not at all)."""
+    late_poll_s: float = 30.0
+    """How often ``pick --wait`` looks again."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -114,6 +118,8 @@ class Settings:
             volume_low_ratio=_float(env, "CONTRIBFLOW_VOLUME_LOW_RATIO", 0.5),
             volume_high_ratio=_float(env, "CONTRIBFLOW_VOLUME_HIGH_RATIO", 2.0),
             volume_action=env.get("CONTRIBFLOW_VOLUME_ACTION", "warn").strip().lower() or "warn",
+            late_deadline_s=_int(env, "CONTRIBFLOW_LATE_DEADLINE_S", 0),
+            late_poll_s=_float(env, "CONTRIBFLOW_LATE_POLL_S", 30.0),
         )
         settings.check()
         return settings
@@ -140,6 +146,8 @@ class Settings:
             raise SettingsError("CONTRIBFLOW_VOLUME_LOW_RATIO must be between 0 and 1 and "
                                 "CONTRIBFLOW_VOLUME_HIGH_RATIO at least 1 "
                                 f"(got {self.volume_low_ratio}, {self.volume_high_ratio})")
+        if self.late_deadline_s < 0 or self.late_poll_s <= 0:
+            raise SettingsError("CONTRIBFLOW_LATE_DEADLINE_S must be >= 0 and CONTRIBFLOW_LATE_POLL_S > 0")
 
     @property
     def uses_dev_key(self) -> bool:

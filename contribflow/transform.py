@@ -1,4 +1,9 @@
-"""dbt-run and dbt-test: dbt in-process, each node's result kept in meta.dbt_node_result.
+"""dbt-build and dbt-test: dbt in-process, each node's result kept in meta.dbt_node_result.
+
+dbt-build (``dbt run``) builds the marts into ``marts_build``, out of analysts' sight, after
+claiming the build slot (contribflow/publish.py); dbt-test (``dbt test``, then ``dbt source
+freshness``, recorded in meta.source_freshness) tests that build, and marks it TESTED, or
+TEST_FAILED. Only ``contribflow publish`` changes what analysts read.
 
 dbt gets only libpq's PG* variables; the pseudonymisation key is removed from its environment, so it
 cannot reach compiled SQL, logs or artifacts even by a careless ``env_var`` in a model.
@@ -15,13 +20,14 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from contribflow import publish
 from contribflow.audit import StepRun
 from contribflow.db import connect
-from contribflow.errors import StageError
+from contribflow.errors import DatabaseUnavailable, StageError
 from contribflow.settings import Settings
 
 _SCRUBBED_ENV = ("CONTRIBFLOW_PSEUDONYM_KEY",)
-DBT_LOCK = "contribflow:dbt"
+DBT_LOCK = publish.DBT_LOCK
 _PASSED = {"success", "pass"}
 _FAILED = {"error", "fail", "runtime error"}
 
@@ -30,7 +36,7 @@ def target_dir(settings: Settings) -> Path:
     return settings.dbt_target_dir or settings.state_dir / "dbt-target"
 
 
-def _invoke(settings: Settings, command: str, extra: list[str]) -> bool:
+def _invoke(settings: Settings, command: str, extra: list[str], *more: str) -> bool:
     from dbt.cli.main import dbtRunner
 
     target = target_dir(settings)
@@ -39,9 +45,9 @@ def _invoke(settings: Settings, command: str, extra: list[str]) -> bool:
     saved = {name: os.environ.pop(name) for name in _SCRUBBED_ENV if name in os.environ}
     try:
         result = dbtRunner().invoke([
-            command, "--project-dir", project, "--profiles-dir", project,
+            *command.split(), "--project-dir", project, "--profiles-dir", project,
             "--target-path", str(target.resolve()), "--log-path", str((target / "logs").resolve()),
-            *extra,
+            *extra, *more,
         ])
     finally:
         os.environ.update(saved)
@@ -78,29 +84,84 @@ def _record(settings: Settings, step: str, run_results: dict) -> list[dict]:
     return nodes
 
 
+def _freshness(settings: Settings, step: StepRun, extra: list[str]) -> None:
+    """``dbt source freshness`` of raw.contributions, recorded in meta.source_freshness. Recorded and
+    shown, not fatal: a file that has not arrived is pick's to report (late), and re-running an old
+    day must not fail because raw has not grown since."""
+    target = target_dir(settings)
+    (target / "sources.json").unlink(missing_ok=True)
+    try:
+        _invoke(settings, "source freshness", extra, "--select", "source:raw.contributions")
+    except StageError as exc:  # recorded, not fatal (see above)
+        step.details["freshness"] = "not checked"
+        print(f"dbt-test: source freshness not checked: {exc}", file=sys.stderr, flush=True)
+        return
+    sources = target / "sources.json"
+    if not sources.exists():
+        step.details["freshness"] = "not checked"
+        return
+    results = json.loads(sources.read_text()).get("results", [])
+    with connect(settings) as conn, conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO meta.source_freshness (run_id, source, max_loaded_at, snapshotted_at, age_s, status)
+               VALUES (%s, %s, %s, %s, %s, %s)""",
+            [(settings.run_id, r["unique_id"], r.get("max_loaded_at"), r.get("snapshotted_at"),
+              r.get("max_loaded_at_time_ago_in_s"), r["status"]) for r in results])
+    worst = max((r["status"] for r in results), key=["pass", "warn", "error", "runtime error"].index,
+                default="not checked")
+    step.details["freshness"] = worst
+    if worst != "pass":
+        print(f"dbt-test: source freshness of raw.contributions: {worst}", file=sys.stderr, flush=True)
+
+
 def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = False) -> StepRun:
-    """``command`` is ``run`` or ``test``; the step fails when dbt reports any error or failure."""
+    """``command`` is ``build`` (``dbt run`` into marts_build) or ``test`` (``dbt test`` of that build,
+    then source freshness); the step fails when dbt reports any error or failure."""
     step_name = f"dbt-{command}"
     with StepRun(settings, step_name, day) as step:
         extra = ["--vars", json.dumps({"run_date": day.isoformat()})]
         if full_refresh:
             extra.append("--full-refresh")
-        with _one_dbt_at_a_time(settings):
-            ok = _invoke(settings, command, extra)
-        results_file = target_dir(settings) / "run_results.json"
-        if not results_file.exists():
-            raise StageError(f"dbt {command} wrote no {results_file}")
-        nodes = _record(settings, step_name, json.loads(results_file.read_text()))
-        statuses = Counter(n["status"] for n in nodes)
-        passed = sum(statuses[s] for s in _PASSED)
-        failed = [n["unique_id"] for n in nodes if n["status"] in _FAILED]
-        noun = "models" if command == "run" else "tests"
-        step.details = {
-            f"{noun}_{'ok' if command == 'run' else 'passed'}": passed,
-            f"{noun}_failed": len(failed),
-            "warnings": statuses["warn"],
-        }
-        if not ok or failed:
-            listed = ", ".join(failed[:10]) + (" …" if len(failed) > 10 else "")
-            raise StageError(f"dbt {command}: {len(failed)} failed: {listed or 'see dbt log'}")
+        if command == "build":
+            build_id = publish.claim(settings, day, full_refresh)
+        else:
+            with connect(settings) as conn:
+                build = publish.this_runs_build(conn, settings)
+            if build is None or build[1] not in ("BUILT", "TESTED"):
+                raise StageError(f"run {settings.run_id} has no build to test"
+                                 + (f" (its build {build[0]} is {build[1]})" if build else "")
+                                 + ": run dbt-build first")
+            build_id = build[0]
+        step.details["build_id"] = build_id
+        try:
+            with _one_dbt_at_a_time(settings):
+                if command == "build":
+                    kept = publish.keep_failed_build(settings, build_id)
+                    if kept:
+                        step.details["kept_failed_build"] = kept
+                ok = _invoke(settings, "run" if command == "build" else "test", extra)
+                results_file = target_dir(settings) / "run_results.json"
+                if not results_file.exists():
+                    raise StageError(f"dbt {command} wrote no {results_file}")
+                nodes = _record(settings, step_name, json.loads(results_file.read_text()))
+                if command == "test":
+                    _freshness(settings, step, extra)
+            statuses = Counter(n["status"] for n in nodes)
+            passed = sum(statuses[s] for s in _PASSED)
+            failed = [n["unique_id"] for n in nodes if n["status"] in _FAILED]
+            noun = "models" if command == "build" else "tests"
+            step.details.update({
+                f"{noun}_{'ok' if command == 'build' else 'passed'}": passed,
+                f"{noun}_failed": len(failed),
+                "warnings": statuses["warn"],
+            })
+            if not ok or failed:
+                listed = ", ".join(failed[:10]) + (" …" if len(failed) > 10 else "")
+                raise StageError(f"dbt {command}: {len(failed)} failed: {listed or 'see dbt log'}")
+        except StageError as exc:
+            if isinstance(exc, DatabaseUnavailable):
+                raise  # transient: the build stays open for the retry
+            publish.mark(settings, build_id, "BUILD_FAILED" if command == "build" else "TEST_FAILED", str(exc))
+            raise
+        publish.mark(settings, build_id, "BUILT" if command == "build" else "TESTED")
     return step

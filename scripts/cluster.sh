@@ -154,7 +154,7 @@ deploy() {
     "make submit DATE=$DATE" "run one day from the template and watch it" \
     "make backfill FROM=$DATE TO=$DATE" "one run per date, at most PARALLEL=$PARALLEL at once" \
     "make e2e" "a run, then SQL assertions on meta.etl_run and the marts" \
-    "make psql" "a psql shell in the warehouse" \
+    "make cluster-psql" "a psql shell in the cluster's warehouse" \
     "make ui" "the Argo UI through kubectl port-forward (https://localhost:$UI_PORT)" \
     "make kind-down" "delete the cluster"
 }

@@ -8,8 +8,8 @@
 -- Every stage of contribflow/graph.py, then the exit handler (a test keeps the two in step); a
 -- retried step has several rows and its last one is its outcome.
 WITH expected (step, position) AS (
-    VALUES ('init-db', 1), ('generate', 2), ('pick', 3), ('ingest', 4), ('dbt-run', 5),
-           ('dbt-test', 6), ('finish', 7)
+    VALUES ('init-db', 1), ('generate', 2), ('pick', 3), ('ingest', 4), ('dbt-build', 5),
+           ('dbt-test', 6), ('publish', 7), ('finish', 8)
 ), latest AS (
     SELECT DISTINCT ON (step) step, status, error
       FROM meta.etl_run

@@ -15,7 +15,7 @@ By default each container runs as a local process (its mounts remapped to host f
 the engine's flags, the volumes mounted at their mount paths.
 
 Supported (and checked, so anything else fails loudly): ``depends`` of the form ``a && b``,
-``when`` of the form ``X == Y`` / ``X != Y``, retry expressions ``asInt(lastRetry.exitCode) == N``,
+``when`` of the form ``X == Y`` / ``X != Y``, retry expressions ``asInt(lastRetry.exitCode) == N`` (or several joined by ``||``),
 ``withParam`` fan-out (items run one after the other), and resource templates that create a
 Workflow from a ``workflowTemplateRef`` (replayed in turn, sharing the PVCs).
 """
@@ -287,7 +287,7 @@ class Replay:
                 for a in [*container.get("command", []), *container.get("args", [])]]
         env = self._env(container, scope, remap, where)
         run = TaskRun(name, "Failed", pod_name, argv, env)
-        limit, retry_code = self._retry(template, where)
+        limit, retry_codes = self._retry(template, where)
         while True:
             if self.executor is not None:
                 volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
@@ -302,7 +302,7 @@ class Replay:
                                       timeout=self.timeout_s)
                 attempt = Attempt(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
             run.attempts.append(attempt)
-            if attempt.exit_code == 0 or retry_code != attempt.exit_code or len(run.attempts) > limit:
+            if attempt.exit_code == 0 or attempt.exit_code not in retry_codes or len(run.attempts) > limit:
                 break
         run.phase = "Succeeded" if run.attempts[-1].exit_code == 0 else "Failed"
         for out in template.get("outputs", {}).get("parameters", []):
@@ -316,14 +316,17 @@ class Replay:
                 raise ReplayError(f"{where}: output {out['name']} not written to {source['path']} and no default")
         return run
 
-    def _retry(self, template: dict[str, Any], where: str) -> tuple[int, int | None]:
+    def _retry(self, template: dict[str, Any], where: str) -> tuple[int, set[int]]:
         strategy = template.get("retryStrategy")
         if not strategy:
-            return 0, None
-        match = RETRY_ON_EXIT_CODE.match(strategy.get("expression", "").strip())
-        if not match:
-            raise ReplayError(f"{where}: unsupported retry expression {strategy.get('expression')!r}")
-        return int(strategy["limit"]), int(match.group(1))
+            return 0, set()
+        codes = set()
+        for part in strategy.get("expression", "").split("||"):
+            match = RETRY_ON_EXIT_CODE.match(part.strip())
+            if not match:
+                raise ReplayError(f"{where}: unsupported retry expression {strategy.get('expression')!r}")
+            codes.add(int(match.group(1)))
+        return int(strategy["limit"]), codes
 
     def _mounts(self, container: dict[str, Any], pod_dir: Path) -> dict[str, Path]:
         """mountPath → folder: a PVC volume is shared by the whole run, anything else is per pod."""

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from contribflow import embedded, runner
-from contribflow.graph import EXIT_STAGE, topological_order
+from contribflow.graph import EXIT_STAGE, STAGES, topological_order
 from contribflow.settings import Settings
 
 CHECK = ROOT / "scripts" / "e2e_check.sql"
@@ -56,7 +56,7 @@ def test_the_e2e_check_passes_after_a_good_run_and_only_for_that_run(database, s
     assert done.stdout == ""
 
     other = e2e_check(database, "no-such-run").stdout.splitlines()
-    assert len(other) == 7
+    assert len(other) == len(STAGES) + 1
     assert all(p.startswith("step ") and p.endswith("has no meta.etl_run row for run no-such-run") for p in other)
 
     sql("truncate marts.fct_contributions")
@@ -72,8 +72,9 @@ def test_the_e2e_check_names_every_step_that_did_not_succeed_and_the_missing_mar
     problems = done.stdout.splitlines()
     assert [p.split(":")[0] for p in problems] == [
         "step ingest ended FAILED",
-        f"step dbt-run has no meta.etl_run row for run {settings.run_id}",
+        f"step dbt-build has no meta.etl_run row for run {settings.run_id}",
         f"step dbt-test has no meta.etl_run row for run {settings.run_id}",
+        f"step publish has no meta.etl_run row for run {settings.run_id}",
         "step finish ended FAILED",
         f"raw.contributions holds no row of the run's date {DAY}",
         "marts.fct_contributions does not exist",

@@ -99,7 +99,7 @@ def test_a_full_day_in_the_source_format_loads_whole_and_reaches_the_marts(datab
     results = runner.run_graph(Settings.from_env(), {"run-date": DAY.isoformat(), "rows": "3000",
                                                      "defect-rate": "0"})
     assert {r.stage: r.state for r in results} == {s: "ok" for s in (
-        "init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test", "finish")}
+        "init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish")}
     assert sql("select rows_in, rows_loaded, rows_rejected from meta.etl_run where step = 'ingest'") == [
         (3000, 3000, 0)]
     assert sql("select count(*) from raw.contributions_quarantine") == [(0,)]

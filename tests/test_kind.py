@@ -230,8 +230,8 @@ def test_ui_port_forwards_the_argo_server(make):
     assert "https://localhost:2747" in result.stdout
 
 
-def test_psql_execs_psql_in_the_postgresql_pod_without_a_password_on_the_command_line(make):
-    result = make("psql")
+def test_cluster_psql_execs_psql_in_the_postgresql_pod_without_a_password_on_the_command_line(make):
+    result = make("cluster-psql")
     assert result.returncode == 0, result.stderr
     argv = result.of("kubectl")[-1]
     assert argv[:7] == ["exec", "-i", "-n", "contribflow", "statefulset/contribflow-postgresql", "-c", "postgresql"]
@@ -329,7 +329,7 @@ def test_the_readme_quickstart_lists_exactly_the_cluster_targets():
     section = readme[readme.index("## Cluster quickstart (kind)"):]
     block = section[section.index("```bash"):section.index("```", section.index("```bash") + 3)]
     listed = re.findall(r"^make ([a-z0-9-]+)", block, flags=re.M)
-    assert listed == ["kind-up", "submit", "backfill", "e2e", "ui", "psql", "kind-down"]
+    assert listed == ["kind-up", "submit", "backfill", "e2e", "ui", "cluster-psql", "kind-down"]
     makefile = (ROOT / "Makefile").read_text()
     cluster = makefile[makefile.index("# --- cluster ---"):]
     assert set(re.findall(r"^([a-z0-9-]+): .*## ", cluster, flags=re.M)) >= set(listed)

@@ -97,25 +97,29 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
     assert done.returncode == 0, done.stdout + done.stderr
 
     who = sql("select step, db_login, db_role, status from meta.etl_run order by id")
-    expected_role = {"init-db": "migrator", "dbt-run": "transformer", "dbt-test": "transformer"}
+    expected_role = {"init-db": "migrator", "dbt-build": "transformer", "dbt-test": "transformer",
+                     "publish": "transformer"}
     init_by_admin, *steps = who
     assert init_by_admin[1:3] == ("postgres", "postgres")
-    assert [s[0] for s in steps] == ["init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test", "finish"]
+    assert [s[0] for s in steps] == ["init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish"]
     for step, db_login, db_role, status in steps:
         role = expected_role.get(step, "loader")
         assert (db_login, db_role, status) == (logins[role][0], dbroles.group_role(role), "SUCCESS"), step
     owners = sql("select n.nspname, c.relname, pg_get_userbyid(c.relowner) from pg_class c "
                  "join pg_namespace n on n.oid = c.relnamespace "
-                 "where n.nspname in ('staging', 'marts') and c.relkind in ('r', 'v')")
+                 "where n.nspname in ('staging', 'marts', 'marts_build') and c.relkind in ('r', 'v')")
     assert {o[:2] for o in owners} == {("staging", "stg_contributions"), ("marts", "fct_contributions"),
-                                       ("marts", "dim_taxpayer")}
+                                       ("marts", "dim_taxpayer"), ("marts_build", "fct_contributions_delta"),
+                                       ("marts_build", "fct_contributions")}
     assert {o[2] for o in owners} == {"contribflow_transformer"}
 
     with login(database, *logins["analyst"]) as analyst:
         assert analyst.execute("select count(*) from marts.fct_contributions").fetchone()[0] > 1000
         assert analyst.execute("select count(*) from marts.dim_taxpayer").fetchone()[0] > 0
         for forbidden in ("raw.contributions", "raw.contributions_quarantine", "meta.etl_run",
-                          "meta.source_file", "meta.data_quality_issue", "staging.stg_contributions"):
+                          "meta.source_file", "meta.data_quality_issue", "staging.stg_contributions",
+                          "marts_build.fct_contributions", "marts_build.fct_contributions_delta",
+                          "meta.mart_build"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 analyst.execute(f"select 1 from {forbidden} limit 1")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

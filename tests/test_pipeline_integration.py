@@ -39,14 +39,14 @@ def states(results: list[runner.StepResult]) -> dict[str, str]:
 def test_full_run_for_a_date_loads_raw_and_marts_and_audits_every_step(database, sql):
     results = run_day(DAY1)
     assert states(results) == {s: "ok" for s in
-                               ("init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test", "finish")}
+                               ("init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish")}
     raw, quarantined, fct, dim = sql(COUNTS)[0]
     assert raw + quarantined == 2000
     assert 0 < quarantined < 100
     assert fct == raw  # day one: every raw row is a distinct declaration
     assert dim > 0
     steps = sql("select step, status, run_id from meta.etl_run order by id")
-    assert [s for s, _, _ in steps] == ["init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test", "finish"]
+    assert [s for s, _, _ in steps] == ["init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish"]
     assert {st for _, st, _ in steps} == {"SUCCESS"}
     assert len({r for _, _, r in steps}) == 1
     ingest = sql("select rows_in, rows_loaded, rows_rejected, source_file from meta.etl_run where step='ingest'")[0]
@@ -153,9 +153,10 @@ def test_a_structurally_broken_file_is_refused_whole(database, sql, tmp_path, ca
 
 def test_a_missing_file_fails_pick_with_the_expected_path(database, sql, capsys):
     assert cli.main(["init-db"]) == 0
-    assert cli.main(["pick", "--date", DAY1.isoformat()]) == 1
-    assert "no source file for 2026-11-24" in capsys.readouterr().err
-    assert sql("select status from meta.etl_run where step = 'pick'") == [("FAILED",)]
+    assert cli.main(["pick", "--date", DAY1.isoformat()]) == 1  # CONTRIBFLOW_LATE_DEADLINE_S=0: no wait
+    err = capsys.readouterr().err
+    assert "file for 2026-11-24 is late: expected " in err and "contributions_20261124.csv" in err
+    assert sql("select status, error_class from meta.etl_run where step = 'pick'") == [("FAILED", "late")]
 
 
 def test_analyst_marts_hold_no_raw_taxpayer_id(database, sql):

@@ -21,21 +21,23 @@ select 'D' || i, '12345', 'k', date '2026-01-01', 1, 'EUR', 'INCOME_TAX', 'DUE',
 """
 
 
-def test_the_incremental_fct_reads_the_new_rows_by_index_even_without_statistics(database, sql):
+def test_the_incremental_fct_reads_the_new_rows_by_index_even_without_statistics(database, sql, monkeypatch):
     """The incremental fct query as dbt compiles it, planned right after a load that no ANALYZE has
     seen. Asked for "ingestion_ts after the watermark", the planner guessed a third of raw and
     scanned all of it (and a BRIN index would have excluded none of the new, unsummarized pages)."""
     assert cli.main(["init-db"]) == 0
     sql("alter table raw.contributions set (autovacuum_enabled = off)")
     sql(_ROWS, (1, 200_000))
-    assert cli.main(["dbt-run", "--date", "2026-01-03"]) == 0
+    monkeypatch.setenv("CONTRIBFLOW_RUN_ID", "run-history")
+    for stage in ("dbt-build", "dbt-test", "publish"):  # the published fct the delta is built against
+        assert cli.main([stage, "--date", "2026-01-03"]) == 0
     sql(_ROWS, (200_001, 210_000))
     assert sql("select reltuples from pg_class where oid = 'raw.contributions'::regclass") == [(-1,)]
 
     settings = Settings.from_env()
-    assert transform._invoke(settings, "compile", ["--select", "fct_contributions",
+    assert transform._invoke(settings, "compile", ["--select", "fct_contributions_delta",
                                                     "--vars", json.dumps({"run_date": "2026-01-04"})])
-    compiled = next(transform.target_dir(settings).rglob("compiled/**/fct_contributions.sql")).read_text()
+    compiled = next(transform.target_dir(settings).rglob("compiled/**/fct_contributions_delta.sql")).read_text()
     assert "ingestion_ts >" in compiled  # the incremental branch
     plan = "\n".join(r[0] for r in sql("explain " + compiled))
     assert "Seq Scan on contributions " not in plan, plan

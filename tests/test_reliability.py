@@ -189,19 +189,20 @@ def test_two_full_runs_of_the_same_date_at_once_both_succeed_and_load_once(datab
 def test_a_dbt_step_waits_while_another_dbt_holds_the_warehouse(database, sql):
     assert cli(["init-db"]).returncode == 0
     sql("select pg_advisory_lock(hashtextextended('contribflow:dbt', 0))")
-    proc = spawn(["dbt-run", "--date", DAY.isoformat()], dict(os.environ))
+    proc = spawn(["dbt-build", "--date", DAY.isoformat()], dict(os.environ))
     try:
         wait_until(lambda: sql("select 1 from pg_locks where locktype = 'advisory' and not granted")
-                   or proc.poll() is not None, 120, "dbt-run to wait on the dbt lock", interval=0.1)
+                   or proc.poll() is not None, 120, "dbt-build to wait on the dbt lock", interval=0.1)
         time.sleep(1)
-        assert proc.poll() is None, "dbt-run must not start building while another dbt holds the lock"
-        assert sql("select count(*) from pg_class where relnamespace = 'marts'::regnamespace") == [(0,)]
+        assert proc.poll() is None, "dbt-build must not start building while another dbt holds the lock"
+        assert sql("select count(*) from pg_class where relnamespace = 'marts_build'::regnamespace") == [(0,)]
     finally:
         sql("select pg_advisory_unlock(hashtextextended('contribflow:dbt', 0))")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "another dbt run holds the warehouse; waiting for it to finish" in err
-    assert sql("select to_regclass('marts.fct_contributions') is not null") == [(True,)]
+    assert sql("select to_regclass('marts_build.fct_contributions') is not null") == [(True,)]
+    assert sql("select to_regclass('marts.fct_contributions') is null") == [(True,)], "built, not published"
 
 
 # --- 3. the database unavailable ------------------------------------------------------------------
@@ -231,6 +232,51 @@ def test_an_unreachable_database_is_retried_with_backoff_then_exits_75_in_one_li
         "contribflow ingest: error: cannot connect to PostgreSQL after 3 attempts: ")
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert 0.9 <= elapsed < 30
+
+
+@pytest.fixture
+def password_login(pg_server, database):
+    """A login that must give a password (scram-sha-256 over the socket and TCP, via a pg_hba.conf
+    line on the test server), with a known password."""
+    import uuid
+
+    import psycopg
+
+    name, password = f"cf17_{uuid.uuid4().hex[:8]}", "the-right-password"
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=pg_server["PGDATABASE"],
+                         autocommit=True) as admin:
+        hba = Path(admin.execute("show hba_file").fetchone()[0])
+        original = hba.read_text()
+        hba.write_text("local all /^cf17_ scram-sha-256\nhost all /^cf17_ 127.0.0.1/32 scram-sha-256\n" + original)
+        admin.execute("select pg_reload_conf()")
+        admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        time.sleep(0.3)
+        try:
+            yield name, password
+        finally:
+            hba.write_text(original)
+            admin.execute("select pg_reload_conf()")
+            admin.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+@pytest.mark.parametrize("case", ["wrong password", "missing role", "missing database"])
+def test_a_login_the_server_refuses_is_not_retried_and_exits_1(database, password_login, case):
+    user, password = password_login
+    env = dict(os.environ, CONTRIBFLOW_DB_CONNECT_ATTEMPTS="5", CONTRIBFLOW_DB_CONNECT_BACKOFF_S="2",
+               PGUSER=user, PGPASSWORD="not-the-password")
+    if case == "missing role":
+        env.update(PGUSER="cf17_nobody_here", PGPASSWORD=password)
+    elif case == "missing database":
+        env.update(PGPASSWORD=password, PGDATABASE="no_such_database_here")
+    started = time.monotonic()
+    done = cli(["init-db"], env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 10, "no retries, no backoff"
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("contribflow init-db: error: PostgreSQL refused the login (not retried")
+    assert {"wrong password": "password authentication failed", "missing role": "authentication failed",
+            "missing database": "does not exist"}[case] in line
+    assert "not-the-password" not in done.stderr and "the-right-password" not in done.stderr
 
 
 def test_a_connection_lost_mid_load_is_transient_loads_nothing_and_the_step_says_so(database, sql):
@@ -280,7 +326,7 @@ def test_a_failing_dbt_test_fails_the_step_and_is_listed_in_meta_and_in_the_audi
     assert cli(["ingest", "--date", DAY.isoformat(), "--file", str(path)], env).returncode == 0
     # A row that bypassed ingest's validation (a manual fix, a bug): dbt's tests are the second net.
     sql(INSERT_RAW, _raw_row("DINJECTED1", status="LOST"))
-    assert cli(["dbt-run", "--date", DAY.isoformat()], env).returncode == 0
+    assert cli(["dbt-build", "--date", DAY.isoformat()], env).returncode == 0
     done = cli(["dbt-test", "--date", DAY.isoformat()], env)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
@@ -303,35 +349,43 @@ def test_a_failing_dbt_test_fails_the_step_and_is_listed_in_meta_and_in_the_audi
         ["audit", "--date", DAY.isoformat()], env).stdout
 
 
-def test_a_failing_model_build_leaves_the_previous_mart_intact(database, sql):
+def test_a_failing_model_build_leaves_the_published_marts_intact(database, sql):
     env = dict(os.environ)
     assert cli(["init-db"], env).returncode == 0
     assert cli(["generate", "--date", DAY.isoformat(), "--rows", "300"], env).returncode == 0
     path = Path(database["CONTRIBFLOW_LANDING_DIR"]) / file_name(DAY)
     assert cli(["ingest", "--date", DAY.isoformat(), "--file", str(path)], env).returncode == 0
-    assert cli(["dbt-run", "--date", DAY.isoformat()], env).returncode == 0
-    dim_before = sql(MART.format("dim_taxpayer"))
+    first = dict(env, CONTRIBFLOW_RUN_ID="run-first")
+    for stage in ("dbt-build", "dbt-test", "publish"):
+        done = cli([stage, "--date", DAY.isoformat()], first)
+        assert done.returncode == 0, done.stderr
+    marts_before = {m: sql(MART.format(m)) for m in ("dim_taxpayer", "fct_contributions")}
     relations_before = sql("select relname, relfilenode from pg_class where relnamespace = 'marts'::regnamespace "
                            "and relkind = 'r' order by 1")
 
     # Valid rows, each within numeric(14,2), whose sum overflows dim_taxpayer's numeric(16,2) total.
     for n in range(200):
         sql(INSERT_RAW, _raw_row(f"DHUGE{n:04d}", amount="999999999999.99"))
-    done = cli(["dbt-run", "--date", DAY.isoformat()], dict(env, CONTRIBFLOW_RUN_ID="run-dbt-model"))
+    failing = dict(env, CONTRIBFLOW_RUN_ID="run-dbt-model")
+    done = cli(["dbt-build", "--date", DAY.isoformat()], failing)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     results = dict(sql("select unique_id, status from meta.dbt_node_result where run_id = 'run-dbt-model'"))
     assert results["model.contribflow.dim_taxpayer"] == "error"
-    assert results["model.contribflow.fct_contributions"] == "success"
+    assert results["model.contribflow.fct_contributions_delta"] == "success"
     error = sql("select error from meta.etl_run where run_id = 'run-dbt-model'")[0][0]
     assert "model.contribflow.dim_taxpayer" in error
+    assert sql("select status from meta.mart_build where run_id = 'run-dbt-model'") == [("BUILD_FAILED",)]
+    done = cli(["publish", "--date", DAY.isoformat()], failing)
+    assert done.returncode == 1 and "BUILD_FAILED, not TESTED" in done.stderr
 
-    assert sql(MART.format("dim_taxpayer")) == dim_before  # the old table, untouched, still served
+    # Both marts untouched, still served: the fact rows that were built are not published either.
+    assert {m: sql(MART.format(m)) for m in marts_before} == marts_before
     relations_after = sql("select relname, relfilenode from pg_class where relnamespace = 'marts'::regnamespace "
                           "and relkind = 'r' order by 1")
-    assert [r for r in relations_after if r[0] == "dim_taxpayer"] == [
-        r for r in relations_before if r[0] == "dim_taxpayer"]
-    assert not [r for r in relations_after if "__dbt" in r[0]], "no half-built relation left behind"
-    assert sql("select count(*) from marts.fct_contributions where declaration_id like 'DHUGE%%'") == [(200,)]
+    assert relations_after == relations_before
+    assert sql("select count(*) from marts.fct_contributions where declaration_id like 'DHUGE%%'") == [(0,)]
+    assert sql("select count(*) from marts_build.fct_contributions_delta where declaration_id like 'DHUGE%%'") \
+        == [(200,)], "the failed build is kept for inspection"
 
 
 # --- 7. secrets -----------------------------------------------------------------------------------
@@ -368,7 +422,7 @@ def test_audit_answers_for_a_date_runs_steps_file_sha256_issues_and_dbt(database
     assert report["date"] == DAY.isoformat() and report["stale_steps"] == []
     [run] = report["runs"]
     assert run["run_id"] == run_id and run["status"] == "SUCCESS"
-    assert [s["step"] for s in run["steps"]] == ["init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test", "finish"]
+    assert [s["step"] for s in run["steps"]] == ["init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish"]
     ingest = next(s for s in run["steps"] if s["step"] == "ingest")
     raw, quarantined = sql("select (select count(*) from raw.contributions), "
                            "(select count(*) from raw.contributions_quarantine)")[0]

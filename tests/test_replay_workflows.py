@@ -33,7 +33,7 @@ VENV_BIN = Path(sys.executable).parent
 COMPARED_SCHEMAS = ("raw", "staging", "marts", "meta")
 NOT_COMPARED = {"id", "run_id"}
 """Plus every timestamptz column: they differ between any two runs by construction."""
-PER_RUN_TABLES = {("meta", "etl_run"), ("meta", "dbt_node_result")}
+PER_RUN_TABLES = {("meta", "etl_run"), ("meta", "dbt_node_result"), ("meta", "source_freshness")}
 
 
 def server_settings(server: dict[str, str], dbname: str) -> dict[str, str]:
@@ -96,14 +96,15 @@ def stage_logins(database, pg_server) -> Iterator[dict[str, str]]:
 
 
 def replay(tmp: Path, server: dict[str, str], dbname: str, params: dict[str, str], logins: dict[str, str],
-           claims: dict[str, Path] | None = None, rendered: Path = DAILY) -> tuple[ReplayResult, str, str]:
+           claims: dict[str, Path] | None = None, rendered: Path = DAILY,
+           settings: dict[str, str] | None = None) -> tuple[ReplayResult, str, str]:
     template = yaml.safe_load(rendered.read_text(encoding="utf-8"))
     uid, name = str(uuid.uuid4()), f"{template['metadata']['name']}-replay"
     result = Replay(
         template, parameters=params,
         workflow_templates={k8s.WORKFLOW_TEMPLATE: yaml.safe_load(DAILY.read_text(encoding="utf-8"))},
         secrets=stand_in_secrets(logins),
-        config_maps={k8s.CONFIGMAP: server_settings(server, dbname)},
+        config_maps={k8s.CONFIGMAP: {**server_settings(server, dbname), **(settings or {})}},
         work_dir=tmp, workflow_uid=uid, workflow_name=name, claims=claims,
         base_env={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
                   "HOME": str(tmp), "LANG": "C.UTF-8"},
@@ -170,7 +171,10 @@ def test_replaying_the_rendered_template_leaves_the_warehouse_contribflow_run_le
     assert int(ingest.outputs["rows_in"]) == 1500
     assert int(ingest.outputs["rows_loaded"]) + int(ingest.outputs["rows_rejected"]) == 1500
     assert result.tasks["dbt-test"].outputs["tests_failed"] == "0"
-    assert "CONTRIBFLOW_PSEUDONYM_KEY" not in result.tasks["dbt-run"].env
+    assert "CONTRIBFLOW_PSEUDONYM_KEY" not in result.tasks["dbt-build"].env
+    assert result.tasks["publish"].argv[:2] == ["contribflow", "publish"]
+    assert int(result.tasks["publish"].outputs["fct_rows_inserted"]) > 1000
+    assert result.tasks["dbt-test"].outputs["freshness"] == "pass"
 
     local_env = {**os.environ, **server_settings(pg_server, other_database), "PGUSER": pg_server["PGUSER"],
                  "CONTRIBFLOW_PSEUDONYM_KEY": TEST_KEY,
@@ -208,7 +212,7 @@ def test_a_broken_input_stops_the_dependants_and_the_exit_handler_records_failed
                                   claims={k8s.LANDING_PVC: landing})
     phases = {n: r.phase for n, r in result.tasks.items()}
     assert phases == {"init-db": "Succeeded", "generate": "Skipped", "pick": "Succeeded", "ingest": "Failed",
-                      "dbt-run": "Omitted", "dbt-test": "Omitted"}
+                      "dbt-build": "Omitted", "dbt-test": "Omitted", "publish": "Omitted"}
     ingest = result.tasks["ingest"]
     assert [a.exit_code for a in ingest.attempts] == [1], "a data failure is not retried"
     assert "column" in ingest.attempts[0].stderr
@@ -225,6 +229,24 @@ def test_a_broken_input_stops_the_dependants_and_the_exit_handler_records_failed
     with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=database["PGDATABASE"]) as c:
         assert c.execute("SELECT count(*) FROM raw.contributions").fetchone()[0] == 0
         assert c.execute("SELECT outcome FROM meta.source_file").fetchall() == [("REFUSED",)]
+
+
+def test_a_late_file_is_retried_on_exit_76_by_the_manifest_then_fails_as_late(database, pg_server, stage_logins,
+                                                                             tmp_path):
+    landing = tmp_path / "landing-pvc"
+    landing.mkdir()
+    params = {**PARAMS, "generate": "false"}
+    result, uid, _ = replay(tmp_path / "replay", pg_server, database["PGDATABASE"], params, stage_logins,
+                            claims={k8s.LANDING_PVC: landing}, settings={"CONTRIBFLOW_LATE_DEADLINE_S": "2"})
+    pick = result.tasks["pick"]
+    codes = [a.exit_code for a in pick.attempts]
+    assert codes[-1] == 1 and set(codes[:-1]) == {76} and 2 <= len(codes) <= 21, codes
+    assert f"file for {DAY.isoformat()} is late" in pick.attempts[-1].stderr
+    assert pick.phase == "Failed" and result.status == "Failed"
+    assert all(r.phase == "Omitted" for n, r in result.tasks.items() if n not in ("init-db", "generate", "pick"))
+    with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=database["PGDATABASE"]) as c:
+        classes = c.execute("SELECT error_class FROM meta.etl_run WHERE step = 'pick' ORDER BY id").fetchall()
+    assert [c for (c,) in classes] == ["waiting"] * (len(codes) - 1) + ["late"]
 
 
 def test_an_unreachable_database_is_retried_by_the_manifest_s_retry_strategy(database, pg_server, stage_logins,

@@ -53,7 +53,7 @@ def test_defect_rate_injects_roughly_that_share_of_invalid_rows():
 
 def test_stage_graph_order_and_errors():
     names = [s.name for s in graph.topological_order()]
-    assert names == ["init-db", "generate", "pick", "ingest", "dbt-run", "dbt-test"]
+    assert names == ["init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish"]
     with pytest.raises(ValueError, match="cycle"):
         graph.topological_order([graph.Stage("a", "x", (), depends=("b",)), graph.Stage("b", "x", (), depends=("a",))])
     with pytest.raises(ValueError, match="unknown"):

@@ -149,7 +149,7 @@ def test_the_daily_dag_is_the_stage_graph():
     ingest_args = {t["name"]: t for t in tasks}["ingest"]["arguments"]["parameters"]
     assert ingest_args == [{"name": "pick-file", "value": "{{tasks.pick.outputs.parameters.file}}"}]
     assert [(p["name"], p.get("value")) for p in spec["arguments"]["parameters"]] == \
-        [(name, value or None) for name, value in PARAMETERS.items()]
+        [(name, contribflow_daily.DEPLOYED_DEFAULTS.get(name, value) or None) for name, value in PARAMETERS.items()]
 
 
 def test_each_task_runs_the_cli_with_the_stage_args():
@@ -235,6 +235,10 @@ def test_only_a_transient_failure_is_retried_and_dbt_test_never():
     tmpl = templates(daily())
     for stage in (*STAGES, EXIT_STAGE):
         retry = tmpl[stage.name].get("retryStrategy")
+        if stage.waits_for_file:  # pick: 76 (the file has not arrived, deadline not passed) as well
+            assert retry["expression"] == "asInt(lastRetry.exitCode) == 75 || asInt(lastRetry.exitCode) == 76"
+            assert retry["limit"] == steps.WAIT_RETRY_LIMIT and retry["backoff"]["cap"] == "10m"
+            continue
         if not stage.retry_transient:
             assert retry is None, stage.name
             continue
@@ -243,6 +247,8 @@ def test_only_a_transient_failure_is_retried_and_dbt_test_never():
         assert retry["backoff"]["duration"] and retry["backoff"]["factor"] == 2
     assert "retryStrategy" not in tmpl["dbt-test"]
     assert "retryStrategy" in tmpl["ingest"]  # its data-quality failures exit 1: not matched
+    assert [s.name for s in STAGES if s.waits_for_file] == ["pick"]
+    assert cli.EXIT_LATE == steps.EXIT_LATE == 76
 
 
 def test_outputs_are_read_from_the_outputs_dir_with_a_default():
@@ -306,7 +312,7 @@ def test_the_dates_command_expands_a_range_and_refuses_a_bad_one(tmp_path, capsy
 # --- 3. drift -------------------------------------------------------------------------------------
 
 def test_a_changed_stage_graph_renders_differently_from_the_committed_yaml(tmp_path):
-    stages = tuple(dataclasses.replace(s, args=(*s.args, "--full-refresh")) if s.name == "dbt-run" else s
+    stages = tuple(dataclasses.replace(s, args=(*s.args, "--full-refresh")) if s.name == "dbt-build" else s
                    for s in STAGES)
     fresh = tmp_path / "rendered"
     render.render(fresh)
@@ -358,3 +364,23 @@ def test_each_module_holds_its_object_at_module_level_as_hera_generate_yaml_expe
     assert {id(obj) for obj, _ in render.objects().values()} == {id(obj) for obj in found.values()}
     text = "".join(p.read_text() for p in RENDERED.glob("*.yaml"))
     assert "'null'" not in text, "a parameter without a default must have no value, not the string 'null'"
+
+
+def test_the_rendered_objects_are_not_offered_for_kubectl_apply_and_never_generate_by_default():
+    """Issue 17: the rendered files lack the Secrets, PVC, launcher ServiceAccount and NetworkPolicy
+    pod labels the chart adds, so the README installs the chart only; and should one be applied by
+    mistake, its schedule still loads the dropped file and never writes a synthetic one."""
+    rendered = ROOT / "workflows" / "rendered"
+    for path in rendered.glob("*.yaml"):
+        assert "Not for `kubectl apply`" in path.read_text(encoding="utf-8"), path.name
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for offer in ("apply -f workflows/rendered", "template create workflows/rendered",
+                  "cron create workflows/rendered", "create -f workflows/rendered"):
+        assert offer not in readme
+    daily = yaml.safe_load((rendered / "workflowtemplate-contribflow-daily.yaml").read_text())
+    cron = yaml.safe_load((rendered / "cronworkflow-contribflow-daily.yaml").read_text())
+    backfill = yaml.safe_load((rendered / "workflowtemplate-contribflow-backfill.yaml").read_text())
+    assert {p["name"]: p.get("value") for p in daily["spec"]["arguments"]["parameters"]}["generate"] == "false"
+    assert [p["name"] for p in cron["spec"]["workflowSpec"]["arguments"]["parameters"]] == ["run-date"]
+    assert {p["name"]: p.get("value") for p in backfill["spec"]["arguments"]["parameters"]}["generate"] == "false"
+    assert PARAMETERS["generate"] == "true", "contribflow run still generates by default (a laptop)"

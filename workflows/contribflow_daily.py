@@ -25,7 +25,8 @@ PARAMETER_HELP = {
 }
 TITLE = "ContribFlow daily load"
 DESCRIPTION = ("Loads contributions_YYYYMMDD.csv for the run date (label contribflow.io/run-date) into "
-               "raw, pandera-validated with bad rows quarantined, then builds and tests the dbt marts. "
+               "raw, pandera-validated with bad rows quarantined, then builds the dbt marts out of "
+               "analysts' sight, tests them, and publishes them only when every test passed. "
                "Every step is a row in meta.etl_run whose run_id is this workflow's uid.")
 LABELS = {
     "app.kubernetes.io/name": "contribflow",
@@ -33,6 +34,10 @@ LABELS = {
     "app.kubernetes.io/component": "daily-load",
     "app.kubernetes.io/managed-by": "hera",
 }
+DEPLOYED_DEFAULTS = {"generate": "false"}
+"""Defaults that differ from ``contribflow run``'s: on a cluster a run loads the file the source
+system dropped unless ``generate=true`` is asked for (the chart sets it from
+``workflows.generate``, false by default)."""
 TTL_SECONDS_AFTER_SUCCESS = 3 * 24 * 3600
 TTL_SECONDS_AFTER_FAILURE = 7 * 24 * 3600
 ACTIVE_DEADLINE_SECONDS = 4 * 3600
@@ -71,7 +76,7 @@ def build(stages: Iterable[Stage] = STAGES, exit_stage: Stage = EXIT_STAGE) -> W
                      "workflows.argoproj.io/description": DESCRIPTION},
         entrypoint=ENTRYPOINT,
         on_exit=exit_stage.name,
-        arguments=[parameter(name, value) for name, value in PARAMETERS.items()],
+        arguments=[parameter(name, DEPLOYED_DEFAULTS.get(name, value)) for name, value in PARAMETERS.items()],
         service_account_name=k8s.SERVICE_ACCOUNT,
         security_context=steps.pod_security_context(),
         volumes=steps.volumes(),

@@ -21,6 +21,12 @@ COMMAND = "contribflow"
 EXIT_TRANSIENT = 75
 """The CLI's exit code when the database cannot be reached (EX_TEMPFAIL): the only one retried."""
 RETRY_EXPRESSION = f"asInt(lastRetry.exitCode) == {EXIT_TRANSIENT}"
+EXIT_LATE = 76
+"""pick's exit code while the run date's file has not arrived and its deadline has not passed."""
+WAIT_RETRY_EXPRESSION = f"{RETRY_EXPRESSION} || asInt(lastRetry.exitCode) == {EXIT_LATE}"
+WAIT_RETRY_LIMIT = 20
+"""With the backoff below (1m, 2m, 4m, 8m, then every 10m) 20 retries span about 3 hours: set
+CONTRIBFLOW_LATE_DEADLINE_S below that (and below the workflow's activeDeadlineSeconds, 4h)."""
 TMP_VOLUME = "tmp"
 LANDING_VOLUME = "landing"
 
@@ -138,6 +144,17 @@ def retry_strategy() -> RetryStrategy:
     )
 
 
+def wait_retry_strategy() -> RetryStrategy:
+    """pick: exit 76 (file not arrived, deadline not passed) and 75 are retried, with a longer
+    backoff; once the deadline passed pick exits 1 ("file for D is late") and is not retried."""
+    return RetryStrategy(
+        limit=WAIT_RETRY_LIMIT,
+        retry_policy="Always",
+        expression=WAIT_RETRY_EXPRESSION,
+        backoff=m.Backoff(duration="1m", factor=m.IntOrString(2), cap="10m"),
+    )
+
+
 def volume_mounts(stage: Stage) -> list[m.VolumeMount]:
     mounts = [m.VolumeMount(name=TMP_VOLUME, mount_path="/tmp")]
     if stage.needs_landing:
@@ -169,5 +186,6 @@ def stage_template(stage: Stage) -> Container:
         resources=resources(stage.image),
         security_context=security_context(),
         volume_mounts=volume_mounts(stage),
-        retry_strategy=retry_strategy() if stage.retry_transient else None,
+        retry_strategy=(wait_retry_strategy() if stage.waits_for_file
+                        else retry_strategy() if stage.retry_transient else None),
     )

@@ -1,53 +1,20 @@
-{{
-  config(
-    materialized='incremental',
-    unique_key='declaration_id',
-    incremental_strategy='delete+insert',
-    on_schema_change='fail',
-    indexes=[{'columns': ['declaration_id'], 'unique': true}, {'columns': ['raw_loaded_at']}],
-    pre_hook=["select pg_advisory_xact_lock_shared(hashtextextended('contribflow:raw-writer', 0))",
-              "set local work_mem = '64MB'"]
-  )
-}}
-{#- A daily run costs the day's rows, not the history: only raw rows that arrived after the newest
-    one already here are read, through raw's btree index on ingestion_ts (migration 0005; a BRIN
-    index excluded nothing until VACUUM summarized the newest pages, so all of raw was scanned).
-    A late file for an older date never overwrites a declaration with a stale status. The pre-hook
-    waits for any ingest in flight (it holds the same lock exclusively), so no row can commit
-    behind the watermark.
-    The watermark (found through the index on raw_loaded_at) is read first and written into the
-    query as a literal: behind a subquery the planner cannot see how few rows are newer, and scans
-    all of raw instead of using the index. Only dbt runs change this table, and they run one
-    at a time, so reading it before the pre-hook's lock reads the same value. The day's rows are
-    asked for as a range, up to raw's newest row (read after the lock, so nothing is left out):
-    where raw has no statistics yet the planner takes a range to be narrow, and where they are
-    stale it reads the range's true ends from the index; given only "after the watermark", it
-    guessed a third of raw and scanned all of it.
-    No index on taxpayer_key: nothing reads fct by it (per-taxpayer figures are dim_taxpayer), and
-    its random inserts were more than half of a daily run, growing with history once it no longer
-    fits in memory. -#}
-{% if is_incremental() %}
-{%- set watermark_sql -%}
-select to_char(max(raw_loaded_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') from {{ this }}
-{%- endset -%}
-{%- set newest = run_query(watermark_sql).columns[0].values()[0] if execute else none -%}
-{%- set watermark = "timestamp '" ~ (newest or '-infinity') ~ "' at time zone 'UTC'" %}
-with arrived as (
-    {{ current_declarations(source('raw', 'contributions'),
-                            where="ingestion_ts > " ~ watermark ~ " and ingestion_ts <= ("
-                                  ~ "select max(ingestion_ts) from " ~ source('raw', 'contributions') ~ ")") }}
+{{ config(materialized='view') }}
+{#- The audit relation: exactly what marts.fct_contributions will hold once this build is
+    published (the published rows the delta does not replace, plus the delta), so that every test
+    of fct_contributions runs against what analysts would read, without copying the history.
+    It lives in marts_build, out of analysts' sight, and is never published itself. -#}
+{%- set published = adapter.get_relation(database=target.database, schema='marts',
+                                          identifier='fct_contributions') if execute else none %}
+{%- set columns = ['declaration_id', 'taxpayer_key', 'event_date', 'amount', 'currency', 'contribution_type',
+                   'status', 'country', 'file_date', 'source_file', 'source_line', 'raw_loaded_at'] %}
+{% if published is not none and not flags.FULL_REFRESH %}
+select {{ columns | join(', ') }}
+from {{ published }} as kept
+where not exists (
+    select from {{ ref('fct_contributions_delta') }} as replaced
+    where replaced.declaration_id = kept.declaration_id
 )
-select arrived.*
-from arrived
-{#- One index lookup per arrived row (the limit keeps the planner from hashing all of the table). #}
-left join lateral (
-    select true as found, file_date, raw_loaded_at
-    from {{ this }} as here
-    where here.declaration_id = arrived.declaration_id
-    limit 1
-) as known on true
-where known.found is null
-   or (arrived.file_date, arrived.raw_loaded_at) >= (known.file_date, known.raw_loaded_at)
-{% else %}
-select * from {{ ref('stg_contributions') }}
+union all
 {% endif %}
+select {{ columns | join(', ') }}
+from {{ ref('fct_contributions_delta') }}
