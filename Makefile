@@ -279,6 +279,14 @@ lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts and the image stan
 
 TEST_CHECKS += lint-cluster
 
+# --- documentation -------------------------------------------------------------------------------
+
+.PHONY: site
+site: install ## Build the documentation site (MkDocs, docs/) into site/ with --strict: a broken link fails
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+TEST_CHECKS += site
+
 # --- performance -----------------------------------------------------------------------------------
 # Slow (minutes) and timing-dependent, so not part of `make test`; tests/test_ingest_fastpath.py is.
 BENCH_SIZES   ?= 100000 1000000

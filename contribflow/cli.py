@@ -85,6 +85,17 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_purge_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import purge
+
+    step = purge.run(settings, args.before)
+    d = step.details
+    print(f"purge-quarantine: {d['quarantined_rows_removed']} quarantined rows of {d['files']} file(s) dated "
+          f"before {d['before']} removed, {d['identifier_values_masked']} failing identifier values masked; "
+          "raw.contributions untouched")
+    return 0
+
+
 def cmd_contract(args: argparse.Namespace, settings: Settings) -> int:
     """The source contract in force: contract.toml with this deployment's overrides."""
     source = settings.contract
@@ -251,6 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
     p.set_defaults(handler=cmd_audit)
 
+    p = sub.add_parser("purge-quarantine", help="end the quarantine's retention: remove quarantined rows "
+                       "(raw taxpayer ids) of files dated before a day",
+                       description="Remove the quarantined rows of files dated before --before and mask the "
+                                   "failing identifier values recorded for them (docs/runbook.md, retention). "
+                                   "raw.contributions, the legal record, is never touched. Run as the "
+                                   "warehouse's owner (the migrator login).")
+    p.add_argument("--before", type=_date, required=True, help="first file date kept, YYYY-MM-DD")
+    p.set_defaults(handler=cmd_purge_quarantine)
+
     p = sub.add_parser("contract", help="print the source contract in force (with this deployment's overrides)",
                        description="The source contract in force: contribflow/contract.toml with "
                                    "CONTRIBFLOW_CONTRACT_OVERRIDES applied, and the schema-drift policy.")
@@ -298,7 +318,8 @@ def _reader_went_away() -> int:
     return EXIT_BROKEN_PIPE
 
 
-WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit"}
+WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit",
+                      "purge-quarantine"}
 """The subcommands that read or write the warehouse: without PG* variables they use the embedded
 server, as ``contribflow run`` does (outside production)."""
 

@@ -1,0 +1,140 @@
+"""The operations runbook (docs/runbook.md), step by step, against a real PostgreSQL: every
+procedure it gives an operator is run here with the commands it names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+
+from contribflow import cli
+from contribflow.contract import COLUMNS
+from helpers import good_row, write_source
+
+pytestmark = pytest.mark.integration
+
+DAY = dt.date(2026, 11, 2)
+NEXT = dt.date(2026, 11, 3)
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = ",".join(COLUMNS)
+
+
+def _ingest(path: Path, day: dt.date = DAY) -> int:
+    return cli.main(["ingest", "--date", day.isoformat(), "--file", str(path)])
+
+
+def _day_with_bad_rows(landing: Path, bad: int, total: int = 20, day: dt.date = DAY) -> Path:
+    rows = [good_row(i) for i in range(1, total + 1)]
+    for row in rows[:bad]:
+        row[3] = "-1.0"  # amount_not_negative
+    return write_source(landing, day, rows)
+
+
+def test_reprocessing_a_day_after_the_reject_threshold_tripped(database, sql, tmp_path):
+    landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
+    assert cli.main(["init-db"]) == 0
+    path = _day_with_bad_rows(landing, bad=3)  # 15 % > 5 %
+    assert _ingest(path) == 1
+    assert sql("select outcome from meta.source_file") == [("REJECTED",)]
+    assert sql("select count(*) from raw.contributions") == [(0,)]
+
+    # Either the source re-sends a corrected file (a new sha256: the rejected one never counts as
+    # loaded), which loads as any file does ...
+    archived = tmp_path / "archive"
+    archived.mkdir()
+    shutil.move(path, archived / path.name)
+    corrected = _day_with_bad_rows(landing, bad=0)
+    assert _ingest(corrected) == 0
+    assert sql("select outcome from meta.source_file order by id") == [("REJECTED",), ("LOADED",)]
+    assert sql("select count(*) from raw.contributions") == [(20,)]
+
+
+def test_accepting_a_rejected_file_with_a_threshold_for_that_run_only(database, sql, monkeypatch):
+    landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
+    assert cli.main(["init-db"]) == 0
+    path = _day_with_bad_rows(landing, bad=3)
+    assert _ingest(path) == 1
+    # ... or the business accepts the file as it is: one run with a higher threshold.
+    monkeypatch.setenv("CONTRIBFLOW_REJECT_THRESHOLD", "0.2")
+    assert _ingest(path) == 0
+    assert sql("select outcome from meta.source_file order by id") == [("REJECTED",), ("LOADED",)]
+    assert sql("select count(*) from raw.contributions") == [(17,)]
+    assert sql("select count(*) from raw.contributions_quarantine") == [(3,)]
+
+
+def test_correcting_and_reloading_quarantined_rows(database, sql, tmp_path):
+    landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
+    assert cli.main(["init-db"]) == 0
+    original = _day_with_bad_rows(landing, bad=1)
+    assert _ingest(original) == 0
+    assert sql("select count(*) from raw.contributions") == [(19,)]
+
+    # 1. the quarantined lines, exactly as they arrived
+    [(line, raw)] = sql("select source_line, raw_line from raw.contributions_quarantine "
+                        "where source_file = %s order by source_line", (original.name,))
+    assert line == 2 and raw.split(",")[3] == "-1.0"
+    # 2. the corrected file for the same date: the header and the corrected lines only
+    archived = tmp_path / "archive"
+    archived.mkdir()
+    shutil.move(original, archived / original.name)
+    fixed = raw.replace(",-1.0,", ",1.0,")
+    correction = write_source(landing, DAY, [fixed.rstrip("\n")], header=HEADER)
+    # 3. ingest it: only the corrected row is new
+    assert _ingest(correction) == 0
+    assert sql("select count(*) from raw.contributions") == [(20,)]
+    assert sql("select source_line, amount::text from raw.contributions where declaration_id = %s",
+               (fixed.split(",")[0],)) == [(2, "1.00")]
+    # the quarantine keeps the original bad row (append-only evidence), the ledger both files
+    assert sql("select count(*) from raw.contributions_quarantine") == [(1,)]
+    assert sql("select count(*) from meta.source_file where outcome = 'LOADED'") == [(2,)]
+
+
+def test_purging_the_quarantine_after_its_retention_keeps_the_records(database, sql, capsys):
+    landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
+    assert cli.main(["init-db"]) == 0
+    for offset, day in enumerate((DAY, NEXT)):
+        rows = [good_row(100 * offset + i) for i in range(1, 21)]
+        rows[0][1] = "=HYPERLINK(1)"  # a hostile taxpayer id: quarantined with its raw text
+        path = write_source(landing, day, rows)
+        assert _ingest(path, day) == 0
+    raw_before = sql("select count(*) from raw.contributions")
+
+    assert cli.main(["purge-quarantine", "--before", NEXT.isoformat()]) == 0
+    assert "1 quarantined rows of 1 file(s) dated before 2026-11-03 removed, 1 failing identifier values masked" \
+        in capsys.readouterr().out
+    assert sql("select file_date from raw.contributions_quarantine") == [(NEXT,)]
+    assert sql("""select f.file_date, i.failing_value from meta.data_quality_issue i
+                  join meta.source_file f on f.sha256 = i.source_sha256 order by 1""") == [
+        (DAY, "[purged]"), (NEXT, "=HYPERLINK(1)")]
+    assert sql("select count(*) from raw.contributions") == raw_before  # the legal record stays
+    assert sql("select status, rows_in from meta.etl_run where step = 'purge-quarantine'") == [("SUCCESS", 1)]
+
+
+def test_the_runbook_names_only_commands_that_exist():
+    runbook = (ROOT / "docs" / "runbook.md").read_text(encoding="utf-8")
+    parser = cli.build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)  # the subcommands argparse knows
+    named = {word.split()[1] for word in runbook.split("`") if word.startswith("contribflow ")}
+    assert named and named <= commands, named - commands
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = {word.split()[1] for word in runbook.split("`") if word.startswith("make ")}
+    assert all(f"\n{t}:" in makefile for t in targets), targets
+
+
+def test_deleting_records_after_their_retention_is_possible_only_as_the_runbook_says(database, sql):
+    landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
+    assert cli.main(["init-db"]) == 0
+    for offset, day in enumerate((DAY, NEXT)):
+        assert _ingest(write_source(landing, day, [good_row(100 * offset + i) for i in range(1, 6)]), day) == 0
+    with pytest.raises(Exception, match="append-only"):
+        sql("DELETE FROM raw.contributions WHERE file_date < %s", (NEXT,))
+    block = (ROOT / "docs" / "runbook.md").read_text().split("```sql\n  BEGIN;")[1].split("```")[0]
+    statements = [s.strip() for s in ("BEGIN;" + block).split(";") if s.strip()]
+    statements = [s.replace("DATE '2016-01-01'", f"DATE '{NEXT.isoformat()}'") for s in statements]
+    for statement in statements:
+        sql(statement)
+    assert sql("select file_date, count(*) from raw.contributions group by 1") == [(NEXT, 5)]
+    with pytest.raises(Exception, match="append-only"):  # the trigger is back
+        sql("DELETE FROM raw.contributions")
