@@ -37,10 +37,10 @@ def test_generate_writes_the_source_systems_own_format():
     assert all(float(a) == round(float(a), 2) and repr(float(a)) == a for a in amounts)
 
 
-def test_the_readme_contract_table_is_what_contribflow_contract_prints(capsys):
+def test_the_documented_contract_table_is_what_contribflow_contract_prints(capsys):
     assert cli.main(["contract"]) == 0
     printed = capsys.readouterr().out
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     table = readme.split("<!-- contract:begin (contribflow contract) -->\n", 1)[1].split("<!-- contract:end -->")[0]
     assert printed.startswith(table)
     assert "Schema drift (an extra column): refuse" in printed

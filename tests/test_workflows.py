@@ -373,10 +373,12 @@ def test_the_rendered_objects_are_not_offered_for_kubectl_apply_and_never_genera
     rendered = ROOT / "workflows" / "rendered"
     for path in rendered.glob("*.yaml"):
         assert "Not for `kubectl apply`" in path.read_text(encoding="utf-8"), path.name
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for offer in ("apply -f workflows/rendered", "template create workflows/rendered",
-                  "cron create workflows/rendered", "create -f workflows/rendered"):
-        assert offer not in readme
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for offer in ("apply -f workflows/rendered", "template create workflows/rendered",
+                      "cron create workflows/rendered", "create -f workflows/rendered"):
+            assert offer not in text, (page.name, offer)
     daily = yaml.safe_load((rendered / "workflowtemplate-contribflow-daily.yaml").read_text())
     cron = yaml.safe_load((rendered / "cronworkflow-contribflow-daily.yaml").read_text())
     backfill = yaml.safe_load((rendered / "workflowtemplate-contribflow-backfill.yaml").read_text())
