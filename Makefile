@@ -279,6 +279,22 @@ lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts and the image stan
 
 TEST_CHECKS += lint-cluster
 
+# GitHub Actions: zizmor audits the workflow offline (actions pinned by commit, no persisted
+# credentials, no template injection); shellcheck the scripts it runs. actionlint has no wheel on
+# PyPI (its build downloads from GitHub), so it is not run here.
+ZIZMOR_VENV := $(TOOLS)/zizmor-venv
+ZIZMOR      := $(ZIZMOR_VENV)/bin/zizmor
+$(ZIZMOR):
+	$(PYTHON) -m venv $(ZIZMOR_VENV)
+	$(ZIZMOR_VENV)/bin/pip install --quiet --disable-pip-version-check zizmor==1.32.0
+
+.PHONY: lint-actions
+lint-actions: $(ZIZMOR) $(SHELLCHECK) ## zizmor (offline) on .github/workflows, shellcheck on the scripts they run
+	$(ZIZMOR) --offline --quiet .github/workflows/
+	$(SHELLCHECK) .github/scripts/*.sh
+
+TEST_CHECKS += lint-actions
+
 # --- documentation -------------------------------------------------------------------------------
 
 .PHONY: site
