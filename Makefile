@@ -208,6 +208,16 @@ $(KUBERNETES_VALIDATE):
 chart-workflows: install ## Regenerate the chart's WorkflowTemplates/CronWorkflow from workflows/rendered/ (commit the result)
 	$(BIN)/python helm/tools/to_chart.py
 
+.PHONY: chart-readme
+chart-readme: install ## Regenerate helm/contribflow/README.md from the `# --` comments of values.yaml
+	$(BIN)/python helm/tools/chart_readme.py
+
+.PHONY: check-chart-readme
+check-chart-readme: install ## Fail when helm/contribflow/README.md differs from what values.yaml generates
+	$(BIN)/python helm/tools/chart_readme.py --check
+
+TEST_CHECKS += check-chart-readme
+
 .PHONY: check-chart-workflows
 check-chart-workflows: install ## Fail when the chart's workflow templates differ from what workflows/rendered/ generates
 	$(BIN)/python helm/tools/to_chart.py --check

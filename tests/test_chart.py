@@ -593,3 +593,22 @@ def test_every_checkov_skip_is_justified_in_the_committed_config():
             above -= 1
         assert len(" ".join(reason)) > 60, f"{lines[i].strip()} has no (real) reason above it"
     assert all(re.fullmatch(r"CKV2?_K8S_\d+|CKV_ARGO_\d+", c) for c in config["skip-check"])
+
+
+# --- the chart's README ------------------------------------------------------------------------------
+
+
+def test_the_chart_readme_documents_each_commented_key_with_its_default():
+    import chart_readme
+
+    sample = ("# -- Top level.\n# Second line.\ntop: 1\n\n# A section comment, not a description.\nsection:\n"
+              "  # -- Nested.\n  inner: [a]\n  undocumented: x\nresources:\n  # -- Whole block.\n  limits:\n"
+              "    cpu: 1\n")
+    assert chart_readme.documented_keys(sample) == [
+        ("top", "Top level. Second line."), ("section.inner", "Nested."), ("resources.limits", "Whole block.")]
+    text = chart_readme.render()
+    assert text == (CHART / "README.md").read_text(encoding="utf-8"), "run make chart-readme"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key in ("settings.schemaDrift", "contract.overrides", "settings.rejectThreshold"):
+        assert f"| `{key}` |" in text, key
+    assert f"| `settings.chunkRows` | int | `{values['settings']['chunkRows']}` |" in text
