@@ -310,8 +310,16 @@ def test_kind_config_pins_the_node_image_and_maps_the_argo_ui_to_loopback_only()
 def test_github_ci_runs_make_test_and_the_kind_e2e_with_the_pinned_tools():
     ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yaml").read_text())
     runs = {job: [step.get("run", "") for step in spec["steps"]] for job, spec in ci["jobs"].items()}
-    assert "make test" in runs["test"]
+    assert any(run.split()[-2:] == ["make", "test"] for run in runs["test"])
+    assert any(run.startswith(".github/scripts/fetch-argo-schemas.sh") for run in runs["test"])
     e2e = runs["kind-e2e"]
+    assert any(".github/scripts/install-cluster-tools.sh" in run for run in e2e)
+    for job, spec in ci["jobs"].items():
+        for step in spec["steps"]:
+            if "uses" in step:  # pinned by commit, never by a movable tag
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), (job, step["uses"])
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False, job
     kind_up = next(i for i, run in enumerate(e2e) if run.startswith("make kind-up"))
     assert e2e.index("make e2e") > kind_up
     assert ci["jobs"]["kind-e2e"]["steps"][-1] == {"name": "make kind-down", "if": "always()", "run": "make kind-down"}
