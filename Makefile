@@ -305,6 +305,24 @@ lint-actions: $(ZIZMOR) $(SHELLCHECK) ## zizmor (offline) on .github/workflows, 
 
 TEST_CHECKS += lint-actions
 
+# --- code hygiene --------------------------------------------------------------------------------
+# ruff and mypy in their own venv (.tools/lint-venv): mypy's own dependencies must not move the
+# versions dbt pins in .venv. Their configuration is in pyproject.toml.
+
+LINT_VENV := $(TOOLS)/lint-venv
+RUFF      := $(LINT_VENV)/bin/ruff
+MYPY      := $(LINT_VENV)/bin/mypy
+$(RUFF) $(MYPY):
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check ruff==0.17.6 mypy==2.4.1
+
+.PHONY: lint
+lint: install $(RUFF) $(MYPY) ## ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade) and mypy on contribflow/
+	$(RUFF) check .
+	$(MYPY) --python-executable $(BIN)/python
+
+TEST_CHECKS += lint
+
 # --- documentation -------------------------------------------------------------------------------
 
 .PHONY: site

@@ -82,7 +82,7 @@ class Measure:
     samples: list[float] = field(default_factory=list)
 
     @classmethod
-    def of(cls, case: str, rows: int, samples: list[float], **fields) -> "Measure":
+    def of(cls, case: str, rows: int, samples: list[float], **fields) -> Measure:
         return cls(case, rows, statistics.median(samples), samples=samples, **fields)
 
     @property
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 
     met = targets(bench, sizes, histories)
     report = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip(),
         "machine": {**at_start, "load_average_at_end": os.getloadavg()},

@@ -41,7 +41,7 @@ class StepRun:
     _conn: Any = None
     _t0: float = 0.0
 
-    def __enter__(self) -> "StepRun":
+    def __enter__(self) -> StepRun:
         self._t0 = time.monotonic()
         self._conn = connect(self.settings, autocommit=True)
         s = self.settings

@@ -40,7 +40,7 @@ def _share(text: str) -> float:
 
 
 def _today() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 def cmd_init_db(args: argparse.Namespace, settings: Settings) -> int:

@@ -116,13 +116,13 @@ class Cluster:
     host: str
     identity: str
     """Who the kubeconfig says we are, for "access denied" messages: user and context."""
-    api_exception: type = field(repr=False, default=Exception)
-    transport_error: type = field(repr=False, default=OSError)
+    api_exception: type[Exception] = field(repr=False, default=Exception)
+    transport_error: type[Exception] = field(repr=False, default=OSError)
     _templates: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
 
     @classmethod
     def connect(cls, namespace: str = k8s.NAMESPACE, kubeconfig: str | None = None,
-                context: str | None = None) -> "Cluster":
+                context: str | None = None) -> Cluster:
         try:
             import urllib3
             from kubernetes import client, config
@@ -324,8 +324,10 @@ def add_commands(sub: Any, date_type: Callable[[str], dt.date]) -> None:
     p = sub.add_parser("backfill", help="one Workflow per date of a range, at most --parallel at once",
                        description="Run the WorkflowTemplate for every date from --from to --to (inclusive): "
                                    "submit, watch, submit the next, never more than --parallel unfinished.")
-    p.add_argument("--from", dest="date_from", metavar="DATE", type=date_type, required=True, help="first date, YYYY-MM-DD")
-    p.add_argument("--to", dest="date_to", metavar="DATE", type=date_type, required=True, help="last date (included), YYYY-MM-DD")
+    p.add_argument("--from", dest="date_from", metavar="DATE", type=date_type, required=True,
+                   help="first date, YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", metavar="DATE", type=date_type, required=True,
+                   help="last date (included), YYYY-MM-DD")
     p.add_argument("--parallel", type=int, default=2, help="runs in flight at once (default 2)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="another template parameter")
     common(p)

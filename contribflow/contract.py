@@ -113,7 +113,7 @@ class Contract:
                 return column
         raise KeyError(name)
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> "Contract":
+    def with_overrides(self, overrides: dict[str, Any] | None) -> Contract:
         """This contract with a deployment's overrides applied; anything else is refused, naming it."""
         if not overrides:
             return self
@@ -195,8 +195,9 @@ def parse_overrides(text: str) -> dict[str, Any]:
 
 def _load() -> tuple[Contract, str]:
     data = tomllib.loads((resources.files("contribflow") / "contract.toml").read_text(encoding="utf-8"))
-    columns = tuple(Column(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
-                    for c in data["columns"])
+    fields: list[dict[str, Any]] = [{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()}
+                                    for c in data["columns"]]
+    columns = tuple(Column(**f) for f in fields)
     return Contract(columns, tuple(data["file"].items())), data["identifier"]["formula_prefixes"]
 
 

@@ -9,6 +9,7 @@ import time
 import psycopg
 
 from contribflow.errors import DatabaseRefused, DatabaseUnavailable
+from contribflow.settings import Settings
 
 NOT_TRANSIENT = re.compile(
     r"password authentication failed|authentication failed for user|no pg_hba\.conf entry"
@@ -23,7 +24,6 @@ a refused, reset or timed-out connection, or a server starting up, may pass and 
 
 def refused_login(exc: psycopg.OperationalError) -> bool:
     return bool(NOT_TRANSIENT.search(str(exc)))
-from contribflow.settings import Settings
 
 
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 SELECTORS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE", "CONTRIBFLOW_DSN")
@@ -26,8 +27,8 @@ def bin_dir() -> Path:
 
 def configured(env: dict[str, str] | None = None) -> bool:
     """True when the environment already selects a server (libpq variables or a DSN)."""
-    env = os.environ if env is None else env
-    return any(env.get(name) for name in SELECTORS)
+    source: Mapping[str, str] = os.environ if env is None else env
+    return any(source.get(name) for name in SELECTORS)
 
 
 def start(data_dir: Path) -> dict[str, str]:

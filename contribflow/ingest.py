@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import importlib
 import itertools
 import json
 import os
@@ -27,11 +28,11 @@ import queue
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ from contribflow.volume import RULE as VOLUME_RULE
 from contribflow.volume import VolumeCheck, check_volume
 
 try:
-    from contribflow import _copyrows
+    _copyrows: Any = importlib.import_module("contribflow._copyrows")
 except ImportError:  # built only where a C compiler was found (setup.py); the same rows in Python
     _copyrows = None
 
@@ -299,7 +300,7 @@ _DONE = object()
 _PIECE_ROWS = 5_000
 
 
-def _ahead(prepare: Callable[[T], U], stream: Iterator[T]) -> Iterator[U]:
+def _ahead(prepare: Callable[[T], U], stream: Generator[T, None, None]) -> Generator[U, None, None]:
     """``map(prepare, stream)``, with the next item prepared on a worker thread while the caller
     uses the current one.
 

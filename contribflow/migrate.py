@@ -16,7 +16,7 @@ LOCK_KEY = 0x434F4E54  # advisory lock: two init-db steps never migrate at once
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration shipped in the package, in version order."""
     folder = resources.files("contribflow") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
 
 

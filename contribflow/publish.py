@@ -99,7 +99,7 @@ def mark(settings: Settings, build_id: int, status: str, error: str | None = Non
     stamp = {"BUILT": "built_at", "TESTED": "tested_at", "PUBLISHED": "published_at"}.get(status)
     with connect(settings, autocommit=True) as conn:
         conn.execute(
-            f"UPDATE meta.mart_build SET status = %s, error = %s"
+            "UPDATE meta.mart_build SET status = %s, error = %s"
             + (f", {stamp} = clock_timestamp()" if stamp else "") + " WHERE id = %s",
             (status, error[:2000] if error else None, build_id))
         if status == "BUILT":

@@ -11,7 +11,7 @@ import csv
 import hashlib
 import io
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -117,7 +117,7 @@ class _Lines:
         self.pending: list[str] = []
         self.count = 0
 
-    def __iter__(self) -> "_Lines":
+    def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
@@ -273,7 +273,7 @@ def _exact_chunk(lines: _Lines, first_line: int, block_size: int, width: int, na
 
 
 def chunks(path: Path, size: int, first: int | None = None,
-           keep_extra: bool = False) -> tuple[list[str], Iterator[Chunk]]:
+           keep_extra: bool = False) -> tuple[list[str], Generator[Chunk, None, None]]:
     """The header and the data records in chunks of about ``size`` physical lines (the first of
     about ``first``, when given), in constant memory.
 
@@ -285,7 +285,7 @@ def chunks(path: Path, size: int, first: int | None = None,
     width = len(header)
     categorical = frozenset(header.index(c) for c in REPEATING)
 
-    def iterate() -> Iterator[Chunk]:
+    def iterate() -> Generator[Chunk, None, None]:
         line = first_line
         sizes = itertools.chain([first or size], itertools.repeat(size))
         with fh:

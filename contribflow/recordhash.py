@@ -35,7 +35,8 @@ def all_canonical(amounts: list[str]) -> bool:
     """Whether every (validated) amount is already as numeric(14,2) prints it, in one C scan of the
     amounts joined by newlines (none can hold one)."""
     joined = "\n".join(amounts) + "\n"
-    return not amounts or _CANONICAL_RUN(joined).end() == len(joined)
+    run = _CANONICAL_RUN(joined)  # a possessive run of zero or more: it always matches
+    return not amounts or (run is not None and run.end() == len(joined))
 
 
 def canonical_amounts(amounts: list[str]) -> list[str]:

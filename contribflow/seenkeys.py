@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import tempfile
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ class SeenKeys:
     def __init__(self, max_run: int = 1 << 20) -> None:
         self.max_run = max_run
         self.runs: list[np.ndarray] = []
-        self._spilled: list[tuple[object, mmap.mmap, np.ndarray]] = []
+        self._spilled: list[tuple[IO[bytes], mmap.mmap, np.ndarray]] = []
 
     def mark(self, ids: pd.Series) -> np.ndarray:
         """True for each id that appeared earlier in the file (earlier in ``ids`` included)."""

@@ -88,7 +88,7 @@ class Settings:
     """How often ``pick --wait`` looks again."""
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         state_dir = Path(env.get("CONTRIBFLOW_STATE_DIR") or ".contribflow")
         outputs = env.get("CONTRIBFLOW_OUTPUTS_DIR")

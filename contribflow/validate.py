@@ -53,7 +53,11 @@ def _missing_if_empty(values: np.ndarray | pd.Categorical) -> np.ndarray | pd.Ca
     if isinstance(values, pd.Categorical):
         return values.remove_categories([""]) if "" in values.categories else values
     empty = values == ""
-    return np.where(empty, None, values) if empty.any() else values
+    if not empty.any():
+        return values
+    missing = values.copy()
+    missing[empty] = None
+    return missing
 
 
 def _verdicts(values: np.ndarray, bad_lines: Callable[[str], Iterator[int]],
@@ -95,7 +99,9 @@ class _Pattern:
         if not (pattern.startswith("^") and pattern.endswith("$")):
             raise ValueError(f"pattern {pattern!r} must be anchored with ^ and $")
         self.fullmatch = re.compile(pattern, re.ASCII).fullmatch
-        self.good_run = re.compile(f"(?:(?:{pattern[1:-1]})\n)*+", re.ASCII).match
+        good_run = re.compile(f"(?:(?:{pattern[1:-1]})\n)*+", re.ASCII).match
+        # A possessive run of zero or more values always matches (at worst the empty string).
+        self.good_end: Callable[[str, int], int] = lambda joined, pos: good_run(joined, pos).end()  # type: ignore[union-attr]
 
     def verdicts(self, values: np.ndarray) -> np.ndarray:
         return _verdicts(values, self.bad_lines, self.matches)
@@ -105,7 +111,7 @@ class _Pattern:
 
     def bad_lines(self, joined: str) -> Iterator[int]:
         line = pos = 0
-        while (stop := self.good_run(joined, pos).end()) < len(joined):
+        while (stop := self.good_end(joined, pos)) < len(joined):
             line += joined.count("\n", pos, stop)
             yield line
             pos = joined.index("\n", stop) + 1
@@ -277,7 +283,7 @@ def validate_chunk(frame: pd.DataFrame, duplicate: np.ndarray,
         ):
             if index is None or (isinstance(index, float) and np.isnan(index)):
                 # A column-level failure (a wrong dtype, say) names no row: never let it pass.
-                raise StageError(f"validation could not check column {column!r}: {check}: {value}")
+                raise StageError(f"validation could not check column {column!r}: {check}: {value}") from None
             text = None if pd.isna(value) else str(value)
             name = _check_name(check)
             rules = (source.column(column).identifier_problems(text) or [name]

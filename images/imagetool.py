@@ -446,7 +446,7 @@ def run_pipeline(venvs: dict[str, Path], work: Path) -> list[str]:
     may be written under /app or into the venvs: in the cluster they are on the read-only root
     filesystem; only /tmp (an emptyDir) and the landing volume are writable."""
     from contribflow import embedded, runner
-    from contribflow.graph import by_name, EXIT_STAGE, STAGES
+    from contribflow.graph import EXIT_STAGE, STAGES, by_name
     from contribflow.imagemap import image_for
     from contribflow.settings import Settings
 

@@ -25,7 +25,7 @@ import difflib
 import json
 import os
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,6 @@ class ArgoSchema:
         return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def default_schema() -> ArgoSchema:
     return ArgoSchema()

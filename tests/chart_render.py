@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import subprocess
 import sys
 import threading
@@ -69,7 +68,7 @@ def docs(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scenario_text(scenario: str) -> str:
     return template_text(*scenario_args(scenario))
 
@@ -149,7 +148,7 @@ def restricted_violations(where: str, pod: dict[str, Any], containers: list[dict
             found.append(f"{name}: capabilities do not drop ALL")
         if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
             found.append(f"{name}: adds capabilities {caps.get('add')}")
-        if not (sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
             found.append(f"{name}: runAsNonRoot not true")
         if sc.get("runAsUser", psc.get("runAsUser")) == 0:
             found.append(f"{name}: runAsUser 0")

@@ -164,7 +164,7 @@ class StandInServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> "StandInServer":
+    def __enter__(self) -> StandInServer:
         self.thread.start()
         return self
 

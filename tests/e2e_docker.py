@@ -39,11 +39,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from argo_replay import Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
-from docker_executor import DockerExecutor, cpu_quantity, memory_bytes, secret_files  # noqa: E402
-
 from contribflow import k8s  # noqa: E402
 from contribflow.contract import file_name  # noqa: E402
+
+from argo_replay import Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
+from docker_executor import DockerExecutor, cpu_quantity, memory_bytes, secret_files  # noqa: E402
 
 DAILY = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.yaml"
 CHART = ROOT / "helm" / "contribflow"

@@ -16,16 +16,30 @@ import pytest
 import yaml
 
 from argo_schema import default_schema
-from chart_render import (CHART, NAMESPACE, ROOT, SCENARIOS, api_server_with_secrets, docs, find, one,
-                          pods, restricted_violations, run_helm, scenario_args, scenario_docs, scenario_text,
-                          secret_data, template_text)
+from chart_render import (
+    CHART,
+    NAMESPACE,
+    ROOT,
+    SCENARIOS,
+    api_server_with_secrets,
+    docs,
+    find,
+    one,
+    pods,
+    restricted_violations,
+    run_helm,
+    scenario_args,
+    scenario_docs,
+    secret_data,
+    template_text,
+)
 
 sys.path.insert(0, str(ROOT / "helm" / "tools"))
-import to_chart  # noqa: E402
-
 from contribflow import contract, k8s  # noqa: E402
-from contribflow.settings import Settings  # noqa: E402
 from contribflow.imagemap import IMAGES  # noqa: E402
+from contribflow.settings import Settings  # noqa: E402
+
+import to_chart  # noqa: E402
 
 ROLES = k8s.DB_ROLES
 DAILY = f"{k8s.WORKFLOW_TEMPLATE}"

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from contribflow import cli
+
 from cluster_standin import StandIn, StandInServer, write_kubeconfig
 from conftest import ROOT
-from contribflow import cli
 
 TEMPLATE_PATH = "/apis/argoproj.io/v1alpha1/namespaces/contribflow/workflowtemplates/contribflow-daily"
 WORKFLOWS_PATH = "/apis/argoproj.io/v1alpha1/namespaces/contribflow/workflows"
@@ -58,7 +59,7 @@ def test_submit_creates_a_workflow_from_the_template_with_the_run_date(standin, 
 
 
 def test_submit_wait_follows_the_run_and_shows_each_steps_outputs(standin, capsys):
-    state, run = standin.state, standin.run
+    run = standin.run
     assert run("submit", "--date", "2026-11-24", "--wait", "--output", "json") == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["phase"] == "Succeeded"
@@ -161,7 +162,7 @@ def test_waiting_past_the_timeout_is_a_clear_error(standin, capsys):
 
 
 def test_waiting_for_a_workflow_that_does_not_exist(standin, capsys):
-    state, run = standin.state, standin.run
+    run = standin.run
     assert run("wait", "contribflow-daily-nope") == 1
     assert ('error: workflows.argoproj.io/contribflow-daily-nope not found in namespace "contribflow"'
             in capsys.readouterr().err)

@@ -11,10 +11,11 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
 from contribflow import embedded, runner
 from contribflow.graph import EXIT_STAGE, STAGES, topological_order
 from contribflow.settings import Settings
+
+from conftest import ROOT
 
 CHECK = ROOT / "scripts" / "e2e_check.sql"
 DAY = dt.date(2026, 11, 24)

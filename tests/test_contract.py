@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
 from contribflow import cli, contract, runner
 from contribflow.contract import COLUMNS
 from contribflow.generate import rows_for
 from contribflow.settings import Settings, SettingsError
+
+from conftest import ROOT
 from helpers import write_source
 
 DAY = dt.date(2026, 1, 12)

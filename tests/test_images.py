@@ -76,7 +76,7 @@ def test_entrypoint_runs_the_contribflow_cli_for_each_stage_of_the_image(name: s
         stage = by_name((*STAGES, EXIT_STAGE))[stage_name]
         assert stage.command[0] == entrypoint[0]
         values = {**PARAMETERS, "run-date": "2026-01-15"}
-        args = render_args(stage.command[1:], lambda kind, key, _: values.get(key, "Succeeded"))
+        args = render_args(stage.command[1:], lambda kind, key, _, values=values: values.get(key, "Succeeded"))
         parsed = cli.build_parser().parse_args(args)
         assert parsed.command == stage_name
 

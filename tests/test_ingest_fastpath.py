@@ -19,6 +19,7 @@ from contribflow.contract import COLUMNS
 from contribflow.errors import FileRefused
 from contribflow.ingest import SeenKeys
 from contribflow.reader import chunks, records
+
 from helpers import good_row, write_source
 
 DAY = dt.date(2026, 11, 24)
@@ -78,9 +79,9 @@ def test_chunked_reader_matches_the_exact_reader_on_random_hostile_files(tmp_pat
         if rng.random() < 0.1:
             body += '"unterminated,1\n'
         path = write_source(tmp_path, DAY, [], raw=(HEADER + body).encode())
-        expected = _outcome(lambda: _via_records(path))
+        expected = _outcome(lambda path=path: _via_records(path))
         for size in (1, 2, 3, 7, 1000):
-            assert _outcome(lambda: _via_chunks(path, size)) == expected, (size, body)
+            assert _outcome(lambda path=path, size=size: _via_chunks(path, size)) == expected, (size, body)
 
 
 def test_a_quoted_newline_across_a_chunk_boundary_keeps_its_line_and_text(tmp_path):

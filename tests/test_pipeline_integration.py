@@ -10,8 +10,9 @@ import pytest
 
 from contribflow import cli, runner
 from contribflow.settings import Settings
-from helpers import good_row, write_source
+
 from conftest import TEST_KEY
+from helpers import good_row, write_source
 
 pytestmark = pytest.mark.integration
 

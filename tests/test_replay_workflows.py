@@ -15,12 +15,13 @@ import psycopg
 import pytest
 import yaml
 
-from argo_replay import Replay, ReplayResult
-from conftest import ROOT, TEST_KEY
 from contribflow import dbroles, k8s, runner
 from contribflow.contract import file_name
 from contribflow.graph import EXIT_STAGE, STAGES
 from contribflow.settings import Settings
+
+from argo_replay import Replay, ReplayResult
+from conftest import ROOT, TEST_KEY
 from helpers import good_row, write_source
 
 pytestmark = pytest.mark.integration

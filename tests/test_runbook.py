@@ -11,6 +11,7 @@ import pytest
 
 from contribflow import cli
 from contribflow.contract import COLUMNS
+
 from helpers import good_row, write_source
 
 pytestmark = pytest.mark.integration

@@ -17,6 +17,7 @@ from contribflow.pseudonym import Pseudonymiser
 from contribflow.reader import fingerprint, records
 from contribflow.settings import DEV_PSEUDONYM_KEY, Settings, SettingsError
 from contribflow.validate import validate_chunk
+
 from helpers import good_row, write_source
 
 DAY = dt.date(2026, 11, 25)

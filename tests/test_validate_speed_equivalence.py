@@ -175,7 +175,7 @@ def test_frame_of_keeps_the_text_and_marks_empty_values_missing():
     frame = frame_of(columns, np.array([7, 8], dtype=np.int64))
     assert list(frame.columns) == list(COLUMNS)
     assert frame.index.tolist() == [7, 8]
-    assert (frame.dtypes == object).all()
+    assert all(dtype == np.dtype(object) for dtype in frame.dtypes)
     assert frame.iloc[0].tolist() == _GOOD
     assert frame.iloc[1].isna().all()
     assert columns[0].tolist() == [_GOOD[0], ""]  # the reader's arrays are left as they were

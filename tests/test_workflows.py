@@ -273,11 +273,11 @@ def test_runs_of_one_date_are_serialised_cleaned_up_and_readable_in_the_ui():
     assert {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v} \
         == {k8s.LANDING_PVC}
     for doc in all_rendered():
-        for annotations in (doc["metadata"]["annotations"],
-                            doc["spec"].get("workflowMetadata", {}).get("annotations")):
-            if annotations is not None:
-                assert annotations["workflows.argoproj.io/title"]
-                assert annotations["workflows.argoproj.io/description"]
+        for notes in (doc["metadata"]["annotations"],
+                      doc["spec"].get("workflowMetadata", {}).get("annotations")):
+            if notes is not None:
+                assert notes["workflows.argoproj.io/title"]
+                assert notes["workflows.argoproj.io/description"]
 
 
 def test_the_backfill_fans_out_one_daily_run_per_date_with_bounded_parallelism():

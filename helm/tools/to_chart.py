@@ -26,9 +26,10 @@ import argparse
 import difflib
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -127,7 +128,8 @@ class Converter:
     def workflow_spec(self, spec: dict[str, Any], where: str) -> None:
         for parameter in (spec.get("arguments") or {}).get("parameters") or []:
             if parameter.get("name") == "generate" and "value" in parameter:
-                parameter["value"] = self.tokens.scalar('{{ ternary "true" "false" .Values.workflows.generate | quote }}')
+                parameter["value"] = self.tokens.scalar(
+                    '{{ ternary "true" "false" .Values.workflows.generate | quote }}')
         if _uses_db_secret(spec):
             pod_metadata = spec.setdefault("podMetadata", {})
             rendered = pod_metadata.get("labels") or {}
