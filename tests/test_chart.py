@@ -345,7 +345,7 @@ def test_workflows_take_images_schedule_timezone_suspend_and_resources_from_valu
         "--set", "image.pullPolicy=Always",
         "--set-json", 'workflows.cron.schedules=["15 1 * * *","45 13 * * *"]',
         "--set", "workflows.cron.timezone=UTC", "--set", "workflows.cron.suspend=true",
-        "--set", "workflows.generate=true",
+        "--set", "workflows.generate=true", "--set", "settings.environment=dev",
         "--set-json", 'workflows.resources={"ingest":{"limits":{"cpu":"3","memory":"5Gi"}}}'))
     cron = one(objects, "CronWorkflow", k8s.CRON_WORKFLOW)["spec"]
     assert cron["schedules"] == ["15 1 * * *", "45 13 * * *"]
@@ -626,3 +626,14 @@ def test_the_chart_readme_documents_each_commented_key_with_its_default():
     for key in ("settings.schemaDrift", "contract.overrides", "settings.rejectThreshold"):
         assert f"| `{key}` |" in text, key
     assert f"| `settings.chunkRows` | int | `{values['settings']['chunkRows']}` |" in text
+
+
+def test_synthetic_generation_and_production_cannot_be_combined():
+    """generate refuses to run under CONTRIBFLOW_ENV=production: a release that schedules it there
+    would fail every night, so the chart refuses to render one; kind (synthetic data) is dev."""
+    result = run_helm("template", "contribflow", str(CHART), "--set", "workflows.generate=true",
+                      "--set", "settings.environment=production")
+    assert result.returncode != 0 and "CONTRIBFLOW_ENV=production refuses" in result.stderr
+    kind = one(scenario_docs("kind-values"), "ConfigMap", k8s.CONFIGMAP)["data"]
+    assert kind["CONTRIBFLOW_ENV"] == "dev"
+    assert "CONTRIBFLOW_PSEUDONYM_KEY" not in kind  # the key still comes from the chart's Secret
