@@ -235,3 +235,56 @@ def test_trace_by_declaration_uses_indexes_not_a_scan_of_raw(warehouse):
             assert "Seq Scan on contributions" not in plan, plan
         raw_plan = "\n".join(r[0] for r in auditor.execute("EXPLAIN " + trace._RAW, ([declaration],)))
         assert "contributions_declaration_id" in raw_plan, raw_plan
+
+
+def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_the_evidence_pack_of_the_two_days_renders_in_chromium_with_the_right_totals(warehouse, tmp_path):
+    assert Path(CHROMIUM).exists(), (
+        "chromium is missing: `make test` installs it (make chromium); the evidence pack is tested in a real browser")
+    pack = tmp_path / "pack.html"
+    env = as_login(warehouse["env"], warehouse["logins"]["auditor"])
+    done = cli(["audit", "--from", DAY1.isoformat(), "--to", DAY2.isoformat(), "--html", str(pack)], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    with connect_as(warehouse, "auditor") as auditor:
+        ledger = auditor.execute("SELECT file_date, sha256, rows_loaded, rows_rejected FROM meta.source_file "
+                                 "WHERE outcome = 'LOADED' ORDER BY file_date").fetchall()
+        published = auditor.execute("SELECT id FROM meta.mart_build WHERE status = 'PUBLISHED' "
+                                    "ORDER BY id DESC LIMIT 1").fetchone()[0]
+        taxpayer_ids = [r[0] for r in auditor.execute("SELECT DISTINCT taxpayer_id FROM raw.contributions")]
+    assert len(ledger) == 2
+    loaded, quarantined = sum(r[2] for r in ledger), sum(r[3] for r in ledger)
+    assert quarantined > 0
+
+    html = pack.read_text()
+    # Self-contained: nothing to fetch, no script.
+    assert not re.search(r"""(src|href)\s*=|<script|@import|url\(|https?://(?!www\.w3\.org/2000/svg)""", html)
+    assert not any(t in html for t in taxpayer_ids)  # identifiers masked, raw ids never in the pack
+
+    profile = Path(tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path))
+    dom = chromium(["--dump-dom", pack.as_uri()], profile)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    assert f'id="total-files">2<' in page
+    assert f'id="total-loaded">{loaded:,}<' in page
+    assert f'id="total-quarantined">{quarantined:,}<' in page
+    assert f'id="total-rows-in">{2 * ROWS:,}<' in page
+    assert f'id="published-build">build {published}<' in page
+    for day, sha, rows_loaded, rows_rejected in ledger:
+        assert sha in page and day.isoformat() in page
+        assert f"{rows_loaded:,}" in page and f"{rows_rejected:,}" in page
+    assert page.count("<rect") >= 4 + 2  # two bars a day, and the legend
+    assert "dbt-test" in page and "No late file in this period." in page
+
+    shot = tmp_path / "pack.png"
+    done = chromium([f"--screenshot={shot}", "--window-size=1280,2000", pack.as_uri()],
+                    Path(tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1280, 2000)
