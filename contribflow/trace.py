@@ -211,12 +211,14 @@ def render(trace: dict[str, Any]) -> str:
             out.append(f"    #{r['state']} status {r['status']}  amount {r['amount']}  ({change})")
             out.append(f"       file {r['source_file']} line {r['source_line']}  sha256 {_n(r['sha256'])}")
             out.append(f"       ingested {r['ingestion_ts']}  run {r['run_id']}")
-            out.append(f"       loaded by workflow {_n(r['workflow_name'])} (uid {r['run_id']})  "
-                       f"task {_n(r['task_name'])}  pod {_n(r['pod_name'] or r['ran_on'])}  "
-                       f"ingest {_n(r['ingest_status'])}")
+            by = (f"Argo workflow {r['workflow_name']} (uid {r['run_id']})" if r["workflow_name"]
+                  else "a local run (no Argo workflow)")
+            out.append(f"       loaded by {by}  task {_n(r['task_name'])}  "
+                       f"pod {_n(r['pod_name'] or r['ran_on'])}  ingest {_n(r['ingest_status'])}")
             f = files.get(r["sha256"])
             if f:
-                checks = ", ".join(f"{i['rule']}[{i['severity']}]={i['issues']}" for i in f["quality_issues"])
+                checks = ", ".join(f"{i['rule']}({_n(i['column_name'])})[{i['severity']}]={i['issues']}"
+                                   for i in f["quality_issues"])
                 out.append(f"       checks on the file: {f['outcome']}  in={_n(f['rows_in'])} "
                            f"loaded={_n(f['rows_loaded'])} quarantined={_n(f['rows_rejected'])}  "
                            f"errors={f['errors']} warnings={f['warnings']}" + (f"  ({checks})" if checks else ""))
