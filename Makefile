@@ -41,9 +41,22 @@ db-stop: install ## Stop the embedded PostgreSQL that `make run` started
 	$(BIN)/contribflow db stop
 
 .PHONY: test
-test: install ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
+test: install chromium ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
 	$(BIN)/pytest
 	@for check in $(TEST_CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
+
+# The evidence pack is tested in a real browser (tests/test_trace_and_auditor.py): Debian's chromium,
+# installed here when missing (as root, e.g. on a fresh CI machine); never skipped.
+.PHONY: chromium
+chromium: ## Headless Chromium for the evidence-pack test: apt-get install chromium when missing (root)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> chromium is missing: apt-get install -y chromium (the evidence pack is tested in it)"; \
+	    (apt-get install -y --no-install-recommends chromium || \
+	     { apt-get update && apt-get install -y --no-install-recommends chromium; }) || exit 1; \
+	  else \
+	    echo "make $@: chromium is not on PATH and only root may apt-get install it: run sudo apt-get install -y chromium" >&2; exit 1; \
+	  fi; }
 
 .PHONY: test-unit
 test-unit: install ## Only the tests that need no database

@@ -14,6 +14,8 @@ measures on them, each in a fresh database:
 - re-ingest   the same file again (the ledger makes it a no-op);
 - overlap     a file for the next day whose first half repeats the previous file: only its new half
               may load;
+- trace       `contribflow trace` of one re-sent declaration on the dbt cases' warehouse (queries only,
+              in process), and the indexes its raw lookup's plan uses (issue 18);
 - dbt         write-audit-publish of day N+1 after N days of 100k rows (`contribflow dbt-build`,
               `dbt-test`, `publish`), incremental and then --full-refresh; the fact's cost is the
               delta model's own execution_time (run_results.json) plus the publish transaction that
@@ -39,6 +41,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -367,8 +370,42 @@ class Bench:
         outcomes = {s.fct_rows for s in inc + full}
         self.check(f"dbt @{_short(history)}: incremental fct = full refresh",
                    " vs ".join(f"{n} rows {digest}" for n, digest in sorted(outcomes)), len(outcomes) == 1)
+        self.trace_case(history_db, history, next_day)
         self.drop_database(pristine)
         self.drop_database(history_db)
+
+    # --- trace (issue 18) -------------------------------------------------------------------------
+
+    def trace_case(self, db: str, history: int, day: str) -> None:
+        """`contribflow trace` of one declaration that day ``day`` re-sent (two raw states), on the
+        warehouse the dbt cases left (history + one day, published): the queries of trace.collect,
+        in process, median of the repeats; and which indexes the plan of its raw lookup uses."""
+        from contribflow import trace
+
+        with self.connect(db) as conn:
+            conn.execute("ANALYZE raw.contributions")  # as autovacuum would have, on a settled warehouse
+            prefix = "DEC_" + day.replace("-", "") + "_"
+            resent = next(r[0] for r in conn.execute(
+                "SELECT declaration_id FROM raw.contributions ORDER BY ingestion_ts DESC LIMIT 5000")
+                if not r[0].startswith(prefix))
+            plans = {name: "\n".join(r[0] for r in conn.execute("EXPLAIN " + query, ([resent],)))
+                     for name, query in (("raw", trace._RAW), ("staging", trace._STAGING), ("marts", trace._MART))}
+            samples = []
+            for _ in range(max(self.repeats, 3)):
+                started = time.perf_counter()
+                found = trace.collect(conn, declaration=resent)
+                samples.append(time.perf_counter() - started)
+        states = len(found["declarations"][0]["raw_states"])
+        used = {name: sorted(set(re.findall(r"[Ii]ndex (?:Only )?Scan (?:Backward )?using (\S+)", plan)))
+                for name, plan in plans.items()}
+        scans = [name for name, plan in plans.items() if re.search(r"Seq Scan on (contributions|fct_contributions)\b", plan)]
+        indexes = "; ".join(f"{name}: {', '.join(i) or 'none'}" for name, i in used.items())
+        self.measures.append(Measure.of(f"trace one declaration @{_short(history)}", 0, samples,
+                                        note=f"{statistics.median(samples) * 1000:.1f} ms; {states} raw states; "
+                                             f"indexes {indexes}"))
+        self.check(f"trace @{_short(history)}: both states, raw/staging/marts through their indexes",
+                   f"{states} states; {indexes}" + (f"; SEQ SCAN in {', '.join(scans)}" if scans else ""),
+                   "contributions_declaration_id" in used["raw"] and states == 2 and not scans)
 
 
 def _overlapping_rows(previous: Path, size: int):

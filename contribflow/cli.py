@@ -188,7 +188,33 @@ def cmd_dates(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import audit_report
 
+    if args.html is not None or args.first is not None or args.last is not None:
+        if args.date is not None or args.html is None or args.first is None or args.last is None:
+            raise ValueError("the evidence pack takes --from, --to and --html together (and no --date)")
+        from contribflow import evidence_pack
+
+        print(evidence_pack.run(settings, args.first, args.last, args.html))
+        return 0
+    if args.date is None:
+        raise ValueError("audit needs --date, or --from/--to/--html for an evidence pack")
     print(audit_report.run(settings, args.date, args.json))
+    return 0
+
+
+def _taxpayer_key(text: str) -> str:
+    from contribflow.trace import TAXPAYER_KEY
+
+    if not TAXPAYER_KEY.match(text):
+        raise argparse.ArgumentTypeError(
+            "a taxpayer key is the 64 lowercase hex characters marts hold (HMAC-SHA256); "
+            "a raw taxpayer id is never accepted")
+    return text
+
+
+def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import trace
+
+    print(trace.run(settings, args.declaration, args.taxpayer_key, args.json))
     return 0
 
 
@@ -258,8 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The audit trail of a run date: every run and step with status and "
                                    "counts, the files (sha256, ledger outcome), quality issues by rule, "
                                    "dbt results, and steps RUNNING longer than CONTRIBFLOW_STALE_AFTER_S.")
-    p.add_argument("--date", type=_date, required=True, help="the run date, YYYY-MM-DD")
+    p.add_argument("--date", type=_date, default=None, help="the run date, YYYY-MM-DD")
     p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    p.add_argument("--from", dest="first", type=_date, default=None,
+                   help="evidence pack: first run date of the period, YYYY-MM-DD")
+    p.add_argument("--to", dest="last", type=_date, default=None,
+                   help="evidence pack: last run date (included), YYYY-MM-DD")
+    p.add_argument("--html", type=Path, default=None,
+                   help="evidence pack: write one self-contained HTML file here (no network, inline CSS/SVG)")
     p.set_defaults(handler=cmd_audit)
 
     p = sub.add_parser("purge-quarantine", help="end the quarantine's retention: remove quarantined rows "
@@ -270,6 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "warehouse's owner (the migrator login).")
     p.add_argument("--before", type=_date, required=True, help="first file date kept, YYYY-MM-DD")
     p.set_defaults(handler=cmd_purge_quarantine)
+
+    p = sub.add_parser("trace", help="trace a mart row back to its file lines, runs, checks and tests",
+                       description="For each mart row of a declaration (or of a pseudonymous taxpayer "
+                                   "key): the published row, the staging row, every raw state in "
+                                   "arrival order with file, sha256, line, ingest run and the Argo "
+                                   "workflow/task/pod that loaded it, the quality checks of each file, "
+                                   "and the dbt tests of the build analysts see. Needs the auditor role.")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--declaration", help="a declaration id, e.g. DEC_20261101_000001")
+    who.add_argument("--taxpayer-key", type=_taxpayer_key,
+                     help="a pseudonymous taxpayer key (64 hex, as in marts), never a raw taxpayer id")
+    p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    p.set_defaults(handler=cmd_trace)
 
     p = sub.add_parser("contract", help="print the source contract in force (with this deployment's overrides)",
                        description="The source contract in force: contribflow/contract.toml with "
@@ -319,7 +364,7 @@ def _reader_went_away() -> int:
 
 
 WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit",
-                      "purge-quarantine"}
+                      "purge-quarantine", "trace"}
 """The subcommands that read or write the warehouse: without PG* variables they use the embedded
 server, as ``contribflow run`` does (outside production)."""
 

@@ -20,7 +20,7 @@ OUTPUTS_DIR = "/tmp/outputs"
 DBT_TARGET_DIR = "/tmp/dbt-target"
 RUN_AS_USER = 10001
 """The fixed non-root UID (and GID) of every image and every workflow pod."""
-DB_ROLES = ("migrator", "loader", "transformer", "analyst")
+DB_ROLES = ("migrator", "loader", "transformer", "analyst", "auditor")
 
 
 def db_secret_keys(role: str) -> tuple[str, str]:

@@ -37,6 +37,7 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
         "floor (server COPY)", "floor, rows sorted by hash", "ingest", "re-ingest", "overlap ½",
         "baseline (row by row)",
         "dbt fct incremental @100k", "dbt fct full refresh @100k", "dbt start-up per invocation",
+        "trace one declaration @100k",
     }
     assert measured["ingest"]["rows"] == 3000 and measured["ingest"]["peak_rss_mb"] > 0
     # The targets' ratio is to the floor in file order, not to the sorted one shown beside it.
@@ -51,7 +52,7 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
     assert len(measured["dbt start-up per invocation"]["samples"]) == 4
     assert len(measured["re-ingest"]["samples"]) == 1
     assert report["repeats"] == 2
-    assert len(report["checks"]) == 5 and all(c["ok"] for c in report["checks"]), report["checks"]
+    assert len(report["checks"]) == 6 and all(c["ok"] for c in report["checks"]), report["checks"]
     assert {t["name"] for t in report["targets"]} >= {
         "ingest 3k <= 1.5x floor", "ingest 3k >= 20x faster than baseline", "ingest peak RSS <= 300 MB",
         "re-ingest 3k <= 2 s"}

@@ -500,7 +500,7 @@ def test_init_script_creates_login_users_that_run_init_db_and_the_helm_test(data
     for _ in range(2):  # idempotent: a second run changes nothing and does not fail
         result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.count("are ready") == 4
+        assert result.stdout.count("are ready") == len(ROLES)
     passwords = secret_data(one(objects, "Secret", k8s.DB_SECRET))
     assert all(passwords[k8s.db_secret_keys(r)[1]] not in result.stdout + result.stderr for r in ROLES)
 
