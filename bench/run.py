@@ -398,7 +398,8 @@ class Bench:
         states = len(found["declarations"][0]["raw_states"])
         used = {name: sorted(set(re.findall(r"[Ii]ndex (?:Only )?Scan (?:Backward )?using (\S+)", plan)))
                 for name, plan in plans.items()}
-        scans = [name for name, plan in plans.items() if re.search(r"Seq Scan on (contributions|fct_contributions)\b", plan)]
+        scans = [name for name, plan in plans.items()
+                 if re.search(r"Seq Scan on (contributions|fct_contributions)\b", plan)]
         indexes = "; ".join(f"{name}: {', '.join(i) or 'none'}" for name, i in used.items())
         self.measures.append(Measure.of(f"trace one declaration @{_short(history)}", 0, samples,
                                         note=f"{statistics.median(samples) * 1000:.1f} ms; {states} raw states; "

@@ -78,7 +78,7 @@ def _num(value: Any) -> Any:
     return float(value) if isinstance(value, decimal.Decimal) else value
 
 
-def _rows(cur: psycopg.Cursor, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(cur: psycopg.Cursor[dict[str, Any]], query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: _num(v) for k, v in r.items()} for r in cur.execute(query, params).fetchall()]
 
 

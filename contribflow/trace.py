@@ -106,11 +106,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _rows(cur: psycopg.Cursor, query: str, params: Any) -> list[dict[str, Any]]:
+def _rows(cur: psycopg.Cursor[dict[str, Any]], query: str, params: Any) -> list[dict[str, Any]]:
     return [{k: _plain(v) for k, v in r.items()} for r in cur.execute(query, params).fetchall()]
 
 
-def _exists(cur: psycopg.Cursor, relation: str) -> bool:
+def _exists(cur: psycopg.Cursor[dict[str, Any]], relation: str) -> bool:
     return cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (relation,)).fetchone()["present"]
 
 
@@ -125,7 +125,7 @@ def collect(conn: psycopg.Connection, declaration: str | None = None,
         ids = [r["declaration_id"] for r in cur.execute(_DECLARATIONS_OF_TAXPAYER, (taxpayer_key,))]
         if not ids:
             raise LookupError(f"no declaration of taxpayer key {taxpayer_key} in raw.contributions")
-        asked = {"taxpayer_key": taxpayer_key}
+        asked: dict[str, str | None] = {"taxpayer_key": taxpayer_key}
     else:
         ids = [declaration]
         asked = {"declaration_id": declaration}

@@ -269,7 +269,7 @@ def test_the_evidence_pack_of_the_two_days_renders_in_chromium_with_the_right_to
     dom = chromium(["--dump-dom", pack.as_uri()], profile)
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
-    assert f'id="total-files">2<' in page
+    assert 'id="total-files">2<' in page
     assert f'id="total-loaded">{loaded:,}<' in page
     assert f'id="total-quarantined">{quarantined:,}<' in page
     assert f'id="total-rows-in">{2 * ROWS:,}<' in page
