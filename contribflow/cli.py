@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from contribflow import __version__, imagemap
+from contribflow import __version__, imagemap, logs
 from contribflow.contract import parse_date
 from contribflow.db import refused_login
 from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        logs.setup(args.command, settings.run_id)
         _embedded_when_unconfigured(args.command, settings)
         code = args.handler(args, settings)
         sys.stdout.flush()
