@@ -256,3 +256,38 @@ def test_a_secret_in_a_message_is_masked_in_both_formats(capsys):
     assert capsys.readouterr().err == "key ***\n"
     with pytest.raises(ValueError):
         logs.setup("ingest", "r1", {"CONTRIBFLOW_LOG_FORMAT": "xml"})
+
+
+# --- Prometheus metrics in the rendered templates ---------------------------------------------------
+
+def test_the_rendered_daily_template_carries_prometheus_metrics_named_and_labelled_by_convention():
+    import re
+
+    import yaml
+    from argo_schema import ArgoSchema
+
+    doc = yaml.safe_load((ROOT / "workflows/rendered/workflowtemplate-contribflow-daily.yaml").read_text())
+    assert ArgoSchema().errors(doc) == []
+    found = {p["name"]: p for p in doc["spec"]["metrics"]["prometheus"]}
+    templates = {t["name"]: t for t in doc["spec"]["templates"]}
+    for t in templates.values():
+        for p in (t.get("metrics") or {}).get("prometheus", []):
+            found.setdefault(p["name"], p)
+            labels = {label["key"]: label["value"] for label in p.get("labels") or []}
+            if "step" in labels:
+                assert labels["step"] == t["name"]
+    assert {"contribflow_run_duration_seconds", "contribflow_runs_total", "contribflow_step_duration_seconds",
+            "contribflow_step_failures_total", "contribflow_rows_loaded", "contribflow_rows_rejected",
+            "contribflow_dbt_tests_failed", "contribflow_late_files_total"} <= found.keys()
+    for name, p in found.items():
+        assert re.fullmatch(r"contribflow_[a-z][a-z0-9_]*", name) and p["help"]
+        assert name.endswith("_total") == ("counter" in p), name
+        for label in p.get("labels") or []:
+            assert re.fullmatch(r"[a-z_]+", label["key"])
+            assert "uid" not in label["value"] and "pod" not in label["value"] and "workflow.name" not in label["value"]
+    assert "run_date" in {label["key"] for label in found["contribflow_rows_loaded"]["labels"]}
+    late = templates["pick"]["metrics"]["prometheus"]
+    assert any("error_class" in (p.get("when") or "") and "late" in p["when"] for p in late)
+    assert {"name": "error_class", "valueFrom": {"path": "/tmp/outputs/error_class", "default": ""}} \
+        in templates["pick"]["outputs"]["parameters"] or any(
+            o["name"] == "error_class" for o in templates["pick"]["outputs"]["parameters"])
