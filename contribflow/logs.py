@@ -86,6 +86,14 @@ class _TextOnly(logging.Filter):
         return not getattr(record, LIFECYCLE, False)
 
 
+_ACTIVE = "text"
+
+
+def active_format() -> str:
+    """The format setup() configured (text until it ran)."""
+    return _ACTIVE
+
+
 def log_format(env: dict[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     value = (env.get("CONTRIBFLOW_LOG_FORMAT") or "text").strip().lower()
@@ -96,6 +104,7 @@ def log_format(env: dict[str, str] | None = None) -> str:
 
 def setup(step: str, run_id: str, env: dict[str, str] | None = None) -> str:
     """Configure the ``contribflow`` logger for this process; returns the format in force."""
+    global _ACTIVE
     env = os.environ if env is None else env
     fmt = log_format(env)
     level = (env.get("CONTRIBFLOW_LOG_LEVEL") or "INFO").strip().upper()
@@ -119,4 +128,5 @@ def setup(step: str, run_id: str, env: dict[str, str] | None = None) -> str:
     ol.addHandler(handler)
     ol.setLevel(logging.WARNING)
     ol.propagate = False
+    _ACTIVE = fmt
     return fmt
