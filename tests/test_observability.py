@@ -291,3 +291,59 @@ def test_the_rendered_daily_template_carries_prometheus_metrics_named_and_labell
     assert {"name": "error_class", "valueFrom": {"path": "/tmp/outputs/error_class", "default": ""}} \
         in templates["pick"]["outputs"]["parameters"] or any(
             o["name"] == "error_class" for o in templates["pick"]["outputs"]["parameters"])
+
+
+# --- logs that outlive pods: the chart's choice -----------------------------------------------------
+
+def _templates(*args: str) -> list[dict]:
+    from chart_render import docs, template_text
+
+    return [d for d in docs(template_text(*args)) if d["kind"] == "WorkflowTemplate"]
+
+
+def test_by_default_pods_and_their_logs_are_kept_for_a_delay():
+    from argo_schema import default_schema
+
+    for t in _templates():
+        assert t["spec"]["podGC"] == {"strategy": "OnPodSuccess", "deleteDelayDuration": "24h"}
+        assert "archiveLogs" not in t["spec"] and "artifactRepositoryRef" not in t["spec"]
+        assert default_schema().errors(t) == []
+    for t in _templates("--set", "workflows.logs.keepPods.strategy=OnWorkflowCompletion",
+                        "--set", "workflows.logs.keepPods.deleteDelay=2h"):
+        assert t["spec"]["podGC"] == {"strategy": "OnWorkflowCompletion", "deleteDelayDuration": "2h"}
+        assert default_schema().errors(t) == []
+
+
+def test_archived_logs_go_to_the_s3_repository_of_the_values_with_credentials_from_a_secret():
+    from argo_schema import default_schema
+    from chart_render import CHART, docs, template_text
+
+    objects = docs(template_text("--values", str(CHART / "ci" / "log-archive-values.yaml")))
+    repo = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-artifact-repositories"))
+    s3 = yaml_load(repo["data"]["logs"])["s3"]
+    assert s3["bucket"] == "contribflow-logs" and s3["accessKeySecret"] == {"name": "minio-credentials", "key": "accesskey"}
+    assert s3["secretKeySecret"] == {"name": "minio-credentials", "key": "secretkey"}
+    for t in (o for o in objects if o["kind"] == "WorkflowTemplate"):
+        assert t["spec"]["archiveLogs"] is True
+        assert t["spec"]["artifactRepositoryRef"] == {"configMap": repo["metadata"]["name"], "key": "logs"}
+        assert t["spec"]["podGC"] == {"strategy": "OnPodSuccess"}
+        assert default_schema().errors(t) == []
+    # an existing repository instead: referenced, no ConfigMap from the chart
+    objects = docs(template_text("--set", "workflows.logs.retention=archive",
+                                 "--set", "workflows.logs.archive.artifactRepositoryRef.configMap=artifact-repositories",
+                                 "--set", "workflows.logs.archive.artifactRepositoryRef.key=default-v1"))
+    assert not [o for o in objects if o["metadata"]["name"].endswith("-artifact-repositories")]
+    for t in (o for o in objects if o["kind"] == "WorkflowTemplate"):
+        assert t["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "default-v1"}
+    # a bucket without its credentials Secret is refused
+    from chart_render import run_helm
+
+    done = run_helm("template", "x", str(CHART), "--set", "workflows.logs.retention=archive",
+                    "--set", "workflows.logs.archive.s3.bucket=b", "--set", "workflows.logs.archive.s3.endpoint=e:9000")
+    assert done.returncode != 0 and "credentialsSecret.name is required" in done.stderr
+
+
+def yaml_load(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
