@@ -347,3 +347,39 @@ def yaml_load(text: str):
     import yaml
 
     return yaml.safe_load(text)
+
+
+# --- dbt documentation: parse without warnings, described columns, contracts, the exposure ----------
+
+def test_dbt_parse_shows_no_warnings_and_every_mart_column_is_described_under_contract(tmp_path, monkeypatch):
+    from dbt.cli.main import dbtRunner
+
+    monkeypatch.delenv("CONTRIBFLOW_PSEUDONYM_KEY", raising=False)
+    warnings = []
+
+    def collect(event) -> None:
+        if event.info.level in ("warn", "error"):
+            warnings.append(f"{event.info.name}: {event.info.msg}")
+
+    project = str(ROOT / "dbt")
+    result = dbtRunner(callbacks=[collect]).invoke(
+        ["parse", "--project-dir", project, "--profiles-dir", project, "--target-path", str(tmp_path),
+         "--log-path", str(tmp_path / "logs"), "--no-partial-parse"])
+    assert result.success, result.exception
+    assert warnings == []
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    for name in ("fct_contributions_delta", "fct_contributions", "dim_taxpayer"):
+        node = models[name]
+        assert node["description"].strip()
+        assert node["columns"] and all(c["description"].strip() for c in node["columns"].values()), name
+    for name in ("fct_contributions_delta", "dim_taxpayer"):  # the tables publish applies to marts
+        node = models[name]
+        assert node["contract"]["enforced"] is True
+        assert all(c["data_type"] for c in node["columns"].values())
+    dim = models["dim_taxpayer"]["columns"]
+    assert {"type": "primary_key"} in [{"type": c["type"]} for c in dim["taxpayer_key"]["constraints"]]
+    exposures = list(manifest["exposures"].values())
+    assert [e["name"] for e in exposures] == ["contribution_analysts"]
+    assert set(exposures[0]["depends_on"]["nodes"]) == {"model.contribflow.fct_contributions",
+                                                         "model.contribflow.dim_taxpayer"}
