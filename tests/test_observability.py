@@ -196,6 +196,29 @@ def test_a_full_run_emits_valid_lineage_with_the_file_raw_staging_marts_graph(da
 
 
 @pytest.mark.integration
+def test_a_failing_stage_emits_fail_with_its_error_and_its_rejected_rows(database, tmp_path):
+    from contribflow import runner
+    from contribflow.settings import Settings
+
+    events_file = tmp_path / "lineage.ndjson"
+    env = dict(os.environ, OPENLINEAGE__TRANSPORT__TYPE="file",
+               OPENLINEAGE__TRANSPORT__LOG_FILE_PATH=str(events_file), OPENLINEAGE__TRANSPORT__APPEND="true")
+    settings = Settings.from_env(env)
+    results = runner.run_graph(settings, {"run-date": DAY.isoformat(), "rows": "200", "defect-rate": "0.3"}, env)
+    assert {r.stage: r.state for r in results}["ingest"] == "failed"
+    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    for event in events:
+        validate(event)
+    ingest = [e for e in events if e["job"]["name"] == "contribflow.ingest"]
+    assert [e["eventType"] for e in ingest] == ["START", "FAIL"]
+    assert "failed validation" in ingest[1]["run"]["facets"]["errorMessage"]["message"]
+    assert ingest[0]["run"]["runId"] == ingest[1]["run"]["runId"]
+    assert not [e for e in events if e["job"]["name"] == "contribflow.dbt-build"]
+    finish = [e["eventType"] for e in events if e["job"]["name"] == "contribflow.finish"]
+    assert finish == ["START", "FAIL"]
+
+
+@pytest.mark.integration
 def test_lineage_is_off_without_configuration_and_a_broken_transport_never_fails_a_stage(database, tmp_path):
     from contribflow import lineage
 
