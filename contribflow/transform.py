@@ -121,6 +121,8 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
     step_name = f"dbt-{command}"
     with StepRun(settings, step_name, day) as step:
         extra = ["--vars", json.dumps({"run_date": day.isoformat()})]
+        if logs.active_format() == "json":  # dbt's own lines as JSON objects too
+            extra += ["--log-format", "json"]
         if full_refresh:
             extra.append("--full-refresh")
         if command == "build":

@@ -247,20 +247,25 @@ def test_json_logs_are_one_object_per_line_with_run_and_step_and_no_secret(datab
     env = dict(os.environ, CONTRIBFLOW_LOG_FORMAT="json", CONTRIBFLOW_RUN_ID="run-json-1",
                PGPASSWORD="pg-password-not-a-secret")
     records = []
-    for args in (["init-db"], ["ingest", "--date", DAY.isoformat(), "--file", str(path)]):
+    for args in (["init-db"], ["ingest", "--date", DAY.isoformat(), "--file", str(path)],
+                 ["dbt-build", "--date", DAY.isoformat()]):
         done = subprocess.run([sys.executable, "-m", "contribflow", *args], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         for line in done.stderr.splitlines():
             records.append(json.loads(line))  # every stderr line is one JSON object
         assert TEST_KEY not in done.stdout + done.stderr and "pg-password-not-a-secret" not in done.stderr
-    assert {r["step"] for r in records} == {"init-db", "ingest"}
+        if args[0] == "dbt-build":  # dbt's own log lines are JSON too; the CLI's summary line is last
+            *dbt_lines, summary = done.stdout.strip().splitlines()
+            assert dbt_lines and all(isinstance(json.loads(line), dict) for line in dbt_lines)
+            assert summary.startswith("dbt-build: build_id=")
+    assert {r["step"] for r in records} == {"init-db", "ingest", "dbt-build"}
     for r in records:
         assert {"timestamp", "level", "logger", "message", "run_id", "step"} <= r.keys()
         assert r["run_id"] == "run-json-1" and r["logger"].startswith("contribflow")
         dt.datetime.fromisoformat(r["timestamp"])
     finished = [r for r in records if r.get("event") == "step_finished"]
-    assert [r["status"] for r in finished] == ["SUCCESS", "SUCCESS"]
+    assert [r["status"] for r in finished] == ["SUCCESS", "SUCCESS", "SUCCESS"]
     assert int(finished[1]["rows_loaded"]) == 50
 
 
