@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +84,7 @@ class StepRun:
         finally:
             self._conn.close()
             write_outputs(self.settings, self.outputs())
-            log.log(20 if self.status == "SUCCESS" else 40, f"{self.step}: {self.status}"
+            log.log(logging.INFO if self.status == "SUCCESS" else logging.ERROR, f"{self.step}: {self.status}"
                     + (f": {self.error}" if self.error else ""),
                     extra={logs.LIFECYCLE: True, "event": "step_finished", "status": self.status,
                            "duration_s": round(time.monotonic() - self._t0, 3),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,9 +40,9 @@ PUBLISHED = {"fct_contributions_delta": "fct_contributions", "dim_taxpayer": "di
 """What publish applies: marts_build.<key> → marts.<value> (contribflow/publish.py)."""
 
 
-def configured(env: dict[str, str] | None = None) -> bool:
+def configured(environ: Mapping[str, str] | None = None) -> bool:
     """True when the client's own configuration names a transport (and lineage is not disabled)."""
-    env = os.environ if env is None else env
+    env = os.environ if environ is None else environ
     if env.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
         return False
     if env.get("OPENLINEAGE_URL") or any(k.startswith("OPENLINEAGE__TRANSPORT") for k in env):
@@ -75,7 +76,7 @@ def namespace() -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 def warehouse(settings) -> tuple[str, str]:
@@ -130,7 +131,7 @@ def _event(state: str, settings, run_id: str, job: str, inputs=(), outputs=(), r
                     job=Job(namespace=namespace(), name=job), inputs=list(inputs), outputs=list(outputs))
 
 
-def start(step: "StepRun") -> LineageRun | None:
+def start(step: StepRun) -> LineageRun | None:
     if not configured():
         return None
     try:
@@ -145,7 +146,7 @@ def start(step: "StepRun") -> LineageRun | None:
         return None
 
 
-def finish(step: "StepRun") -> None:
+def finish(step: StepRun) -> None:
     run = step.lineage
     if run is None:
         return
@@ -181,12 +182,14 @@ def _table(settings, relation: str, output=False, rows: int | None = None, input
     ns, database = warehouse(settings)
     name = f"{database}.{relation}"
     if output:
-        facets = {} if rows is None else {"outputStatistics": stats.OutputStatisticsOutputDatasetFacet(rowCount=rows)}
+        facets: dict[str, Any] = {}
+        if rows is not None:
+            facets["outputStatistics"] = stats.OutputStatisticsOutputDatasetFacet(rowCount=rows)
         return OutputDataset(namespace=ns, name=name, outputFacets=facets)
     return InputDataset(namespace=ns, name=name, inputFacets=input_facets or {})
 
 
-def _ingest_assertions(step: "StepRun") -> dict:
+def _ingest_assertions(step: StepRun) -> dict:
     """ingest's rules, as checked against the file: every rule with issues failed; the checks
     that found none passed (the rule names the contract knows of are not listed here)."""
     from openlineage.client.generated import data_quality_assertions_dataset as dq
@@ -207,7 +210,7 @@ def _ingest_assertions(step: "StepRun") -> dict:
     return {"dataQualityAssertions": dq.DataQualityAssertionsDatasetFacet(assertions=assertions)}
 
 
-def _datasets(step: "StepRun", final: bool) -> tuple[list, list]:
+def _datasets(step: StepRun, final: bool) -> tuple[list, list]:
     s, name = step.settings, step.step
     if name == "generate":
         path = step.details.get("path")
@@ -216,8 +219,9 @@ def _datasets(step: "StepRun", final: bool) -> tuple[list, list]:
         from openlineage.client.event_v2 import OutputDataset
         from openlineage.client.generated import output_statistics_output_dataset as stats
 
-        facets = {"outputStatistics": stats.OutputStatisticsOutputDatasetFacet(rowCount=step.rows_in)} \
-            if final and step.rows_in is not None else {}
+        facets: dict[str, Any] = {}
+        if final and step.rows_in is not None:
+            facets["outputStatistics"] = stats.OutputStatisticsOutputDatasetFacet(rowCount=step.rows_in)
         return [], [OutputDataset(namespace=FILE_NAMESPACE, name=Path(path).name, outputFacets=facets)]
     if name == "pick":
         return ([_file(step.source_file)] if step.source_file else []), []
@@ -240,7 +244,7 @@ def _datasets(step: "StepRun", final: bool) -> tuple[list, list]:
 
 # --- dbt: lineage from its own artifacts -----------------------------------------------------------
 
-def _artifacts(step: "StepRun") -> tuple[dict, dict]:
+def _artifacts(step: StepRun) -> tuple[dict, dict]:
     from contribflow.transform import target_dir
 
     target = target_dir(step.settings)
@@ -262,7 +266,7 @@ def _node_relation(manifest: dict, unique_id: str) -> str | None:
     return _relation(node)
 
 
-def dbt_datasets(step: "StepRun") -> tuple[list, list]:
+def dbt_datasets(step: StepRun) -> tuple[list, list]:
     """dbt-build: inputs the sources, outputs every model built, and one child run per model (its
     parents as inputs) so the graph has staging → marts edges. dbt-test: the tested models as
     inputs, each with its tests as dataQualityAssertions."""
@@ -293,7 +297,8 @@ def dbt_datasets(step: "StepRun") -> tuple[list, list]:
                   for uid, assertions in sorted(tests.items()) if (rel := _node_relation(manifest, uid))]
         return inputs, []
     # dbt-build
-    sources, outputs = set(), []
+    sources: set[str] = set()
+    outputs: list = []
     parent = step.lineage
     for uid, r in sorted(by_id.items()):
         node = manifest["nodes"].get(uid)

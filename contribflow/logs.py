@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 FORMATS = ("text", "json")
 LOGGER = "contribflow"
@@ -66,7 +67,7 @@ class _Context(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "timestamp": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -94,18 +95,18 @@ def active_format() -> str:
     return _ACTIVE
 
 
-def log_format(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
+def log_format(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
     value = (env.get("CONTRIBFLOW_LOG_FORMAT") or "text").strip().lower()
     if value not in FORMATS:
         raise ValueError(f"CONTRIBFLOW_LOG_FORMAT={value!r} must be one of {', '.join(FORMATS)}")
     return value
 
 
-def setup(step: str, run_id: str, env: dict[str, str] | None = None) -> str:
+def setup(step: str, run_id: str, environ: Mapping[str, str] | None = None) -> str:
     """Configure the ``contribflow`` logger for this process; returns the format in force."""
     global _ACTIVE
-    env = os.environ if env is None else env
+    env = os.environ if environ is None else environ
     fmt = log_format(env)
     level = (env.get("CONTRIBFLOW_LOG_LEVEL") or "INFO").strip().upper()
     handler = logging.StreamHandler(sys.stderr)

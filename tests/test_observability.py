@@ -292,6 +292,7 @@ def test_the_rendered_daily_template_carries_prometheus_metrics_named_and_labell
     import re
 
     import yaml
+
     from argo_schema import ArgoSchema
 
     doc = yaml.safe_load((ROOT / "workflows/rendered/workflowtemplate-contribflow-daily.yaml").read_text())
