@@ -343,6 +343,18 @@ site: install ## Build the documentation site (MkDocs, docs/) into site/ with --
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 TEST_CHECKS += site
+# --- dbt documentation ---------------------------------------------------------------------------
+# dbt's own docs site (models, every mart column, contracts, tests, lineage, the analysts' exposure),
+# generated against $PG* or the embedded warehouse `make run` fills (its catalog gives column types).
+DOCS_DIR ?= build/dbt-docs
+
+.PHONY: docs
+docs: install ## dbt's static docs site into DOCS_DIR (default build/dbt-docs, git-ignored): open static_index.html
+	@if [ -z "$$PGHOST$$PGSERVICE$$CONTRIBFLOW_DSN" ]; then eval "$$($(BIN)/contribflow db env)"; fi; \
+	env -u CONTRIBFLOW_PSEUDONYM_KEY $(BIN)/dbt docs generate --static --project-dir dbt --profiles-dir dbt \
+	  --target-path "$(abspath $(DOCS_DIR))" --log-path "$(abspath $(DOCS_DIR))/logs" \
+	  --vars '{"run_date": "$(DATE)"}'
+	@echo "dbt docs: $(DOCS_DIR)/static_index.html (one file, open it in a browser)"
 
 # --- performance -----------------------------------------------------------------------------------
 # Slow (minutes) and timing-dependent, so not part of `make test`; tests/test_ingest_fastpath.py is.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from contribflow import lineage, logs
 from contribflow.db import connect
 from contribflow.settings import Settings
 
+log = logs.get("step")
 COUNTERS = ("rows_in", "rows_loaded", "rows_rejected")
 
 
@@ -38,6 +41,8 @@ class StepRun:
     error_class: str | None = None
     """'late' (the file missed its deadline), 'waiting' (not arrived yet: retried), 'transient'."""
     row_id: int | None = None
+    lineage: Any = None
+    """This step's OpenLineage run (contribflow/lineage.py); None when lineage is off."""
     _conn: Any = None
     _t0: float = 0.0
 
@@ -52,6 +57,9 @@ class StepRun:
             (s.run_id, self.step, self.logical_date, s.where,
              s.workflow_name or None, s.task_name or None, s.pod_name or None),
         ).fetchone()[0]
+        log.info(f"{self.step}: started", extra={logs.LIFECYCLE: True, "event": "step_started",
+                                                 "logical_date": str(self.logical_date)})
+        self.lineage = lineage.start(self)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -76,11 +84,19 @@ class StepRun:
         finally:
             self._conn.close()
             write_outputs(self.settings, self.outputs())
+            log.log(logging.INFO if self.status == "SUCCESS" else logging.ERROR, f"{self.step}: {self.status}"
+                    + (f": {self.error}" if self.error else ""),
+                    extra={logs.LIFECYCLE: True, "event": "step_finished", "status": self.status,
+                           "duration_s": round(time.monotonic() - self._t0, 3),
+                           "error_class": self.error_class, **logs.fields(self.outputs())})
+            lineage.finish(self)
 
     def outputs(self) -> dict[str, str]:
         """The values Argo shows as output parameters (and the local runner prints)."""
         out = {name: str(getattr(self, name)) for name in COUNTERS if getattr(self, name) is not None}
         out.update({k: str(v) for k, v in self.details.items() if isinstance(v, (int, str))})
+        if self.error_class:
+            out["error_class"] = self.error_class  # pick's 'late' feeds the Argo late-files counter
         return out
 
 

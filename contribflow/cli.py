@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from contribflow import __version__, imagemap
+from contribflow import __version__, imagemap, logs
 from contribflow.contract import parse_date
 from contribflow.db import refused_login
 from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
@@ -379,10 +379,20 @@ def _embedded_when_unconfigured(command: str, settings: Settings) -> None:
     os.environ.update(embedded.start(settings.state_dir / "pgdata"))
 
 
+def _stderr(line: str) -> None:
+    """A refusal: one line on stderr, or one JSON record with CONTRIBFLOW_LOG_FORMAT=json."""
+    if logs.active_format() == "json":
+        logs.get("cli").error(line)
+    else:
+        print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        logs.setup(args.command, os.environ.get("CONTRIBFLOW_RUN_ID", ""))
         settings = Settings.from_env()
+        logs.setup(args.command, settings.run_id)
         _embedded_when_unconfigured(args.command, settings)
         code = args.handler(args, settings)
         sys.stdout.flush()
@@ -390,24 +400,23 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return _reader_went_away()
     except FileNotYetArrived as exc:
-        print(f"contribflow {args.command}: {exc}", file=sys.stderr)
+        _stderr(f"contribflow {args.command}: {exc}")
         return EXIT_LATE
     except DatabaseUnavailable as exc:
-        print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
+        _stderr(f"contribflow {args.command}: error: {exc}")
         return EXIT_TRANSIENT
     except psycopg.OperationalError as exc:
         if refused_login(exc):  # e.g. dbt's or a second connection's login, refused by the server
-            print(f"contribflow {args.command}: database error: {_first_line(exc)}", file=sys.stderr)
+            _stderr(f"contribflow {args.command}: database error: {_first_line(exc)}")
             return EXIT_FAILED
-        print(f"contribflow {args.command}: database error (connection lost?): {_first_line(exc)}",
-              file=sys.stderr)
+        _stderr(f"contribflow {args.command}: database error (connection lost?): {_first_line(exc)}")
         return EXIT_TRANSIENT
     except (StageError, SettingsError, ValueError, RuntimeError) as exc:
-        print(f"contribflow {args.command}: error: {exc}", file=sys.stderr)
+        _stderr(f"contribflow {args.command}: error: {exc}")
         return EXIT_FAILED
     except psycopg.Error as exc:
-        print(f"contribflow {args.command}: database error: {_first_line(exc)}", file=sys.stderr)
+        _stderr(f"contribflow {args.command}: database error: {_first_line(exc)}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"contribflow {args.command}: interrupted", file=sys.stderr)
+        _stderr(f"contribflow {args.command}: interrupted")
         return 130

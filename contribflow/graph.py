@@ -69,7 +69,7 @@ STAGES: tuple[Stage, ...] = (
         image="ingest",
         args=("--date", "{param:run-date}"),
         depends=("generate",),
-        outputs=("file",),
+        outputs=("file", "error_class"),
         needs_landing=True,
         waits_for_file=True,
     ),

@@ -11,14 +11,16 @@ recorded with error_class 'late'.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import time
 
+from contribflow import logs
 from contribflow.audit import StepRun
 from contribflow.contract import file_name
 from contribflow.db import connect
 from contribflow.errors import FileLate, FileNotYetArrived
 from contribflow.settings import Settings
+
+log = logs.get("pick")
 
 
 def _waited_s(settings: Settings) -> float:
@@ -38,8 +40,8 @@ def run(settings: Settings, day: dt.date, wait: bool = False) -> StepRun:
         said = False
         while not path.is_file() and wait and waited < deadline:
             if not said:
-                print(f"pick: no {path.name} yet; waiting up to {deadline - waited:.0f}s more "
-                      f"(polling every {settings.late_poll_s:g}s)", file=sys.stderr, flush=True)
+                log.info(f"pick: no {path.name} yet; waiting up to {deadline - waited:.0f}s more "
+                         f"(polling every {settings.late_poll_s:g}s)")
                 said = True
             time.sleep(max(0.0, min(settings.late_poll_s, deadline - waited)))
             waited = _waited_s(settings)

@@ -24,16 +24,18 @@ closed as ABANDONED by its exit handler, or by the next run once it is stale.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import time
 
 import psycopg
 import psycopg.sql
 
+from contribflow import logs
 from contribflow.audit import StepRun
 from contribflow.db import connect
 from contribflow.errors import StageError
 from contribflow.settings import Settings
+
+log = logs.get("publish")
 
 DBT_LOCK = "contribflow:dbt"
 ANALYST_ROLE = "contribflow_analyst"
@@ -75,8 +77,8 @@ def claim(settings: Settings, day: dt.date, full_refresh: bool, poll_s: float = 
                                   build_id, status))
                     continue
                 if not said:
-                    print(f"run {run_id}'s build {build_id} is {status}; waiting for it to be published "
-                          "or to fail", file=sys.stderr, flush=True)
+                    log.info(f"run {run_id}'s build {build_id} is {status}; waiting for it to be published "
+                             "or to fail")
                     said = True
                 time.sleep(poll_s)
                 continue
@@ -200,7 +202,7 @@ def run(settings: Settings, day: dt.date) -> StepRun:
             step.details = {"build_id": build_id}
             if status == "PUBLISHED":
                 step.details["already_published"] = 1
-                print(f"publish: build {build_id} was already published", file=sys.stderr)
+                log.warning(f"publish: build {build_id} was already published")
                 return step
             if status != "TESTED":
                 raise StageError(f"build {build_id} of run {settings.run_id} is {status}, not TESTED: "

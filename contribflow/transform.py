@@ -15,16 +15,17 @@ import contextlib
 import datetime as dt
 import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from contribflow import publish
+from contribflow import logs, publish
 from contribflow.audit import StepRun
 from contribflow.db import connect
 from contribflow.errors import DatabaseUnavailable, StageError
 from contribflow.settings import Settings
+
+log = logs.get("transform")
 
 _SCRUBBED_ENV = ("CONTRIBFLOW_PSEUDONYM_KEY",)
 DBT_LOCK = publish.DBT_LOCK
@@ -64,7 +65,7 @@ def _one_dbt_at_a_time(settings: Settings) -> Iterator[None]:
     with connect(settings, autocommit=True) as conn:
         key = (DBT_LOCK,)
         if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", key).fetchone()[0]:
-            print("another dbt run holds the warehouse; waiting for it to finish", file=sys.stderr, flush=True)
+            log.info("another dbt run holds the warehouse; waiting for it to finish")
             conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", key)
         yield
 
@@ -94,7 +95,7 @@ def _freshness(settings: Settings, step: StepRun, extra: list[str]) -> None:
         _invoke(settings, "source freshness", extra, "--select", "source:raw.contributions")
     except StageError as exc:  # recorded, not fatal (see above)
         step.details["freshness"] = "not checked"
-        print(f"dbt-test: source freshness not checked: {exc}", file=sys.stderr, flush=True)
+        log.warning(f"dbt-test: source freshness not checked: {exc}")
         return
     sources = target / "sources.json"
     if not sources.exists():
@@ -111,7 +112,7 @@ def _freshness(settings: Settings, step: StepRun, extra: list[str]) -> None:
                 default="not checked")
     step.details["freshness"] = worst
     if worst != "pass":
-        print(f"dbt-test: source freshness of raw.contributions: {worst}", file=sys.stderr, flush=True)
+        log.warning(f"dbt-test: source freshness of raw.contributions: {worst}", extra={"freshness": worst})
 
 
 def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = False) -> StepRun:
@@ -120,6 +121,8 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
     step_name = f"dbt-{command}"
     with StepRun(settings, step_name, day) as step:
         extra = ["--vars", json.dumps({"run_date": day.isoformat()})]
+        if logs.active_format() == "json":  # dbt's own lines as JSON objects too
+            extra += ["--log-format", "json"]
         if full_refresh:
             extra.append("--full-refresh")
         if command == "build":

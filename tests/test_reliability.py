@@ -390,9 +390,14 @@ def test_a_failing_model_build_leaves_the_published_marts_intact(database, sql):
 
 # --- 7. secrets -----------------------------------------------------------------------------------
 
+REFUSAL = ("contribflow ingest: error: CONTRIBFLOW_ENV=production but CONTRIBFLOW_PSEUDONYM_KEY is unset: "
+           "refusing to pseudonymise with the dev default key")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
 @pytest.mark.parametrize("key", [None, DEV_PSEUDONYM_KEY])
-def test_production_refuses_the_dev_pseudonym_key(database, sql, key):
-    env = dict(os.environ, CONTRIBFLOW_ENV="production")
+def test_production_refuses_the_dev_pseudonym_key(database, sql, key, log_format):
+    env = dict(os.environ, CONTRIBFLOW_ENV="production", CONTRIBFLOW_LOG_FORMAT=log_format)
     env.pop("CONTRIBFLOW_PSEUDONYM_KEY", None)
     if key:
         env["CONTRIBFLOW_PSEUDONYM_KEY"] = key
@@ -400,9 +405,13 @@ def test_production_refuses_the_dev_pseudonym_key(database, sql, key):
     path = write_clean_file(Path(database["CONTRIBFLOW_LANDING_DIR"]), DAY, 10)
     done = cli(["ingest", "--date", DAY.isoformat(), "--file", str(path)], env)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
-        "contribflow ingest: error: CONTRIBFLOW_ENV=production but CONTRIBFLOW_PSEUDONYM_KEY is unset: "
-        "refusing to pseudonymise with the dev default key"]
+    if log_format == "text":
+        assert done.stderr.strip().splitlines() == [REFUSAL]
+    else:  # one JSON object per line (the refusal among them), and no secret in any record
+        records = [json.loads(line) for line in done.stderr.strip().splitlines()]
+        assert records[-1]["message"] == REFUSAL and records[-1]["level"] == "ERROR"
+        assert all(r["step"] == "ingest" for r in records)
+        assert DEV_PSEUDONYM_KEY not in done.stderr and DEV_PSEUDONYM_KEY not in done.stdout
     assert sql("select count(*) from raw.contributions") == [(0,)]
     status, error = sql("select status, error from meta.etl_run where step = 'ingest'")[0]
     assert status == "FAILED" and "dev default key" in error

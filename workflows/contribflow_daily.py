@@ -14,7 +14,7 @@ from hera.workflows import models as m
 
 from contribflow import k8s
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, Stage, topological_order
-from workflows import steps
+from workflows import metrics, steps
 
 ENTRYPOINT = "daily"
 PARAMETER_HELP = {
@@ -85,6 +85,7 @@ def build(stages: Iterable[Stage] = STAGES, exit_stage: Stage = EXIT_STAGE) -> W
         ttl_strategy=m.TTLStrategy(seconds_after_success=TTL_SECONDS_AFTER_SUCCESS,
                                    seconds_after_failure=TTL_SECONDS_AFTER_FAILURE),
         active_deadline_seconds=ACTIVE_DEADLINE_SECONDS,
+        metrics=metrics.workflow_metrics(),
         workflow_metadata=m.WorkflowMetadata(
             labels=LABELS,
             annotations={"workflows.argoproj.io/title": TITLE,

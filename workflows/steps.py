@@ -16,6 +16,7 @@ from hera.workflows import models as m
 from contribflow import dbroles, k8s
 from contribflow.graph import Stage, render_args
 from contribflow.imagemap import image_for
+from workflows import metrics
 
 COMMAND = "contribflow"
 EXIT_TRANSIENT = 75
@@ -186,6 +187,7 @@ def stage_template(stage: Stage) -> Container:
         resources=resources(stage.image),
         security_context=security_context(),
         volume_mounts=volume_mounts(stage),
+        metrics=metrics.stage_metrics(stage),
         retry_strategy=(wait_retry_strategy() if stage.waits_for_file
                         else retry_strategy() if stage.retry_transient else None),
     )

@@ -68,6 +68,12 @@ class Tokens:
         self.scalars[token] = helm
         return token
 
+    def lines(self, render: Callable[[int], str]) -> str:
+        """A key whose whole line is replaced by ``render(indent)``: keys the values add or leave out."""
+        token = f"__HELM_LINES_{len(self.blocks)}__"
+        self.blocks[token] = render
+        return token
+
     def block(self, render: Callable[[int], str]) -> str:
         """``render(indent)`` returns the lines that follow ``key:``, indented by ``indent``."""
         token = f"__HELM_BLOCK_{len(self.blocks)}__"
@@ -137,6 +143,10 @@ class Converter:
                 lambda n: "\n{{- toYaml (merge (deepCopy .Values.networkPolicy.clientLabels) "
                 + helm_dict(rendered) + ") | nindent " + str(n) + " }}")
 
+        if "podGC" in spec:  # how logs outlive pods: workflows.logs (podGC, or archiveLogs + repository)
+            spec.pop("podGC")
+            spec[self.tokens.lines(
+                lambda n: "\n{{- include \"contribflow.logRetention\" . | nindent " + str(n) + " }}")] = ""
         if _creates_workflows(spec) and spec.get("serviceAccountName") == k8s.SERVICE_ACCOUNT:
             spec["serviceAccountName"] = self.tokens.scalar(
                 '{{ include "contribflow.launcherServiceAccountName" . | quote }}')
@@ -218,8 +228,11 @@ class Converter:
         text = re.sub(r"\{\{|\}\}", lambda m: '{{ "{{" }}' if m.group() == "{{" else '{{ "}}" }}', text)
         lines = []
         for line in text.split("\n"):
+            whole = re.fullmatch(r"(\s*)(__HELM_LINES_\d+__): ''", line)
             match = re.fullmatch(r"(\s*(?:- )?)([^:\s][^:]*): (__HELM_BLOCK_\d+__)", line)
-            if match:
+            if whole:
+                lines[-1] += self.tokens.blocks[whole.group(2)](len(whole.group(1)))
+            elif match:
                 column = len(match.group(1))
                 lines.append(f"{match.group(1)}{match.group(2)}:{self.tokens.blocks[match.group(3)](column + 2)}")
             else:

@@ -222,3 +222,35 @@ backfill): the executor's rights plus creating and following Workflows in the na
 {{- define "contribflow.launcherServiceAccountName" -}}
 {{- printf "%s-launcher" (include "contribflow.fullname" .) }}
 {{- end }}
+
+{{/*
+The artifact-repositories ConfigMap the chart writes when workflows.logs.archive.s3.bucket is set.
+*/}}
+{{- define "contribflow.artifactRepositoriesName" -}}
+{{ include "contribflow.fullname" . }}-artifact-repositories
+{{- end }}
+
+{{/*
+How step logs outlive their pods (workflows.logs): the workflow spec's podGC, and with `archive`,
+archiveLogs and the artifact repository. Rendered into every WorkflowTemplate by to_chart.py.
+*/}}
+{{- define "contribflow.logRetention" -}}
+{{- $logs := .Values.workflows.logs -}}
+{{- if eq $logs.retention "archive" -}}
+archiveLogs: true
+{{- if $logs.archive.artifactRepositoryRef }}
+artifactRepositoryRef:
+  {{- toYaml $logs.archive.artifactRepositoryRef | nindent 2 }}
+{{- else if $logs.archive.s3.bucket }}
+artifactRepositoryRef:
+  configMap: {{ include "contribflow.artifactRepositoriesName" . }}
+  key: logs
+{{- end }}
+podGC:
+  strategy: OnPodSuccess
+{{- else -}}
+podGC:
+  strategy: {{ $logs.keepPods.strategy }}
+  deleteDelayDuration: {{ $logs.keepPods.deleteDelay | quote }}
+{{- end }}
+{{- end }}
