@@ -42,12 +42,15 @@ def fingerprint(path: Path) -> FileFacts:
         with open(path, "rb") as fh:
             while block := fh.read(BLOCK):
                 digest.update(block)
-                if problem is None:
+                # An ASCII block (most of them) is valid UTF-8 as it stands, when no character
+                # started in the block before: isascii() is ~20x faster than decoding it.
+                if problem is None and not (block.isascii() and not decoder.getstate()[0]):
                     try:
                         decoder.decode(block)
                     except UnicodeDecodeError as exc:
                         where = line + block[: exc.start].count(b"\n")
                         problem = f"{path.name}: not valid UTF-8 at line {where} (byte {size + exc.start})"
+                if problem is None:
                     line += block.count(b"\n")
                 size += len(block)
     except OSError as exc:
