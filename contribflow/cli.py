@@ -68,9 +68,9 @@ def cmd_pick(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import ingest
+    from contribflow import ledger  # a known or refused file is answered before pandas is imported
 
-    step = ingest.run(settings, args.date, args.file)
+    step = ledger.run(settings, args.date, args.file)
     already = step.details.get("already_ingested_by")
     if already:
         print(f"ingest: {args.file.name} was already ingested by run {already}; nothing to do")

@@ -39,11 +39,12 @@ import pandas as pd
 import psycopg
 
 from contribflow.audit import StepRun
-from contribflow.contract import COLUMNS, file_date
+from contribflow.contract import COLUMNS
 from contribflow.db import connect
 from contribflow.errors import FileRefused, StageError
+from contribflow.ledger import FileFacts, fingerprint, resolve_source  # noqa: F401  (resolve_source: its home was here)
 from contribflow.pseudonym import Pseudonymiser
-from contribflow.reader import Chunk, FileFacts, chunks, fingerprint
+from contribflow.reader import Chunk, chunks
 from contribflow.recordhash import digests, hash_order
 from contribflow.seenkeys import SeenKeys
 from contribflow.settings import Settings
@@ -126,23 +127,6 @@ def _copy_text(values: list[str]) -> list[str]:
 def _printable(text: str) -> str:
     """PostgreSQL text cannot hold NUL: keep it visible instead of losing the row."""
     return text.replace("\x00", "\\x00")
-
-
-def resolve_source(settings: Settings, day: dt.date, path: Path) -> Path:
-    """The file, checked to be a regular file inside the landing folder and named for ``day``."""
-    landing = settings.landing_dir.resolve()
-    target = (path if path.is_absolute() else Path.cwd() / path).resolve()
-    if not target.is_relative_to(landing):
-        raise FileRefused(f"{path}: outside the landing folder {landing}; refusing to read it")
-    if not target.is_file():
-        raise FileRefused(f"{path}: no such file in the landing folder")
-    try:
-        named_for = file_date(target)
-    except ValueError as exc:
-        raise FileRefused(str(exc)) from None
-    if named_for != day:
-        raise FileRefused(f"{target.name} is the file for {named_for}, not for the run date {day}")
-    return target
 
 
 Rejected = tuple[int, str, list[Issue]]
@@ -478,8 +462,9 @@ def _ledger(conn: psycopg.Connection, settings: Settings, day: dt.date, name: st
     )
 
 
-def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Connection) -> Outcome:
-    facts = fingerprint(path)
+def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Connection,
+                facts: FileFacts | None = None) -> Outcome:
+    facts = facts or fingerprint(path)
     try:
         if facts.problem:
             raise FileRefused(facts.problem)
@@ -536,31 +521,36 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
 
 
 def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
+    with StepRun(settings, "ingest", day) as step:
+        step.source_file = path.name
+        load_into(step, settings, day, resolve_source(settings, day, path))
+    return step
+
+
+def load_into(step: StepRun, settings: Settings, day: dt.date, source: Path,
+              facts: FileFacts | None = None) -> None:
+    """Ingest ``source`` (already resolved) as ``step``; ``facts``: its fingerprint, if taken."""
     # pandas and pandera leave ~10^5 long-lived objects: freezing them spares every garbage
     # collection during the load a walk through all of them.
     gc.freeze()
-    with StepRun(settings, "ingest", day) as step:
-        step.source_file = path.name
-        source = resolve_source(settings, day, path)
-        with connect(settings) as conn:
-            outcome = ingest_file(settings, day, source, conn)
-        step.rows_in, step.rows_loaded, step.rows_rejected = (
-            outcome.rows_in, outcome.rows_loaded, outcome.rows_rejected)
-        step.details = {
-            "rows_already_loaded": outcome.rows_already_loaded if not outcome.already_ingested_by else outcome.rows_in,
-            "quality_issues": outcome.issues,
-            "chunks_deduplicated": outcome.chunks_deduplicated,
-        }
-        if outcome.already_ingested_by:
-            step.details["already_ingested_by"] = outcome.already_ingested_by
-        if outcome.extra_columns:
-            step.details["extra_columns"] = ",".join(outcome.extra_columns)
-        if outcome.volume is not None:
-            step.details["volume"] = outcome.volume.verdict
-            step.details["volume_detail"] = outcome.volume.describe()
-        if outcome.refusal:
-            raise StageError(
-                f"{path.name}: {outcome.refusal}; nothing loaded, the rows are in "
-                "raw.contributions_quarantine and meta.data_quality_issue"
-            )
-    return step
+    with connect(settings) as conn:
+        outcome = ingest_file(settings, day, source, conn, facts)
+    step.rows_in, step.rows_loaded, step.rows_rejected = (
+        outcome.rows_in, outcome.rows_loaded, outcome.rows_rejected)
+    step.details = {
+        "rows_already_loaded": outcome.rows_already_loaded if not outcome.already_ingested_by else outcome.rows_in,
+        "quality_issues": outcome.issues,
+        "chunks_deduplicated": outcome.chunks_deduplicated,
+    }
+    if outcome.already_ingested_by:
+        step.details["already_ingested_by"] = outcome.already_ingested_by
+    if outcome.extra_columns:
+        step.details["extra_columns"] = ",".join(outcome.extra_columns)
+    if outcome.volume is not None:
+        step.details["volume"] = outcome.volume.verdict
+        step.details["volume_detail"] = outcome.volume.describe()
+    if outcome.refusal:
+        raise StageError(
+            f"{step.source_file}: {outcome.refusal}; nothing loaded, the rows are in "
+            "raw.contributions_quarantine and meta.data_quality_issue"
+        )

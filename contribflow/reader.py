@@ -6,9 +6,7 @@ validation, so every record comes out with the physical line it starts on and th
 
 from __future__ import annotations
 
-import codecs
 import csv
-import hashlib
 import io
 import itertools
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -21,6 +19,7 @@ import pandas as pd
 
 from contribflow.contract import COLUMNS
 from contribflow.errors import FileRefused
+from contribflow.ledger import FileFacts, fingerprint  # noqa: F401  (their home was here)
 
 BLOCK = 1 << 20
 MAX_FIELD_BYTES = 16 << 20
@@ -30,51 +29,12 @@ csv.field_size_limit(MAX_FIELD_BYTES)
 
 
 @dataclass(frozen=True)
-class FileFacts:
-    sha256: str
-    size_bytes: int
-    problem: str | None = None
-    """Why the file is structurally unusable (not UTF-8, empty), found while hashing it."""
-
-
-@dataclass(frozen=True)
 class Record:
     line: int
     raw: str
     fields: list[str]
     syntax_error: str | None = None
     """Set when the record is not valid CSV; it is quarantined with this reason."""
-
-
-def fingerprint(path: Path) -> FileFacts:
-    """sha256 and size, checking on the way that the file is non-empty UTF-8 text."""
-    digest = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    size = 0
-    line = 1
-    problem = None
-    try:
-        with open(path, "rb") as fh:
-            while block := fh.read(BLOCK):
-                digest.update(block)
-                if problem is None:
-                    try:
-                        decoder.decode(block)
-                    except UnicodeDecodeError as exc:
-                        where = line + block[: exc.start].count(b"\n")
-                        problem = f"{path.name}: not valid UTF-8 at line {where} (byte {size + exc.start})"
-                    line += block.count(b"\n")
-                size += len(block)
-    except OSError as exc:
-        raise FileRefused(f"{path.name}: cannot be read: {exc.strerror}") from None
-    if problem is None:
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            problem = f"{path.name}: not valid UTF-8 (a truncated character at the end of the file)"
-    if size == 0:
-        problem = f"{path.name}: the file is empty (no header, no rows)"
-    return FileFacts(digest.hexdigest(), size, problem)
 
 
 def read_header(reader: Iterator[list[str]], name: str, keep_extra: bool = False) -> list[str]:

@@ -61,7 +61,7 @@ class Settings:
     dsn: str = ""
     pseudonym_key: str = DEV_PSEUDONYM_KEY
     reject_threshold: float = 0.05
-    chunk_rows: int = 50_000
+    chunk_rows: int = 25_000
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     workflow_name: str = ""
     task_name: str = ""
@@ -100,7 +100,7 @@ class Settings:
             dsn=env.get("CONTRIBFLOW_DSN", ""),
             pseudonym_key=env.get("CONTRIBFLOW_PSEUDONYM_KEY") or DEV_PSEUDONYM_KEY,
             reject_threshold=_float(env, "CONTRIBFLOW_REJECT_THRESHOLD", 0.05),
-            chunk_rows=_int(env, "CONTRIBFLOW_CHUNK_ROWS", 50_000),
+            chunk_rows=_int(env, "CONTRIBFLOW_CHUNK_ROWS", 25_000),
             run_id=env.get("CONTRIBFLOW_RUN_ID") or str(uuid.uuid4()),
             workflow_name=env.get("CONTRIBFLOW_WORKFLOW_NAME", ""),
             task_name=env.get("CONTRIBFLOW_TASK_NAME", ""),

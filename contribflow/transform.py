@@ -28,6 +28,8 @@ from contribflow.settings import Settings
 log = logs.get("transform")
 
 _SCRUBBED_ENV = ("CONTRIBFLOW_PSEUDONYM_KEY",)
+RUN_DATE_ENV = "CONTRIBFLOW_RUN_DATE"
+"""The run date as dbt sees it (the ``run_date()`` macro), set only while dbt runs."""
 DBT_LOCK = publish.DBT_LOCK
 _PASSED = {"success", "pass"}
 _FAILED = {"error", "fail", "runtime error"}
@@ -37,24 +39,49 @@ def target_dir(settings: Settings) -> Path:
     return settings.dbt_target_dir or settings.state_dir / "dbt-target"
 
 
-def _invoke(settings: Settings, command: str, extra: list[str], *more: str) -> bool:
+def _invoke(settings: Settings, command: str, extra: list[str], *more: str, manifest=None,
+            day: dt.date | None = None):
+    """``dbt <command>`` in-process; dbt's result (``.success``, ``.result``). ``manifest``: one
+    parsed earlier in this process, so that dbt neither loads nor writes it again.
+
+    The run date reaches dbt as CONTRIBFLOW_RUN_DATE, read by the ``run_date()`` macro at execution
+    time only, never as ``--vars``: dbt's partial parsing starts over from scratch whenever the
+    command-line vars change (its state check hashes them), so a var holding the date made every
+    daily run parse the whole project again (seconds), whereas the saved parse
+    (partial_parse.msgpack in the target folder) stays valid from one day to the next."""
     from dbt.cli.main import dbtRunner
 
     target = target_dir(settings)
     target.mkdir(parents=True, exist_ok=True)
     project = str(settings.dbt_project_dir.resolve())
     saved = {name: os.environ.pop(name) for name in _SCRUBBED_ENV if name in os.environ}
+    date_before = os.environ.get(RUN_DATE_ENV)
+    if day is not None:
+        os.environ[RUN_DATE_ENV] = day.isoformat()
     try:
-        result = dbtRunner().invoke([
+        result = dbtRunner(manifest=manifest).invoke([
             *command.split(), "--project-dir", project, "--profiles-dir", project,
             "--target-path", str(target.resolve()), "--log-path", str((target / "logs").resolve()),
             *extra, *more,
         ])
     finally:
         os.environ.update(saved)
+        if date_before is None:
+            os.environ.pop(RUN_DATE_ENV, None)
+        else:
+            os.environ[RUN_DATE_ENV] = date_before
     if result.exception is not None:
         raise StageError(f"dbt {command} could not run: {result.exception}")
-    return bool(result.success)
+    return result
+
+
+def _parse(settings: Settings):
+    """The project's manifest, parsed once (partially, from the saved parse, when nothing changed) for
+    the several dbt commands of one step."""
+    result = _invoke(settings, "parse", [])
+    if not result.success or result.result is None:
+        raise StageError("dbt parse failed: see the dbt log")
+    return result.result
 
 
 @contextlib.contextmanager
@@ -85,14 +112,33 @@ def _record(settings: Settings, step: str, run_results: dict) -> list[dict]:
     return nodes
 
 
-def _freshness(settings: Settings, step: StepRun, extra: list[str]) -> None:
+def nodes_wall_s(results: list[dict]) -> float:
+    """Seconds during which at least one of ``results``' nodes was being compiled or executed (the
+    union of their timings; with several threads, their execution times overlap): the step's own
+    work, as opposed to dbt's start-up."""
+    spans = sorted((min(t["started_at"] for t in r["timing"]), max(t["completed_at"] for t in r["timing"]))
+                   for r in results if r.get("timing"))
+    total, end = 0.0, None
+    for start_s, stop_s in ((dt.datetime.fromisoformat(a.replace("Z", "+00:00")),
+                             dt.datetime.fromisoformat(b.replace("Z", "+00:00"))) for a, b in spans):
+        if end is None or start_s > end:
+            total += (stop_s - start_s).total_seconds()
+            end = stop_s
+        elif stop_s > end:
+            total += (stop_s - end).total_seconds()
+            end = stop_s
+    return total
+
+
+def _freshness(settings: Settings, step: StepRun, manifest=None, day: dt.date | None = None) -> None:
     """``dbt source freshness`` of raw.contributions, recorded in meta.source_freshness. Recorded and
     shown, not fatal: a file that has not arrived is pick's to report (late), and re-running an old
     day must not fail because raw has not grown since."""
     target = target_dir(settings)
     (target / "sources.json").unlink(missing_ok=True)
     try:
-        _invoke(settings, "source freshness", extra, "--select", "source:raw.contributions")
+        _invoke(settings, "source freshness", [], "--select", "source:raw.contributions",
+                manifest=manifest, day=day)
     except StageError as exc:  # recorded, not fatal (see above)
         step.details["freshness"] = "not checked"
         log.warning(f"dbt-test: source freshness not checked: {exc}")
@@ -102,6 +148,7 @@ def _freshness(settings: Settings, step: StepRun, extra: list[str]) -> None:
         step.details["freshness"] = "not checked"
         return
     results = json.loads(sources.read_text()).get("results", [])
+    step.details["nodes_s"] = round(step.details.get("nodes_s", 0.0) + nodes_wall_s(results), 3)
     with connect(settings) as conn, conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO meta.source_freshness (run_id, source, max_loaded_at, snapshotted_at, age_s, status)
@@ -120,11 +167,9 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
     then source freshness); the step fails when dbt reports any error or failure."""
     step_name = f"dbt-{command}"
     with StepRun(settings, step_name, day) as step:
-        extra = ["--vars", json.dumps({"run_date": day.isoformat()})]
+        extra = ["--full-refresh"] if full_refresh else []
         if logs.active_format() == "json":  # dbt's own lines as JSON objects too
             extra += ["--log-format", "json"]
-        if full_refresh:
-            extra.append("--full-refresh")
         if command == "build":
             build_id = publish.claim(settings, day, full_refresh)
         else:
@@ -142,13 +187,17 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
                     kept = publish.keep_failed_build(settings, build_id)
                     if kept:
                         step.details["kept_failed_build"] = kept
-                ok = _invoke(settings, "run" if command == "build" else "test", extra)
+                # dbt-test runs two dbt commands (test, source freshness): one parse serves both.
+                manifest = _parse(settings) if command == "test" else None
+                ok = _invoke(settings, "run" if command == "build" else "test", extra,
+                             manifest=manifest, day=day).success
                 results_file = target_dir(settings) / "run_results.json"
                 if not results_file.exists():
                     raise StageError(f"dbt {command} wrote no {results_file}")
                 nodes = _record(settings, step_name, json.loads(results_file.read_text()))
+                step.details["nodes_s"] = round(nodes_wall_s(nodes), 3)
                 if command == "test":
-                    _freshness(settings, step, extra)
+                    _freshness(settings, step, manifest, day)
             statuses = Counter(n["status"] for n in nodes)
             passed = sum(statuses[s] for s in _PASSED)
             failed = [n["unique_id"] for n in nodes if n["status"] in _FAILED]
