@@ -474,7 +474,7 @@ def print_table(docker: str, timings: list[tuple[str, str, str, str, float]], te
         size, base, standin = [v.replace("<no value>", "") for v in done.stdout.strip().split("|")]
         note = f"FROM {base}" if base else ""
         if standin:
-            note += " (a local stand-in, README Images)" if not base else " (built on a local stand-in, README Images)"
+            note += " (a local stand-in, docs/images.md)" if not base else " (built on a local stand-in, docs/images.md)"
         print(f"{image:<55} {int(size) / 1e6:8.1f}   {note.strip()}")
     print(f"\ntotal (PostgreSQL start, both runs, checks): {total:.1f}s")
 

@@ -9,7 +9,7 @@
 # Debian bookworm and tag it with the very same name, so the unchanged Dockerfiles and the chart's
 # container spec use it. Stand-ins carry the label org.contribflow.standin=<what it stands in for>.
 # A machine with registry access therefore always gets the real images. How the stand-ins differ
-# from the real ones: README, "Images".
+# from the real ones: docs/images.md.
 set -euo pipefail
 
 DOCKER=${DOCKER:-docker}
@@ -97,7 +97,7 @@ ensure() {  # ensure KIND NAME
       return 0
     fi
     if [[ $(label "$name" org.contribflow.standin.source) == "$hash" ]]; then
-      log "$name: present (a local stand-in, see README Images)"
+      log "$name: present (a local stand-in, see docs/images.md)"
       return 0
     fi
     log "$name: a stand-in built from older sources of images/standin: rebuilding it"
