@@ -1,6 +1,7 @@
-/* The binary COPY of a plain chunk's good rows, in record-hash order, built without the GIL.
+/* The binary COPY of a plain chunk's good rows, in load order, built without the GIL.
  *
- * The definition is ingest.py's Python path (recordhash.digests and hash_order, the keys of
+ * Load order is raw's unique index's: by declaration id (its UTF-8 bytes), then record hash, then
+ * file order. The definition is ingest.py's Python path (recordhash.digests and load_order, the keys of
  * pseudonym.Pseudonymiser, _Preparer._plain_payload, a text COPY); this loads the same rows in the
  * same order (tests/test_copyrows.py). It saves the interpreter's work on every row, and it hashes,
  * keys, sorts and encodes with the GIL released, so that the next chunk is validated in Python
@@ -76,13 +77,21 @@ static char *write_hex(char *out, const unsigned char *bytes, int size)
 /* The rows. */
 
 typedef struct {
-    uint64_t key;   /* the digest's first 8 bytes, big-endian: the uuid's memcmp order */
-    Py_ssize_t row; /* file order breaks ties, as numpy's stable argsort does */
+    const char *id;     /* the declaration id: the line's first value */
+    Py_ssize_t id_size;
+    uint64_t key;       /* the digest's first 8 bytes, big-endian: the uuid's memcmp order */
+    Py_ssize_t row;     /* file order breaks ties, as numpy's stable lexsort does */
 } Slot;
 
 static int slot_order(const void *left, const void *right)
 {
     const Slot *x = left, *y = right;
+    Py_ssize_t shorter = x->id_size < y->id_size ? x->id_size : y->id_size;
+    int by_id = memcmp(x->id, y->id, (size_t)shorter);
+    if (by_id != 0)
+        return by_id;
+    if (x->id_size != y->id_size)
+        return x->id_size < y->id_size ? -1 : 1;
     if (x->key != y->key)
         return x->key < y->key ? -1 : 1;
     return (x->row > y->row) - (x->row < y->row);
@@ -328,6 +337,11 @@ static int build_stage(Rows *r)
         uint64_t key = 0;
         for (int j = 0; j < 8; j++)
             key = (key << 8) | digest[j];
+        Py_ssize_t id_size = 0;
+        while (id_size < size && r->line[i][id_size] != ',')
+            id_size++;
+        r->slots[i].id = r->line[i];
+        r->slots[i].id_size = id_size;
         r->slots[i].key = key;
         r->slots[i].row = i;
         out = put_row(out, digest, r->key + 64 * r->code[i], r->number[i], r->added,
@@ -393,7 +407,7 @@ static int utf8_items(PyObject *tuple, const char *what, const char **text, Py_s
 PyDoc_STRVAR(binary_copy_doc,
 "binary_copy(lines, codes, ids, key, numbers, added, piece_rows) -> list[bytes]\n\n"
 "The tuples of a binary COPY (no header, no trailer) of plain lines in contract order, in\n"
-"record-hash order, in pieces of piece_rows rows. Each tuple: the record hash (uuid: the first\n"
+"load order (declaration id, then record hash, then line), in pieces of piece_rows rows. Each tuple: the record hash (uuid: the first\n"
 "16 bytes of the SHA-256 of the line without its newline, its amount made canonical), the HMAC-SHA256 under key of its\n"
 "taxpayer ids[codes[i]] (text, 64 hex digits), numbers[i] (int4), added (fields already in\n"
 "binary), then the line's eight values (event_date as date, amount as numeric). Every line must\n"
@@ -573,7 +587,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "contribflow._copyrows",
-    "The binary COPY of plain rows in record-hash order, built without the GIL.", -1, methods,
+    "The binary COPY of plain rows in load order, built without the GIL.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -1,9 +1,9 @@
 """ingest: one source file into raw, row by row validated, bad rows quarantined, all or nothing.
 
 The whole file is one transaction: a crash or a refusal leaves no partial rows and no ledger entry.
-Good rows go to ``raw.contributions`` with COPY, each chunk sorted by record hash (recordhash.py);
-the table's unique record hash makes a row that is already there (a re-sent declaration in the same
-state) a no-op. COPY is tried first, because a new file rarely repeats old rows; a chunk that hits
+Good rows go to ``raw.contributions`` with COPY, each chunk in the order of the table's unique
+index, ``(declaration_id, record_hash)`` (recordhash.load_order); that index makes a row that is
+already there (a re-sent declaration in the same state) a no-op. COPY is tried first, because a new file rarely repeats old rows; a chunk that hits
 the unique index is retried through a temporary table with ``ON CONFLICT DO NOTHING``.
 
 The usual chunk (plain lines in contract order) is hashed, keyed and encoded as a binary COPY by
@@ -45,7 +45,7 @@ from contribflow.errors import FileRefused, StageError
 from contribflow.ledger import FileFacts, fingerprint, resolve_source  # noqa: F401  (resolve_source: its home was here)
 from contribflow.pseudonym import Pseudonymiser
 from contribflow.reader import Chunk, chunks
-from contribflow.recordhash import digests, hash_order
+from contribflow.recordhash import digests, load_order
 from contribflow.seenkeys import SeenKeys
 from contribflow.settings import Settings
 from contribflow.validate import Issue, frame_of, validate_chunk
@@ -225,18 +225,18 @@ class _Preparer:
 
     def _binary_payload(self, texts: list[str], codes: np.ndarray, ids: list[str],
                         numbers: np.ndarray) -> list[bytes]:
-        """A whole binary COPY of the good rows of a plain chunk, in hash order (_copyrows.c)."""
+        """A whole binary COPY of the good rows of a plain chunk, in load order (_copyrows.c)."""
         pieces = self.compiled.binary_copy(texts, codes, ids, self.key, numbers, self.binary_added,
                                            _PIECE_ROWS)
         return [_BINARY_SIGNATURE, *pieces, _BINARY_TRAILER]
 
     def _plain_payload(self, good: list[np.ndarray], numbers: np.ndarray, texts: list[str]) -> list[bytes]:
-        """COPY text of the good rows of a plain chunk, in hash order: the added columns, then the
+        """COPY text of the good rows of a plain chunk, in load order: the added columns, then the
         line as it is. Validation guarantees that the values hold no backslash, so the line needs
         no escaping."""
         ids = good[1].tolist()
         keys = self.pseudonyms.keys_for(ids)
-        order, hashes = hash_order(digests(good, texts if self.contract_order else None))
+        order, hashes = load_order(good[0].tolist(), digests(good, texts if self.contract_order else None))
         del good
         added = self.plain_added
         return _in_order(order, [f"{h},{keys[t]},{n}{added},{x}"
@@ -250,9 +250,9 @@ class _Preparer:
 
     def _payload(self, good: list[np.ndarray], numbers: np.ndarray,
                  extras: list[str] | None = None) -> list[bytes]:
-        """COPY text of the good rows in hash order. Validation guarantees that the values hold no
+        """COPY text of the good rows in load order. Validation guarantees that the values hold no
         tab, newline or other control character; identifiers may hold a backslash (_copy_text)."""
-        order, hashes = hash_order(digests(good))
+        order, hashes = load_order(good[0].tolist(), digests(good))
         columns = [c.tolist() for c in good]
         del good
         keys = self.pseudonyms.keys_for(columns[1])

@@ -7,8 +7,10 @@ identifier that holds a comma or a double quote is quoted as CSV quotes it, so t
 share a text; no other value can hold one. It is stored as a ``uuid``: 16 bytes, compared with
 memcmp.
 
-Ingest computes it, so that each chunk can be sent to PostgreSQL sorted by hash: the unique index
-then takes its entries in order instead of at random pages, which is most of the cost of a load.
+Ingest computes it, so that each chunk can be sent to PostgreSQL in the order of raw's one unique
+index, ``(declaration_id, record_hash)`` (migration 0009): the index then takes its entries in order
+instead of at random pages, which is most of the cost of a load. The source numbers its
+declarations in the order it sends them, so a day's new rows land at the index's right edge.
 ``raw.record_hash()`` is the same definition in SQL, for audits; the tests prove the two agree.
 """
 
@@ -75,9 +77,15 @@ def digests(columns: Sequence[np.ndarray], lines: list[str] | None = None) -> by
     return b"".join([sha256(",".join(row).encode()).digest() for row in zip(*values)])
 
 
-def hash_order(digests: bytes) -> tuple[np.ndarray, list[str]]:
-    """The order that sorts the rows by record hash, and each row's hash as 32 hex digits."""
-    # The first 8 bytes big-endian order the rows as the uuid's memcmp does (ties cost nothing).
-    order = np.argsort(np.frombuffer(digests, dtype=">u8")[::4], kind="stable")
+def load_order(declaration_ids: Sequence[str], digests: bytes) -> tuple[np.ndarray, list[str]]:
+    """The order that sorts the rows as raw's unique index does, and each row's hash as 32 hex digits.
+
+    By declaration id (code points, which is its UTF-8 bytes' order, as the compiled encoder
+    compares them), then by record hash, then file order. The first 8 bytes of a hash, big-endian,
+    order it as the uuid's memcmp does (ties cost nothing). Where the database's collation is not
+    ``C``, the index may order some identifiers differently: that costs locality, never correctness.
+    """
+    by_hash = np.frombuffer(digests, dtype=">u8")[::4]
+    order = np.lexsort((by_hash, np.asarray(declaration_ids, dtype=str)))
     text = digests.hex()
     return order, [text[i:i + 32] for i in range(0, len(text), 64)]

@@ -14,7 +14,8 @@ For each declaration (given by id, or every declaration of a pseudonymous taxpay
 Read-only, and meant for the ``contribflow_auditor`` role (migration 0008): it reads raw and meta,
 which the analyst role may not. A raw taxpayer id is never an input and never an output.
 
-Indexes (see README "contribflow trace"): raw by ``contributions_declaration_id`` (migration 0008),
+Indexes (docs/reference.md "contribflow trace"): raw by the leading column of its unique index
+``contributions_declaration_id_record_hash_key`` (migration 0009, which replaced 0008's own index),
 the staging view through the same index (the declaration_id condition is pushed below its
 DISTINCT ON), marts by ``fct_contributions_declaration_id``, meta.etl_run and
 meta.data_quality_issue by their run_id indexes. ``--taxpayer-key`` first finds the taxpayer's

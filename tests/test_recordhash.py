@@ -14,7 +14,7 @@ from decimal import Decimal
 import numpy as np
 
 from contribflow import contract
-from contribflow.recordhash import canonical_amount, canonical_amounts, digests, hash_order
+from contribflow.recordhash import canonical_amount, canonical_amounts, digests, load_order
 
 
 def _amounts(n: int) -> list[str]:
@@ -62,10 +62,14 @@ def test_a_line_is_not_trusted_when_an_amount_needs_its_canonical_form():
     assert digests(columns, lines) == b"".join(hashlib.sha256(",".join(r).encode()).digest() for r in canonical)
 
 
-def test_hash_order_sorts_the_rows_as_postgresql_sorts_their_uuids():
-    data = digests([np.array(c, dtype=object) for c in zip(*_rows(2000))])
-    order, hexes = hash_order(data)
+def test_load_order_sorts_the_rows_as_raws_unique_index_does():
+    rows = _rows(2000)[::-1]  # the source's numbering backwards
+    rows[5][0] = rows[9][0]  # one declaration in two states: its rows are ordered by hash
+    data = digests([np.array(c, dtype=object) for c in zip(*rows)])
+    ids = [r[0] for r in rows]
+    order, hexes = load_order(ids, data)
     assert len(hexes) == 2000 and all(len(h) == 32 for h in hexes)
     assert hexes[0] == data[:16].hex()
-    as_uuids = [uuid.UUID(hexes[i]) for i in order.tolist()]
-    assert as_uuids == sorted(as_uuids, key=lambda u: u.bytes)
+    as_keys = [(ids[i].encode(), uuid.UUID(hexes[i]).bytes) for i in order.tolist()]
+    assert as_keys == sorted(as_keys)
+    assert order.tolist()[:3] == [1999, 1998, 1997]
