@@ -3,8 +3,9 @@
 The whole file is one transaction: a crash or a refusal leaves no partial rows and no ledger entry.
 Good rows go to ``raw.contributions`` with COPY, each chunk in the order of the table's unique
 index, ``(declaration_id, record_hash)`` (recordhash.load_order); that index makes a row that is
-already there (a re-sent declaration in the same state) a no-op. COPY is tried first, because a new file rarely repeats old rows; a chunk that hits
-the unique index is retried through a temporary table with ``ON CONFLICT DO NOTHING``.
+already there (a re-sent declaration in the same state) a no-op. COPY is tried first, because a
+new file rarely repeats old rows; a chunk that hits the unique index is retried through a
+temporary table with ``ON CONFLICT DO NOTHING``. Bad rows are written in batches.
 
 The usual chunk (plain lines in contract order) is hashed, keyed and encoded as a binary COPY by
 the compiled encoder (_copyrows.c); any other, or every chunk where it was not built, as a text
@@ -330,6 +331,8 @@ def _ahead(prepare: Callable[[T], U], stream: Generator[T, None, None]) -> Gener
 
 
 _SEND_BUFFER = 4 << 20
+_QUARANTINE_BATCH = 5_000
+"""Bad rows held before they are written (with their raw lines: a few MB at most)."""
 
 
 def _widen_send_buffer(conn: psycopg.Connection) -> None:
@@ -362,6 +365,8 @@ class _Load:
         self.facts = facts
         self.outcome = Outcome()
         self.optimistic = True
+        self.savepoint = False  # whether the savepoint of the optimistic COPY is open
+        self.rejected: list[Rejected] = []
         _widen_send_buffer(conn)
         conn.execute(
             f"CREATE TEMP TABLE incoming_rows ON COMMIT DROP AS "
@@ -377,19 +382,29 @@ class _Load:
         if prepared.good:
             self.outcome.rows_loaded += self._copy_good(prepared.copy, prepared.payload, prepared.good)
         if prepared.rejected:
-            self._quarantine(prepared.rejected)
+            self.rejected.extend(prepared.rejected)
+            if len(self.rejected) >= _QUARANTINE_BATCH:
+                self._quarantine()
 
     def _copy_good(self, copy_sql: str, payload: list[bytes], rows: int) -> int:
+        """COPY straight into raw, inside a savepoint; a chunk that hits the unique index, and each
+        one after it until one skips nothing, goes through ``incoming_rows`` and
+        ``ON CONFLICT DO NOTHING`` instead.
+
+        Each round trip to the server costs the loading thread a wait for the GIL, which the
+        preparing thread may hold for the whole switch interval (5 ms) while the server sits idle:
+        so the savepoint of a chunk is released and the next one's taken in one statement."""
         if self.optimistic:
+            self.conn.execute("RELEASE SAVEPOINT chunk; SAVEPOINT chunk" if self.savepoint else "SAVEPOINT chunk")
+            self.savepoint = True
             try:
-                with self.conn.transaction(), self.conn.cursor().copy(
-                    copy_sql.format(table="raw.contributions")
-                ) as copy:
+                with self.conn.cursor().copy(copy_sql.format(table="raw.contributions")) as copy:
                     for piece in payload:
                         copy.write(piece)
                 return rows
             except psycopg.errors.UniqueViolation:
-                self.optimistic = False
+                self.conn.execute("ROLLBACK TO SAVEPOINT chunk; RELEASE SAVEPOINT chunk")
+                self.savepoint = self.optimistic = False
         self.outcome.chunks_deduplicated += 1
         self.conn.execute("TRUNCATE incoming_rows")
         with self.conn.cursor().copy(copy_sql.format(table="incoming_rows")) as copy:
@@ -402,7 +417,11 @@ class _Load:
         self.optimistic = inserted == rows
         return inserted
 
-    def _quarantine(self, rejected: list[Rejected]) -> None:
+    def _quarantine(self) -> None:
+        """Write the bad rows gathered so far: in batches, as two COPYs per batch rather than per chunk."""
+        rejected, self.rejected = self.rejected, []
+        if not rejected:
+            return
         run_id, sha = self.settings.run_id, self.facts.sha256
         cur = self.conn.cursor()
         with cur.copy(f"COPY incoming_quarantine ({', '.join(_QUARANTINE_COLUMNS)}) FROM STDIN") as copy:
@@ -431,6 +450,10 @@ class _Load:
         )
 
     def finish(self) -> None:
+        if self.savepoint:
+            self.conn.execute("RELEASE SAVEPOINT chunk")
+            self.savepoint = False
+        self._quarantine()
         columns = ", ".join(_QUARANTINE_COLUMNS)
         self.conn.execute(
             f"INSERT INTO raw.contributions_quarantine ({columns}) SELECT {columns} "

@@ -221,3 +221,41 @@ def test_raw_defaults_let_copy_insert_in_batches_and_keep_loads_in_order(databas
                       from raw.contributions group by file_date order by file_date""")
     assert [s[1] for s in stamps] == [3, 3]  # three chunks, so three COPY statements, per file
     assert stamps[0][3] < stamps[1][2]
+
+
+@pytest.mark.integration
+def test_chunks_that_meet_known_rows_skip_only_those_and_the_load_goes_back_to_plain_copy(
+        database, sql, tmp_path, monkeypatch):
+    """The optimistic COPY's savepoint across chunks: new rows (plain COPY), then a chunk that repeats
+    rows already in raw (rolled back to its savepoint, loaded through ON CONFLICT), one that repeats
+    nothing (plain COPY again), and bad rows spread over every chunk written in batches. Every row
+    is accounted for: loaded, already there, or quarantined with its reasons."""
+    from contribflow import ingest
+
+    monkeypatch.setattr(ingest, "_QUARANTINE_BATCH", 4)
+    monkeypatch.setenv("CONTRIBFLOW_CHUNK_ROWS", "10")
+    monkeypatch.setenv("CONTRIBFLOW_REJECT_THRESHOLD", "0.5")
+    landing = tmp_path / "landing"
+    assert cli.main(["init-db"]) == 0
+    first_day = write_source(landing, DAY - dt.timedelta(days=1), [good_row(n) for n in range(100, 110)])
+    assert cli.main(["ingest", "--date", (DAY - dt.timedelta(days=1)).isoformat(), "--file", str(first_day)]) == 0
+
+    rows = [good_row(n) for n in range(1, 21)]          # lines 2-21: new (first chunk is 1 row)
+    rows += [good_row(n) for n in range(100, 110)]      # lines 22-31: loaded yesterday
+    rows += [good_row(n) for n in range(200, 230)]      # lines 32-61: new again
+    for line in (3, 12, 25, 40, 50, 60):                # a bad amount in most chunks
+        rows[line - 2][3] = "-1.0"
+    path = write_source(landing, DAY, rows)
+    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
+
+    loaded = sql("select count(*) from raw.contributions where source_file = %s", (path.name,))[0][0]
+    assert loaded == 60 - 6 - 9  # line 25's row is bad, the other 9 of yesterday's are there already
+    assert sql("select count(*) from raw.contributions") == [(10 + loaded,)]
+    quarantined = sql("select source_line, reasons from raw.contributions_quarantine order by source_line")
+    assert [line for line, _ in quarantined] == [3, 12, 25, 40, 50, 60]
+    assert all(any("amount_not_negative" in r for r in reasons) for _, reasons in quarantined)
+    details = sql("select details from meta.etl_run where step = 'ingest' order by id desc limit 1")[0][0]
+    assert details["rows_already_loaded"] == 9
+    # Chunks of lines 2, 3-12, 13-22, 23-32, 33-42, 43-52, 53-61: the two that hold yesterday's rows
+    # and the next one (which finds nothing to skip) go through ON CONFLICT; the last two are COPYed.
+    assert details["chunks_deduplicated"] == 3
