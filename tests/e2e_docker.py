@@ -395,6 +395,9 @@ def main() -> int:
                     print(f"==> run 2 ({day2}, broken header): {', '.join(failed)} FAILED, its dependants "
                           f"{sorted(dependants(template, set(failed))) or 'none'} not run, {on_exit} recorded FAILED")
 
+        # --- the dbt pods of run 1 started from the parse their image ships (read before cleanup) ------
+        problems += check_saved_parse(executor, result1, DBT_STEPS)
+
         health = sh(docker, "inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", pg.name).stdout.strip()
         if "livenessProbe" in pg.container and health not in ("healthy", "starting"):
             problems.append(f"PostgreSQL's liveness probe (Docker health check) reports {health!r}")
