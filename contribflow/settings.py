@@ -69,6 +69,9 @@ class Settings:
     outputs_dir: Path | None = None
     dbt_project_dir: Path = Path("dbt")
     dbt_target_dir: Path | None = None
+    dbt_saved_parse: Path | None = None
+    """A saved dbt parse (partial_parse.msgpack) to start an empty target folder from: the dbt image
+    ships one made at build time (contribflow/transform.py)."""
     db_connect_attempts: int = 5
     db_connect_backoff_s: float = 1.0
     stale_after_s: int = 3600
@@ -93,6 +96,7 @@ class Settings:
         state_dir = Path(env.get("CONTRIBFLOW_STATE_DIR") or ".contribflow")
         outputs = env.get("CONTRIBFLOW_OUTPUTS_DIR")
         target = env.get("CONTRIBFLOW_DBT_TARGET_DIR")
+        saved_parse = env.get("CONTRIBFLOW_DBT_SAVED_PARSE")
         settings = cls(
             environment=env.get("CONTRIBFLOW_ENV", "dev").strip().lower() or "dev",
             landing_dir=Path(env.get("CONTRIBFLOW_LANDING_DIR") or "data/landing"),
@@ -108,6 +112,7 @@ class Settings:
             outputs_dir=Path(outputs) if outputs else None,
             dbt_project_dir=Path(env.get("CONTRIBFLOW_DBT_PROJECT_DIR") or "dbt"),
             dbt_target_dir=Path(target) if target else None,
+            dbt_saved_parse=Path(saved_parse) if saved_parse else None,
             db_connect_attempts=_int(env, "CONTRIBFLOW_DB_CONNECT_ATTEMPTS", 5),
             db_connect_backoff_s=_float(env, "CONTRIBFLOW_DB_CONNECT_BACKOFF_S", 1.0),
             stale_after_s=_int(env, "CONTRIBFLOW_STALE_AFTER_S", 3600),

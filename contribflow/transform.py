@@ -7,6 +7,20 @@ TEST_FAILED. Only ``contribflow publish`` changes what analysts read.
 
 dbt gets only libpq's PG* variables; the pseudonymisation key is removed from its environment, so it
 cannot reach compiled SQL, logs or artifacts even by a careless ``env_var`` in a model.
+
+Each step parses the project once (``dbt parse``), then runs its dbt commands on that manifest. The
+parse starts from dbt's saved parse (``partial_parse.msgpack`` in the target folder) and, in an empty
+target folder (a new pod's emptyDir), from the one the dbt image ships (``CONTRIBFLOW_DBT_SAVED_PARSE``,
+made by ``python -m contribflow.transform --save-parse`` at build time), so no pod parses the whole
+project. dbt keeps a saved parse only if its state check matches (dbt-core's
+``ManifestLoader.build_manifest_state_check``): the dbt version, the command-line vars, ``--profile``/
+``--target``, the env vars read in dbt_project.yml, dbt_project.yml itself, and a hash of the target's
+connection fields (host, port, user, database, schema, sslmode, …; not the password). The host and
+user differ from one deployment to the next (and the user comes from a Secret), so the parse runs with
+those fields set to fixed placeholders (``PARSE_CONNECTION``): parsing never connects, and of the
+connection only the database (``PGDATABASE``, kept) and the schema reach the parsed nodes. The shipped
+parse is therefore valid wherever ``PGDATABASE`` is the one it was made with (the chart's default,
+``contribflow``); elsewhere dbt says "Unable to do partial parsing" and parses in full, as before.
 """
 
 from __future__ import annotations
@@ -15,6 +29,8 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +47,12 @@ _SCRUBBED_ENV = ("CONTRIBFLOW_PSEUDONYM_KEY",)
 RUN_DATE_ENV = "CONTRIBFLOW_RUN_DATE"
 """The run date as dbt sees it (the ``run_date()`` macro), set only while dbt runs."""
 DBT_LOCK = publish.DBT_LOCK
+SAVED_PARSE = "partial_parse.msgpack"
+PARSE_CONNECTION = {"PGHOST": "dbt-parse-only", "PGPORT": "5432", "PGUSER": "dbt-parse-only",
+                    "PGSSLMODE": "prefer", "PGPASSWORD": None}
+"""The connection fields of dbt/profiles.yml while dbt parses (None: unset), so that the saved parse's
+state check does not depend on where the warehouse is or who logs in (see the module's docstring).
+PGDATABASE is not among them: the parsed nodes name their database."""
 _PASSED = {"success", "pass"}
 _FAILED = {"error", "fail", "runtime error"}
 
@@ -40,7 +62,7 @@ def target_dir(settings: Settings) -> Path:
 
 
 def _invoke(settings: Settings, command: str, extra: list[str], *more: str, manifest=None,
-            day: dt.date | None = None):
+            day: dt.date | None = None, env: dict[str, str | None] | None = None):
     """``dbt <command>`` in-process; dbt's result (``.success``, ``.result``). ``manifest``: one
     parsed earlier in this process, so that dbt neither loads nor writes it again.
 
@@ -48,7 +70,8 @@ def _invoke(settings: Settings, command: str, extra: list[str], *more: str, mani
     time only, never as ``--vars``: dbt's partial parsing starts over from scratch whenever the
     command-line vars change (its state check hashes them), so a var holding the date made every
     daily run parse the whole project again (seconds), whereas the saved parse
-    (partial_parse.msgpack in the target folder) stays valid from one day to the next."""
+    (partial_parse.msgpack in the target folder) stays valid from one day to the next. ``env``:
+    variables set (None: unset) while dbt runs, restored after."""
     from dbt.cli.main import dbtRunner
 
     target = target_dir(settings)
@@ -56,6 +79,12 @@ def _invoke(settings: Settings, command: str, extra: list[str], *more: str, mani
     project = str(settings.dbt_project_dir.resolve())
     saved = {name: os.environ.pop(name) for name in _SCRUBBED_ENV if name in os.environ}
     date_before = os.environ.get(RUN_DATE_ENV)
+    changed = {name: os.environ.get(name) for name in env or {}}
+    for name, value in (env or {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     if day is not None:
         os.environ[RUN_DATE_ENV] = day.isoformat()
     try:
@@ -65,6 +94,11 @@ def _invoke(settings: Settings, command: str, extra: list[str], *more: str, mani
             *extra, *more,
         ])
     finally:
+        for name, value in changed.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         os.environ.update(saved)
         if date_before is None:
             os.environ.pop(RUN_DATE_ENV, None)
@@ -75,10 +109,21 @@ def _invoke(settings: Settings, command: str, extra: list[str], *more: str, mani
     return result
 
 
+def _log_args() -> list[str]:
+    """dbt's own lines as JSON objects too, when ContribFlow logs JSON."""
+    return ["--log-format", "json"] if logs.active_format() == "json" else []
+
+
 def _parse(settings: Settings):
-    """The project's manifest, parsed once (partially, from the saved parse, when nothing changed) for
-    the several dbt commands of one step."""
-    result = _invoke(settings, "parse", [])
+    """The project's manifest, parsed once for the dbt commands of one step: partially, from the saved
+    parse (the target folder's, else the image's), when nothing changed; with the connection fields
+    as PARSE_CONNECTION sets them."""
+    target = target_dir(settings)
+    shipped = settings.dbt_saved_parse
+    if shipped is not None and shipped.is_file() and not (target / SAVED_PARSE).exists():
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shipped, target / SAVED_PARSE)
+    result = _invoke(settings, "parse", _log_args(), env=PARSE_CONNECTION)
     if not result.success or result.result is None:
         raise StageError("dbt parse failed: see the dbt log")
     return result.result
@@ -167,9 +212,7 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
     then source freshness); the step fails when dbt reports any error or failure."""
     step_name = f"dbt-{command}"
     with StepRun(settings, step_name, day) as step:
-        extra = ["--full-refresh"] if full_refresh else []
-        if logs.active_format() == "json":  # dbt's own lines as JSON objects too
-            extra += ["--log-format", "json"]
+        extra = (["--full-refresh"] if full_refresh else []) + _log_args()
         if command == "build":
             build_id = publish.claim(settings, day, full_refresh)
         else:
@@ -187,8 +230,8 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
                     kept = publish.keep_failed_build(settings, build_id)
                     if kept:
                         step.details["kept_failed_build"] = kept
-                # dbt-test runs two dbt commands (test, source freshness): one parse serves both.
-                manifest = _parse(settings) if command == "test" else None
+                # One parse (see _parse) serves the step's dbt commands (dbt-test: test, source freshness).
+                manifest = _parse(settings)
                 ok = _invoke(settings, "run" if command == "build" else "test", extra,
                              manifest=manifest, day=day).success
                 results_file = target_dir(settings) / "run_results.json"
@@ -217,3 +260,29 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
             raise
         publish.mark(settings, build_id, "BUILT" if command == "build" else "TESTED")
     return step
+
+
+def save_parse(settings: Settings) -> Path:
+    """Parse the project into the target folder as _parse does, keep only dbt's saved parse, and
+    return it: the dbt image runs this at build time (``python -m contribflow.transform
+    --save-parse``) and ships the file as CONTRIBFLOW_DBT_SAVED_PARSE. No database is needed."""
+    target = target_dir(settings)
+    if target.exists() and any(target.iterdir()):
+        raise StageError(f"{target} is not empty: --save-parse writes into a new folder only")
+    _parse(settings)
+    saved = target / SAVED_PARSE
+    if not saved.is_file():
+        raise StageError(f"dbt parse wrote no {saved}")
+    for path in target.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path != saved:
+            path.unlink()
+    return saved
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--save-parse"]:
+        sys.exit("usage: python -m contribflow.transform --save-parse  (CONTRIBFLOW_DBT_PROJECT_DIR, "
+                 "CONTRIBFLOW_DBT_TARGET_DIR, PGDATABASE: where the pods will run)")
+    print(f"saved dbt parse: {save_parse(Settings.from_env())}")

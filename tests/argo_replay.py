@@ -52,6 +52,9 @@ class Attempt:
     stderr: str
     wall_s: float = 0.0
     """Wall time of the attempt, container start and removal included under an executor."""
+    container_s: float | None = None
+    """Under an executor that knows it: how long the container's process ran (the engine's
+    StartedAt to FinishedAt), so that ``wall_s`` splits into the engine's part and the process's."""
 
 
 @dataclass

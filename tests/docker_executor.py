@@ -25,7 +25,9 @@ cannot grow a field that nothing here proves:
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -75,6 +77,8 @@ class DockerExecutor:
         self.labels = dict(labels or {})
         self.runs: list[tuple[str, str, Attempt]] = []
         """(pod name, image, attempt) of every container run, in order."""
+        self.mounts: dict[str, dict[str, Path]] = {}
+        """pod name → mountPath → the host folder standing in for that volume (read after the run)."""
 
     # --- the mapping -------------------------------------------------------------------------------
 
@@ -217,23 +221,44 @@ class DockerExecutor:
         return [container["image"], *argv]
 
     def run(self, pod: Pod, timeout_s: int) -> Attempt:
+        """One attempt of ``pod``: ``docker run`` (not ``--rm``: the engine's record of when the
+        process started and ended is read before the container is removed), then ``docker rm``.
+        ``wall_s`` is the run and the removal (as ``--rm`` would have it), ``container_s`` the
+        process's own lifetime by the engine's clock."""
         flags = self.flags(f"pod {pod.name}", pod.container, pod.pod_spec, pod.volumes)
         env_flags, cli_env = self._docker_env(pod.env)
         name = f"{pod.name}-{len(self.runs)}"
-        argv = [self.docker, "run", "--rm", f"--name={name}", f"--hostname={pod.name[:63]}",
+        argv = [self.docker, "run", f"--name={name}", f"--hostname={pod.name[:63]}",
                 f"--network={self.network}", *[f"--label={k}={v}" for k, v in self.labels.items()],
                 *flags, *env_flags, *self.command(pod.container, pod.argv)]
+        self.mounts[pod.name] = {path: host for path, (_volume, host) in pod.volumes.items()}
         started = time.monotonic()
         try:
             done = subprocess.run(argv, env=cli_env, capture_output=True, text=True, timeout=timeout_s)
-            attempt = Attempt(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+            ran_s = time.monotonic() - started
+            attempt = Attempt(done.returncode, done.stdout, done.stderr, ran_s, self._lifetime(name))
         except subprocess.TimeoutExpired as e:
-            subprocess.run([self.docker, "rm", "-f", name], capture_output=True)
-            attempt = Attempt(124, str(e.stdout or ""), f"timed out after {timeout_s}s", time.monotonic() - started)
+            ran_s = time.monotonic() - started
+            attempt = Attempt(124, str(e.stdout or ""), f"timed out after {timeout_s}s", ran_s)
+        removing = time.monotonic()
+        subprocess.run([self.docker, "rm", "-f", "-v", name], capture_output=True)
+        attempt.wall_s += time.monotonic() - removing
         if attempt.exit_code == 125:  # the engine refused to create or start it: the manifest's fault
             raise ReplayError(f"pod {pod.name}: docker run refused the container: {attempt.stderr.strip()}")
         self.runs.append((pod.name, pod.container["image"], attempt))
         return attempt
+
+    def _lifetime(self, name: str) -> float | None:
+        """Seconds from the container's start to its exit, as the engine recorded them; None when the
+        engine has no such record (never started)."""
+        done = subprocess.run([self.docker, "inspect", "-f", "{{.State.StartedAt}} {{.State.FinishedAt}}", name],
+                              capture_output=True, text=True)
+        if done.returncode != 0 or len(done.stdout.split()) != 2:
+            return None
+        started, finished = (engine_time(t) for t in done.stdout.split())
+        if started is None or finished is None or finished < started:
+            return None
+        return (finished - started).total_seconds()
 
     def start_service(self, name: str, container: dict[str, Any], pod_spec: dict[str, Any],
                       volumes: dict[str, tuple[dict[str, Any], Path]], files: dict[str, dict[str, bytes]],
@@ -274,6 +299,16 @@ class DockerExecutor:
                 logs = subprocess.run([self.docker, "logs", "--tail", "40", name], capture_output=True, text=True)
                 raise ReplayError(f"{where}: {kind} never passed (running={state}):\n{logs.stdout}{logs.stderr}")
             time.sleep(0.5)
+
+
+def engine_time(text: str) -> dt.datetime | None:
+    """A Docker engine timestamp (RFC 3339, nanoseconds, ``Z``) as an aware datetime (microseconds);
+    None for the engine's "never" (year 1)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text.strip())
+    if not match or match.group(1).startswith("0001-"):
+        return None
+    when = dt.datetime.fromisoformat(match.group(1) + ("+00:00" if match.group(3) == "Z" else match.group(3)))
+    return when + dt.timedelta(microseconds=int((match.group(2) or "0")[:6].ljust(6, "0")))
 
 
 def secret_files(objects: list[dict[str, Any]]) -> dict[str, dict[str, bytes]]:

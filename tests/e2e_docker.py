@@ -14,7 +14,12 @@ Makefile target builds them first. Then, on a fresh user-defined bridge network:
    a wrong password is refused over TCP;
 5. a second run, on a copy of the first day's landed file whose header line is broken, must fail the
    task that reads it, never run that task's dependants, and have the exit handler record it;
-6. a table: each step's wall time in its container, each image's size.
+6. a table: each step's wall time in its container split into the engine's part (create, start,
+   stop, remove), the process's start-up (interpreter, imports, settings: the container's lifetime
+   outside the step's own record) and the step's own time as meta.etl_run records it, of which the
+   work (dbt's node execution, the publish transaction); the split must add up. The dbt steps must
+   have used the saved parse shipped in their image (dbt's perf_info.json: no file parsed; no
+   "Unable to do partial parsing" in their output). Each image's size.
 
 Exits non-zero on any failure. Everything it starts (containers, network, folders) is removed.
 """
@@ -24,12 +29,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -303,9 +310,10 @@ def main() -> int:
     on_exit = template["spec"].get("onExit")
     day1 = dt.date.fromisoformat(args.date)
     day2 = day1 + dt.timedelta(days=1)
-    timings: list[tuple[str, str, str, str, float]] = []
+    timings: list[StepTiming] = []
     problems: list[str] = []
     started = time.monotonic()
+    ready_s = float("nan")
     # What an interrupted earlier run left (only what this script starts carries the label).
     stale = sh(docker, "ps", "-aq", "--filter", "label=org.contribflow.e2e", check=False).stdout.split()
     if stale:
@@ -315,7 +323,6 @@ def main() -> int:
     sh(docker, "network", "create", "--label", f"org.contribflow.e2e={suffix}", network)
     try:
         ready_s = pg.start(settings["PGHOST"])
-        timings.append(("postgresql (ready)", pg.container["image"], "", "ready", ready_s))
         print(f"==> PostgreSQL from the chart's StatefulSet: ready in {ready_s:.1f}s "
               f"({pg.container['image']}, network alias {pg.service})")
 
@@ -328,7 +335,9 @@ def main() -> int:
         params = {"run-date": day1.isoformat(), "generate": "true", **({"rows": args.rows} if args.rows else {})}
         name1 = f"contribflow-daily-{suffix}a"
         result1, uid1 = replay(executor, work, objects, params, landing, name1)
-        timings += step_rows("run 1", result1, template, on_exit)
+        rows1 = step_rows("run 1", result1, template, on_exit, etl_timings(pg, uid1))
+        timings += rows1
+        problems += check_split(rows1)
         if result1.status != "Succeeded" or not result1.exit_handler or result1.exit_handler.phase != "Succeeded":
             problems.append(f"run 1 did not succeed:\n{describe(result1)}")
         else:
@@ -377,12 +386,17 @@ def main() -> int:
                 name2 = f"contribflow-daily-{suffix}b"
                 result2, uid2 = replay(executor, work, objects, {"run-date": day2.isoformat(), "generate": "false"},
                                        landing, name2)
-                timings += step_rows("run 2", result2, template, on_exit)
+                rows2 = step_rows("run 2", result2, template, on_exit, etl_timings(pg, uid2))
+                timings += rows2
+                problems += check_split(rows2)
                 problems += check_broken_run(template, result2, etl_rows(pg, uid2), on_exit)
                 if not problems:
                     failed = sorted(n for n, r in result2.tasks.items() if r.phase == "Failed")
                     print(f"==> run 2 ({day2}, broken header): {', '.join(failed)} FAILED, its dependants "
                           f"{sorted(dependants(template, set(failed))) or 'none'} not run, {on_exit} recorded FAILED")
+
+        # --- the dbt pods of run 1 started from the parse their image ships (read before cleanup) ------
+        problems += check_saved_parse(executor, result1, DBT_STEPS)
 
         health = sh(docker, "inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", pg.name).stdout.strip()
         if "livenessProbe" in pg.container and health not in ("healthy", "starting"):
@@ -396,7 +410,7 @@ def main() -> int:
             sh(docker, "network", "rm", network, check=False)
             shutil.rmtree(work, ignore_errors=True)
 
-    print_table(docker, timings, template, pg.container["image"], total)
+    print_table(docker, timings, template, pg.container["image"], total, ready_s)
     if problems:
         print("\ne2e-docker FAILED:", file=sys.stderr)
         for problem in problems:
@@ -406,18 +420,123 @@ def main() -> int:
     return 0
 
 
-def step_rows(label: str, result: ReplayResult, template: dict[str, Any], on_exit: str | None
-              ) -> list[tuple[str, str, str, str, float]]:
-    """One row per attempt of each task in DAG order (Skipped/Omitted tasks too), then the exit handler."""
+DBT_STEPS = ("dbt-build", "dbt-test")
+"""The tasks that run dbt: each must start from the saved parse its image ships."""
+TOLERANCE_S = 0.005
+"""meta.etl_run's durations are rounded to milliseconds."""
+
+
+@dataclass
+class StepTiming:
+    """One attempt of a task: its wall time in the container, split."""
+    step: str
+    image: str
+    result: str
+    wall_s: float = math.nan
+    """``docker run`` to the container's removal, as the executor timed it."""
+    container_s: float | None = None
+    """The container's process from start to exit, by the engine's clock."""
+    in_step_s: float | None = None
+    """What the stage measured itself: meta.etl_run's duration_s (init-db: its migrate_s, which also
+    covers the migrations applied before the row can be written)."""
+    work_s: float | None = None
+    """The step's own work within that: dbt's node execution (``nodes_s``), the publish transaction
+    (``publish_s``); the whole in-step time for the other steps."""
+    ran: bool = True
+
+    @property
+    def engine_s(self) -> float | None:
+        return None if self.container_s is None else self.wall_s - self.container_s
+
+    @property
+    def start_up_s(self) -> float | None:
+        return None if self.container_s is None or self.in_step_s is None else self.container_s - self.in_step_s
+
+    @property
+    def fixed_s(self) -> float | None:
+        return None if self.work_s is None else self.wall_s - self.work_s
+
+
+def etl_timings(pg: Postgres, run_id: str) -> dict[str, list[tuple[float, float]]]:
+    """pod name → (in-step s, work s) of each meta.etl_run row the pod wrote, in order."""
+    out = pg.psql_super("-F", "\t", "-c",
+                        "SELECT coalesce(pod_name, ''), step, coalesce(duration_s, 'NaN'), coalesce(details->>'migrate_s', ''),"
+                        " coalesce(details->>'nodes_s', ''), coalesce(details->>'publish_s', '') FROM meta.etl_run"
+                        f" WHERE run_id = '{run_id}' ORDER BY id").stdout
+    found: dict[str, list[tuple[float, float]]] = {}
+    for line in out.splitlines():
+        pod, step, duration, migrate, nodes, publish_s = line.split("\t")
+        in_step = max(float(duration), float(migrate)) if migrate else float(duration)
+        work = float(nodes) if nodes else float(publish_s) if publish_s else in_step
+        found.setdefault(pod, []).append((in_step, work))
+    return found
+
+
+def step_rows(label: str, result: ReplayResult, template: dict[str, Any], on_exit: str | None,
+              recorded: dict[str, list[tuple[float, float]]]) -> list[StepTiming]:
+    """One row per attempt of each task in DAG order (Skipped/Omitted tasks too), then the exit
+    handler; each attempt matched with the meta.etl_run row its pod wrote (the same order)."""
     rows = []
     for run in all_runs(result):
         image = image_of(template, run.name, on_exit)
         if not run.attempts:
-            rows.append((f"{label} {run.name}", image, "", run.phase.lower(), float("nan")))
-        for attempt in run.attempts:
-            rows.append((f"{label} {run.name}", image, run.pod_name,
-                         "ok" if attempt.exit_code == 0 else f"exit {attempt.exit_code}", attempt.wall_s))
+            rows.append(StepTiming(f"{label} {run.name}", image, run.phase.lower(), ran=False))
+        records = recorded.get(run.pod_name, [])
+        for number, attempt in enumerate(run.attempts):
+            in_step, work = records[number] if number < len(records) else (None, None)
+            rows.append(StepTiming(f"{label} {run.name}", image,
+                                   "ok" if attempt.exit_code == 0 else f"exit {attempt.exit_code}",
+                                   attempt.wall_s, attempt.container_s, in_step, work))
     return rows
+
+
+def check_split(rows: list[StepTiming]) -> list[str]:
+    """Every attempt's split present and adding up: work <= in-step <= the container's life <= wall."""
+    problems = []
+    for row in rows:
+        if not row.ran:
+            continue
+        figures = {"wall": row.wall_s, "container": row.container_s, "in-step": row.in_step_s, "work": row.work_s}
+        missing = [k for k, v in figures.items() if v is None or math.isnan(v)]
+        if missing:
+            problems.append(f"{row.step}: no {', '.join(missing)} time (the split needs each figure)")
+            continue
+        assert row.container_s is not None and row.in_step_s is not None and row.work_s is not None
+        if not (0 <= row.work_s <= row.in_step_s + TOLERANCE_S <= row.container_s + 2 * TOLERANCE_S
+                and row.container_s <= row.wall_s):
+            problems.append(f"{row.step}: the split does not add up: work {row.work_s:.3f}s <= in-step "
+                            f"{row.in_step_s:.3f}s <= container {row.container_s:.3f}s <= wall {row.wall_s:.3f}s fails")
+    return problems
+
+
+def check_saved_parse(executor: DockerExecutor, result: ReplayResult, steps: tuple[str, ...]) -> list[str]:
+    """Each dbt task started from its image's saved parse: its first dbt command parsed no file
+    (perf_info.json in its dbt target folder, an emptyDir) and dbt never said it could not partially parse."""
+    problems = []
+    for name in steps:
+        run = result.tasks.get(name)
+        if run is None or not run.attempts:
+            problems.append(f"{name} did not run: its parse cannot be checked")
+            continue
+        said = "\n".join(a.stdout + a.stderr for a in run.attempts)
+        if "Unable to do partial parsing" in said:
+            line = next(x for x in said.splitlines() if "Unable to do partial parsing" in x)
+            problems.append(f"{name} parsed the dbt project again: {line.strip()}")
+        target = run.env.get("CONTRIBFLOW_DBT_TARGET_DIR", "")
+        mount = max((m for m in executor.mounts.get(run.pod_name, {}) if target == m or target.startswith(m + "/")),
+                    key=len, default=None)
+        if mount is None:
+            problems.append(f"{name}: its dbt target folder {target!r} is on no volume; its parse cannot be read")
+            continue
+        perf = executor.mounts[run.pod_name][mount] / target[len(mount):].lstrip("/") / "perf_info.json"
+        info = json.loads(perf.read_text()) if perf.is_file() else {}
+        if info.get("parsed_path_count") != 0 or not info.get("path_count"):
+            problems.append(f"{name}: dbt parsed {info.get('parsed_path_count')} of {info.get('path_count')} files "
+                            f"({perf.name}: {'present' if info else 'missing'}), not 0: the saved parse was not used")
+        else:
+            print(f"==> {name}: dbt started from the image's saved parse (0 of {info['path_count']} files parsed, "
+                  f"parse {info.get('load_all_elapsed', 0):.2f}s)")
+    return problems
 
 
 def image_of(template: dict[str, Any], task: str, on_exit: str | None) -> str:
@@ -456,12 +575,21 @@ def check_broken_run(template: dict[str, Any], result: ReplayResult, rows: dict[
     return problems
 
 
-def print_table(docker: str, timings: list[tuple[str, str, str, str, float]], template: dict[str, Any],
-                postgres_image: str, total: float) -> None:
-    print("\nstep                          image                                           result   wall s")
-    for step, image, _pod, result, wall in timings:
-        shown = "     -" if wall != wall else f"{wall:6.1f}"
-        print(f"{step:<29} {image.rsplit('/', 1)[-1]:<47} {result:<8} {shown}")
+def _s(value: float | None) -> str:
+    return "     -" if value is None or math.isnan(value) else f"{value:6.2f}"
+
+
+def print_table(docker: str, timings: list[StepTiming], template: dict[str, Any],
+                postgres_image: str, total: float, ready_s: float) -> None:
+    print("\nEach step's wall time in its container (s): wall = engine (docker create, start, stop, remove)"
+          "\n+ start-up (interpreter, imports: the process outside its step) + in-step (meta.etl_run);"
+          "\nwork: dbt's node execution, the publish transaction, else the in-step time; fixed = wall - work.")
+    print(f"\n{'step':<19} {'image':<32} {'result':<7} {'wall':>6} {'engine':>6} {'start':>6} {'in-step':>7}"
+          f" {'work':>6} {'fixed':>6}")
+    for row in timings:
+        print(f"{row.step:<19} {row.image.rsplit('/', 1)[-1]:<32} {row.result:<7} {_s(row.wall_s)} {_s(row.engine_s)}"
+              f" {_s(row.start_up_s)} {_s(row.in_step_s):>7} {_s(row.work_s)} {_s(row.fixed_s)}")
+    print(f"PostgreSQL from the chart's StatefulSet ready in {ready_s:.1f}s ({postgres_image})")
     images = sorted({t["container"]["image"] for t in template["spec"]["templates"] if "container" in t})
     print("\nimage                                                   size MB   base")
     for image in [*images, postgres_image]:

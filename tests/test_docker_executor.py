@@ -113,3 +113,43 @@ def test_env_values_reach_docker_by_name_only():
     assert flags == ["--env=PGPASSWORD"] and env["PGPASSWORD"] == "s3cret"
     assert "s3cret" not in " ".join(flags), "no secret on a command line"
     assert os.environ.get("PATH") == env.get("PATH")
+
+
+FAKE_DOCKER = """#!/bin/sh
+echo "$*" >> "$0.calls"
+case "$1" in
+  run) echo "the step's output"; sleep 0.3; exit 3 ;;
+  inspect) echo "2026-11-27T10:00:00.100000000Z 2026-11-27T10:00:00.350123456Z" ;;
+  rm) sleep 0.1 ;;
+esac
+"""
+
+
+def test_an_attempt_s_wall_time_splits_into_the_engine_s_and_the_container_s(tmp_path: Path):
+    """docker run without --rm, the engine's StartedAt/FinishedAt read, then docker rm: the wall
+    time covers the run and the removal, and the container's own lifetime is within it."""
+    from argo_replay import Pod
+
+    docker = tmp_path / "docker"
+    docker.write_text(FAKE_DOCKER)
+    docker.chmod(0o755)
+    executor = DockerExecutor(str(docker), "net")
+    container = {"name": "main", "image": "img:1", "command": ["contribflow"],
+                 "securityContext": {"runAsUser": 10001, "runAsGroup": 10001}}
+    attempt = executor.run(Pod("wf-step-1", container, ["contribflow", "pick"], {}, {}, {}), 30)
+    calls = (tmp_path / "docker.calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["run", "inspect", "rm"]
+    assert "--rm" not in calls[0].split() and calls[2].split()[-1] == "wf-step-1-0"
+    assert attempt.exit_code == 3 and attempt.stdout == "the step's output\n"
+    assert attempt.container_s == pytest.approx(0.250123, abs=1e-6)
+    assert attempt.wall_s >= 0.4, "the run (0.3 s) and the removal (0.1 s)"
+    assert executor.runs == [("wf-step-1", "img:1", attempt)]
+
+
+def test_engine_time():
+    from docker_executor import engine_time
+
+    assert engine_time("2026-11-27T10:00:00.123456789Z").isoformat() == "2026-11-27T10:00:00.123456+00:00"
+    assert engine_time("2026-11-27T10:00:00Z").isoformat() == "2026-11-27T10:00:00+00:00"
+    assert engine_time("0001-01-01T00:00:00Z") is None, "the engine's never"
+    assert engine_time("yesterday") is None

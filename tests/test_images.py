@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from contribflow import __version__, cli, k8s
+from contribflow import __version__, cli, k8s, transform
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, by_name, render_args
 from contribflow.imagemap import DEFAULT_REGISTRY, IMAGES
 
@@ -231,6 +231,27 @@ def test_dbt_image_carries_the_dbt_project_where_its_settings_point():
     assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "false", "no usage cookie written to the read-only project"
     others = [c for name in IMAGES if name != "dbt" for c in final(name).all("COPY")]
     assert all("dbt" not in imagetool.copy_sources(c)[0] for c in others)
+
+
+def test_dbt_image_ships_the_saved_parse_made_with_the_final_stage_s_project_venv_and_base():
+    """The parse stage: same base and venv as the final stage, the project at the path the final stage
+    has it (dbt's saved parse records the project's files by path and checksum), no connection setting
+    but the database (transform.PARSE_CONNECTION stands in for the rest: nothing secret is built in);
+    the final stage copies only the saved parse, to where CONTRIBFLOW_DBT_SAVED_PARSE points."""
+    stages = stages_of("dbt")
+    parse, last = next(s for s in stages if s.name == "parse"), final("dbt")
+    assert parse.base == last.base
+    copies = [imagetool.copy_sources(i) for i in parse.all("COPY")]
+    assert (["/opt/venv"], "/opt/venv", {"from": stages[0].name}) in copies
+    assert (["dbt/"], env_of(last)["CONTRIBFLOW_DBT_PROJECT_DIR"] + "/", {}) in copies
+    (run,) = parse.all("RUN")
+    assert "/opt/venv/bin/python -m contribflow.transform --save-parse" in run.value
+    assert "CONTRIBFLOW_DBT_PROJECT_DIR=/app/dbt " in run.value and 'PGDATABASE="${DBT_PARSE_DATABASE}"' in run.value
+    assert not re.search(r"PG(HOST|PORT|USER|PASSWORD|SSLMODE)=", run.value), "only the database is built in"
+    shipped = [(s, d) for s, d, flags in (imagetool.copy_sources(i) for i in last.all("COPY")) if flags.get("from") == "parse"]
+    saved = env_of(last)["CONTRIBFLOW_DBT_SAVED_PARSE"]
+    assert shipped == [(["/app/dbt-parse/partial_parse.msgpack"], saved)]
+    assert saved.endswith("/" + transform.SAVED_PARSE) and not saved.startswith("/tmp/"), "in the image, not the emptyDir"
 
 
 @pytest.mark.parametrize("name", IMAGES)
