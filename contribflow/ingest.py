@@ -332,7 +332,8 @@ def _ahead(prepare: Callable[[T], U], stream: Generator[T, None, None]) -> Gener
 
 _SEND_BUFFER = 4 << 20
 _QUARANTINE_BATCH = 5_000
-"""Bad rows held before they are written (with their raw lines: a few MB at most)."""
+_QUARANTINE_BATCH_BYTES = 8 << 20
+"""Bad rows are held until there are this many, or this many characters of their raw lines, then written."""
 
 
 def _widen_send_buffer(conn: psycopg.Connection) -> None:
@@ -367,6 +368,7 @@ class _Load:
         self.optimistic = True
         self.savepoint = False  # whether the savepoint of the optimistic COPY is open
         self.rejected: list[Rejected] = []
+        self.rejected_bytes = 0
         _widen_send_buffer(conn)
         conn.execute(
             f"CREATE TEMP TABLE incoming_rows ON COMMIT DROP AS "
@@ -383,7 +385,8 @@ class _Load:
             self.outcome.rows_loaded += self._copy_good(prepared.copy, prepared.payload, prepared.good)
         if prepared.rejected:
             self.rejected.extend(prepared.rejected)
-            if len(self.rejected) >= _QUARANTINE_BATCH:
+            self.rejected_bytes += sum(len(raw) for _, raw, _ in prepared.rejected)
+            if len(self.rejected) >= _QUARANTINE_BATCH or self.rejected_bytes >= _QUARANTINE_BATCH_BYTES:
                 self._quarantine()
 
     def _copy_good(self, copy_sql: str, payload: list[bytes], rows: int) -> int:
@@ -419,7 +422,7 @@ class _Load:
 
     def _quarantine(self) -> None:
         """Write the bad rows gathered so far: in batches, as two COPYs per batch rather than per chunk."""
-        rejected, self.rejected = self.rejected, []
+        rejected, self.rejected, self.rejected_bytes = self.rejected, [], 0
         if not rejected:
             return
         run_id, sha = self.settings.run_id, self.facts.sha256

@@ -224,15 +224,20 @@ def test_raw_defaults_let_copy_insert_in_batches_and_keep_loads_in_order(databas
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("batch_rows, batch_chars", [(4, 8 << 20), (10**9, 1)], ids=["by_rows", "by_size"])
 def test_chunks_that_meet_known_rows_skip_only_those_and_the_load_goes_back_to_plain_copy(
-        database, sql, tmp_path, monkeypatch):
+        database, sql, tmp_path, monkeypatch, batch_rows, batch_chars):
     """The optimistic COPY's savepoint across chunks: new rows (plain COPY), then a chunk that repeats
     rows already in raw (rolled back to its savepoint, loaded through ON CONFLICT), one that repeats
     nothing (plain COPY again), and bad rows spread over every chunk written in batches. Every row
     is accounted for: loaded, already there, or quarantined with its reasons."""
     from contribflow import ingest
 
-    monkeypatch.setattr(ingest, "_QUARANTINE_BATCH", 4)
+    monkeypatch.setattr(ingest, "_QUARANTINE_BATCH", batch_rows)
+    monkeypatch.setattr(ingest, "_QUARANTINE_BATCH_BYTES", batch_chars)
+    written = []
+    monkeypatch.setattr(ingest._Load, "_quarantine", lambda self, write=ingest._Load._quarantine: (
+        written.append(len(self.rejected)), write(self))[1])
     monkeypatch.setenv("CONTRIBFLOW_CHUNK_ROWS", "10")
     monkeypatch.setenv("CONTRIBFLOW_REJECT_THRESHOLD", "0.5")
     landing = tmp_path / "landing"
@@ -254,6 +259,9 @@ def test_chunks_that_meet_known_rows_skip_only_those_and_the_load_goes_back_to_p
     quarantined = sql("select source_line, reasons from raw.contributions_quarantine order by source_line")
     assert [line for line, _ in quarantined] == [3, 12, 25, 40, 50, 60]
     assert all(any("amount_not_negative" in r for r in reasons) for _, reasons in quarantined)
+    # Written in batches: by rows, the first four then the rest at the end; by size, each chunk's
+    # (lines 3 and 12 share a chunk).
+    assert [n for n in written if n] == ([4, 2] if batch_rows == 4 else [2, 1, 1, 1, 1])
     details = sql("select details from meta.etl_run where step = 'ingest' order by id desc limit 1")[0][0]
     assert details["rows_already_loaded"] == 9
     # Chunks of lines 2, 3-12, 13-22, 23-32, 33-42, 43-52, 53-61: the two that hold yesterday's rows
