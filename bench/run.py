@@ -378,7 +378,10 @@ class Bench:
             write_file(landing / file_name(day), rows_for(day, DAILY_ROWS, 42, DEFECT_RATE))
             self.ingest(env, day)
             (landing / file_name(day)).unlink()
-            if i == days - 1:
+            if days - 2 <= i <= days - 1:
+                # The first publication is a full build, whose delta (all of history) stays in
+                # marts_build until the next build drops it; one ordinary day after it leaves the
+                # measured day as every later day finds things: a day's delta to replace.
                 self.publish_day(env, day.isoformat(), [])
         print(f"bench: {days} days of history and day {days + 1} loaded and built in "
               f"{time.perf_counter() - started:.0f}s", file=sys.stderr)
