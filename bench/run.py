@@ -74,18 +74,15 @@ BENCH_KEY = "bench-pseudonym-key-not-a-secret"
 DAY = dt.date(2026, 1, 1)
 DAILY_ROWS = 100_000
 DEFECT_RATE = 0.001
-# The floor's orders: the file's (the yardstick of every "x floor"), the record hash's (issue 21's
-# yardstick), and the order ingest sends each chunk in: raw's unique index's (recordhash.load_order).
-_FLOOR_ORDERS = {
-    "source_line": "clean rows in file order, raw's columns and indexes",
-    "record_hash": "floor, rows sorted by hash",
-    'declaration_id COLLATE "C", record_hash': "floor, rows in load order",
-}
-_FLOOR_NOTES = {
-    "floor, rows sorted by hash": "the same rows in record_hash order",
-    "floor, rows in load order": "the same rows in the unique index's order (declaration_id, record_hash), "
-                                 "as ingest sends them",
-}
+# The floor's orders, each with its case and note: the file's (the yardstick of every "x floor"),
+# the record hash's (issue 21's yardstick), and the order ingest sends each chunk in, raw's unique
+# index's (recordhash.load_order).
+_FLOORS = (
+    ("source_line", "floor (server COPY)", "clean rows in file order, raw's columns and indexes"),
+    ("record_hash", "floor, rows sorted by hash", "the same rows in record_hash order"),
+    ('declaration_id COLLATE "C", record_hash', "floor, rows in load order",
+     "the same rows in the unique index's order (declaration_id, record_hash), as ingest sends them"),
+)
 CHECKSUM = "md5(string_agg(record_hash::text, '' ORDER BY record_hash))"
 _FOREIGN_SELECTORS = ("CONTRIBFLOW_DSN", "PGSERVICE", "PGHOSTADDR", "PGPORT", "PGPASSWORD",
                       "PGOPTIONS", "CONTRIBFLOW_RUN_ID", "CONTRIBFLOW_OUTPUTS_DIR")
@@ -305,7 +302,7 @@ class Bench:
         with self.connect(env["PGDATABASE"]) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
             walls: dict[str, list[float]] = {}
-            for order in _FLOOR_ORDERS:
+            for order, _, _ in _FLOORS:
                 conn.execute(sql.SQL(f"COPY (SELECT {columns} FROM raw.contributions WHERE source_file = {{}} "
                                      f"ORDER BY {order}) TO {{}}").format(source, str(clean)))
                 for _ in range(self.repeats_for(size)):
@@ -318,13 +315,12 @@ class Bench:
                     rows = conn.execute("SELECT count(*) FROM bench.floor").fetchone()[0]
                     conn.execute("DROP TABLE bench.floor")
         clean.unlink()
-        (file_order, file_note), *others = _FLOOR_ORDERS.items()
-        floor = Measure.of("floor (server COPY)", rows, walls[file_order], note=file_note)
+        (file_order, case, note), *others = _FLOORS
+        floor = Measure.of(case, rows, walls[file_order], note=note)
         floor.floor_s = floor.wall_s
         self.measures.append(floor)
-        for order, case in others:
-            self.measures.append(Measure.of(case, rows, walls[order], floor_s=floor.wall_s,
-                                            note=_FLOOR_NOTES[case]))
+        for order, case, note in others:
+            self.measures.append(Measure.of(case, rows, walls[order], floor_s=floor.wall_s, note=note))
         return floor.wall_s
 
     def baseline(self, env: dict[str, str], path: Path, size: int, floor: float) -> float:
