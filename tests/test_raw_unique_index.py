@@ -34,7 +34,7 @@ def test_an_upgraded_warehouse_keeps_its_rows_and_dedups_and_traces_through_the_
     landing = tmp_path / "landing"
     shipped = migrate.migration_files()
     before = [m for m in shipped if m[0] < "0009"]
-    assert len(before) == len(shipped) - 1  # 0009 is the newest: this test upgrades across it
+    assert any(version.startswith("0009") for version, _ in shipped)  # the upgrade this test crosses
     monkeypatch.setattr(migrate, "migration_files", lambda: before)
     assert cli.main(["init-db"]) == 0
     assert {"contributions_record_hash_key", "contributions_declaration_id"} <= set(_indexes(sql))
