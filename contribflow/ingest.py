@@ -101,7 +101,7 @@ log = logs.get("ingest")
 @dataclass
 class Outcome:
     """What became of a file's rows: ``rows_in = rows_loaded + rows_already_in_raw + rows_rejected
-    + rows_quarantined_earlier + rows_withheld``, each counted where it happens."""
+    + rows_withheld``, each counted where it happens (ledger.Counts)."""
 
     rows_in: int = 0
     rows_loaded: int = 0
@@ -202,7 +202,8 @@ class Validated:
     rows: GoodRows
 
     def encoded(self) -> Prepared:
-        """The chunk ready to load; what ``encode`` held (the lines, the values) is let go.
+        """The chunk ready to load; what ``encode`` held is let go (``rows`` keeps references to
+        the good rows' lines or values until the chunk is loaded).
 
         An encoder that cannot encode a row (validation admits only what both encode, so this is a
         safety net) sends the chunk to ``_Load._salvage`` (``SALVAGE``): each row is sent as text
@@ -352,8 +353,9 @@ class _Preparer:
         """Each good row's COPY text (``_COPY_RAW``, every value escaped: nothing is assumed of it),
         in file order, one line each; or, for a row whose record hash cannot be computed (its amount
         is no decimal number), the issue that keeps it out."""
+        hashes: list[str | None]
         try:
-            hashes = load_order(good[0].tolist(), digests(good))[1]
+            hashes = list(load_order(good[0].tolist(), digests(good))[1])
         except (ValueError, TypeError):
             hashes = []
             for row in range(len(numbers)):

@@ -62,7 +62,8 @@ def run(settings: Settings, before: dt.date) -> StepRun:
                                      to_jsonb(meta.masked_names(details->>'extra_columns', ','))) ELSE details END
                 WHERE step = 'ingest' AND logical_date < %(before)s
                   AND (error IS DISTINCT FROM meta.masked_message(error)
-                       OR details->>'extra_columns' IS DISTINCT FROM meta.masked_names(details->>'extra_columns', ','))""",
+                       OR details->>'extra_columns'
+                          IS DISTINCT FROM meta.masked_names(details->>'extra_columns', ','))""",
             params).rowcount
         step.rows_in = removed
         step.details = {"before": before.isoformat(), "files": len(files),

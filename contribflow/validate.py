@@ -27,6 +27,7 @@ from pandera.errors import FailureCaseMetadata, SchemaErrors
 from contribflow import contract
 from contribflow.errors import StageError
 
+
 def frame_of(columns: list[np.ndarray | pd.Categorical], index: np.ndarray,
              may_have_empty: bool = True) -> pd.DataFrame:
     """The frame ``validate_chunk`` expects: the contract columns in ``columns`` (in contract order,

@@ -337,3 +337,30 @@ def test_migration_0011_completes_the_ledger_and_masks_what_older_versions_store
 
 def test_every_defect_the_generator_knows_is_in_the_hostile_day():
     assert len(DEFECTS) >= 10
+
+
+@pytest.mark.integration
+def test_purge_masks_what_a_version_older_than_0011_wrote_after_the_upgrade(database, sql, capsys):
+    """During an upgrade an older ingest may still write quoted values; purge-quarantine masks them
+    for the files it purges (and leaves the later files' own text alone)."""
+    from contribflow import cli
+
+    assert cli.main(["init-db"]) == 0
+    for day, sha in (("2026-11-01", "old"), ("2026-11-20", "new")):
+        sql("""insert into meta.source_file (file_name, sha256, file_date, size_bytes, outcome, detail, run_id)
+               values (%s, %s, %s, 1, 'REFUSED', %s, 'r')""",
+            (f"contributions_{day.replace('-', '')}.csv", sha, day,
+             "header does not match the source contract: unexpected column(s) 'TAXP_63976', 'amount_eur'"))
+        sql("""insert into meta.data_quality_issue (run_id, source_file, source_sha256, source_line, rule,
+                                                    column_name, failing_value) values
+               ('r', 'f', %s, 2, 'accepted_values', 'status', 'TAXP_70002')""", (sha,))
+        sql("""insert into meta.etl_run (run_id, step, logical_date, status, error)
+               values ('r', 'ingest', %s, 'FAILED', 'invalid input syntax for type numeric: "TAXP_70003"')""", (day,))
+    assert cli.main(["purge-quarantine", "--before", "2026-11-10"]) == 0
+    assert "1 other failing values, 1 ledger details, 1 ingest step errors" in capsys.readouterr().out
+    texts = sql("""select f.file_date::text, f.detail, i.failing_value, r.error from meta.source_file f
+                     join meta.data_quality_issue i on i.source_sha256 = f.sha256
+                     join meta.etl_run r on r.logical_date = f.file_date order by 1""")
+    old, new = texts
+    assert "TAXP_" not in "".join(old[1:]) and "'amount_eur'" in old[1]
+    assert all("TAXP_" in text for text in new[1:])  # not purged yet: the later file's text is untouched
