@@ -261,7 +261,8 @@ class _Preparer:
         keep = ~np.isin(chunk.lines, np.fromiter(issues, dtype=np.int64, count=len(issues)))
         bad.update(issues)
         taxpayer_ids = functools.cache(lambda: redact.TaxpayerIds(columns[1].tolist()))
-        rejected = [(line, chunk.raw(line), self._shown(bad[line], taxpayer_ids)) for line in sorted(bad)]
+        shown: dict[tuple[str | None, str | None], tuple[str | None, bool]] = {}
+        rejected = [(line, chunk.raw(line), self._shown(bad[line], taxpayer_ids, shown)) for line in sorted(bad)]
         extras = self._extras(chunk, keep) if self.extra else None
         chunk.fields = []  # with ``columns``, the last references to the values of the bad rows
         numbers = chunk.lines[keep]
@@ -283,13 +284,17 @@ class _Preparer:
         encode = partial(self._plain_payload, [c[keep] for c in columns], numbers, texts)
         return Validated(chunk.records, len(numbers), encode, rejected, rows)
 
-    def _shown(self, found: list[Issue], taxpayer_ids: Callable[[], redact.TaxpayerIds]) -> list[Issue]:
+    def _shown(self, found: list[Issue], taxpayer_ids: Callable[[], redact.TaxpayerIds],
+               memo: dict[tuple[str | None, str | None], tuple[str | None, bool]]) -> list[Issue]:
         """The issues of a bad row as they may be written: a failing value that could be a taxpayer
-        id is replaced by its description (contribflow/redact.py)."""
+        id is replaced by its description (contribflow/redact.py). ``memo``: the chunk's verdicts
+        so far (a chunk's failing values repeat)."""
         shown = []
         for issue in found:
-            value, described = self.failing.shown(issue.column, issue.value, taxpayer_ids)
-            shown.append(Issue(issue.rule, issue.column, value, described))
+            key = (issue.column, issue.value)
+            if key not in memo:
+                memo[key] = self.failing.shown(issue.column, issue.value, taxpayer_ids)
+            shown.append(Issue(issue.rule, issue.column, *memo[key]))
         return shown
 
     def _binary_payload(self, texts: list[str], codes: np.ndarray, ids: list[str],

@@ -26,7 +26,7 @@ shapes in SQL, to mask what older versions stored; tests/test_masking.py proves 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 
 from contribflow import contract
 
@@ -87,7 +87,7 @@ class FailingValues:
             return False
         return not (self.taxpayer_pattern and self.taxpayer_pattern(value))
 
-    def shown(self, column: str | None, value: str | None, taxpayer_ids: Callable[[], Collection[str]]
+    def shown(self, column: str | None, value: str | None, taxpayer_ids: Callable[[], TaxpayerIds]
               ) -> tuple[str | None, bool]:
         """``(text, described)``: the value itself when it may be quoted, else its description.
 
@@ -100,25 +100,20 @@ class FailingValues:
         return value, False
 
 
-def _holds_one_of(value: str, ids: Collection[str]) -> bool:
-    """True when ``value`` is, or contains, one of ``ids``: every substring of ``value`` as long as
-    an id is looked up (``value`` is short: at most QUOTABLE_LENGTH characters)."""
-    if value in ids:
-        return True
-    lengths = ids.lengths if isinstance(ids, TaxpayerIds) else {len(i) for i in ids}
-    return any(value[start:start + n] in ids
-               for n in lengths if 0 < n < len(value) for start in range(len(value) - n + 1))
+def _holds_one_of(value: str, ids: TaxpayerIds) -> bool:
+    """True when ``value`` is, or contains, one of ``ids``: each of its substrings is looked up
+    (``value`` is short, at most QUOTABLE_LENGTH characters: cheaper than knowing the ids' lengths)."""
+    return any(value[start:stop] in ids
+               for start in range(len(value)) for stop in range(start + 1, len(value) + 1))
 
 
-class TaxpayerIds(frozenset):
-    """The distinct taxpayer ids of a chunk, with the lengths they come in."""
+class TaxpayerIds(set):
+    """The distinct taxpayer ids of a chunk (its values: str, or None where one is missing)."""
 
-    lengths: frozenset[int]
-
-    def __new__(cls, values: Iterable[object]) -> TaxpayerIds:
-        ids = super().__new__(cls, (v for v in values if isinstance(v, str) and v))
-        ids.lengths = frozenset(map(len, ids))
-        return ids
+    def __init__(self, values: Iterable[object]) -> None:
+        super().__init__(values)
+        self.discard(None)
+        self.discard("")
 
 
 # --- headers -----------------------------------------------------------------------------------
