@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from contribflow import lineage, logs
+from contribflow import lineage, logs, redact
 from contribflow.db import connect
 from contribflow.settings import Settings
 
@@ -67,7 +67,7 @@ class StepRun:
             self.status = "SUCCESS"
         else:
             self.status = "FAILED"
-            self.error = f"{exc_type.__name__}: {exc}" if not str(exc) else str(exc)
+            self.error = redact.error_text(exc)  # a database error without the values it quotes
             self.error_class = getattr(exc, "error_class", None) or (
                 "transient" if isinstance(exc, psycopg.OperationalError) else None)
         try:

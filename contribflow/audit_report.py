@@ -2,7 +2,8 @@
 
 Everything comes from ``meta`` (the pipeline's own record, never from logs): every run of the date
 and each of its steps with status and counts, the source files with their sha256 and ledger
-outcome, the quality issues (counts by rule, a few examples), the dbt results, and the steps still
+outcome, the quality issues (counts by rule, each issue once however many runs found it, a few
+examples), the dbt results, and the steps still
 RUNNING long after they started (a process killed mid-step leaves its row RUNNING: the step did not
 finish, and its transaction was rolled back).
 """
@@ -29,14 +30,17 @@ SELECT id, run_id, step, status, started_at, finished_at, duration_s, rows_in, r
   FROM meta.etl_run WHERE logical_date = %(day)s ORDER BY id
 """
 _FILES = """
-SELECT file_name, sha256, size_bytes, rows_in, rows_loaded, rows_rejected, outcome, detail, run_id, seen_at
+SELECT file_name, sha256, size_bytes, rows_in, rows_loaded, rows_already_in_raw, rows_rejected, rows_withheld,
+       outcome, detail, run_id, seen_at
   FROM meta.source_file WHERE file_date = %(day)s ORDER BY id
 """
 _ISSUES = """
 SELECT rule, column_name, severity, count(*) AS issues, count(DISTINCT (source_sha256, source_line)) AS rows,
        (array_agg(jsonb_build_object('line', source_line, 'value', left(failing_value, 80), 'file', source_file)
                   ORDER BY source_line))[1:%(examples)s] AS examples
-  FROM meta.data_quality_issue WHERE run_id = ANY(%(runs)s)
+  FROM (SELECT DISTINCT ON (source_sha256, source_file, coalesce(source_line, 0), rule, coalesce(column_name, ''))
+               * FROM meta.data_quality_issue WHERE run_id = ANY(%(runs)s)
+         ORDER BY source_sha256, source_file, coalesce(source_line, 0), rule, coalesce(column_name, ''), id) AS once
  GROUP BY rule, column_name, severity ORDER BY severity, count(*) DESC, rule, column_name
 """
 _BUILDS = """
@@ -141,7 +145,9 @@ def render(report: dict[str, Any]) -> str:
         out.append("  none recorded")
     for f in report["files"]:
         out.append(f"  {f['file_name']}  sha256 {f['sha256']}  {f['outcome']}  in={_n(f['rows_in'])} "
-                   f"loaded={_n(f['rows_loaded'])} rejected={_n(f['rows_rejected'])}  run {f['run_id']}"
+                   f"loaded={_n(f['rows_loaded'])} already_in_raw={_n(f['rows_already_in_raw'])} "
+                   f"rejected={_n(f['rows_rejected'])}"
+                   + (f" withheld={f['rows_withheld']}" if f["rows_withheld"] else "") + f"  run {f['run_id']}"
                    + (f"  ({f['detail']})" if f["detail"] else ""))
     out.append("")
     out.append("quality issues (meta.data_quality_issue)")

@@ -71,12 +71,20 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import ledger  # a known or refused file is answered before pandas is imported
 
     step = ledger.run(settings, args.date, args.file)
-    already = step.details.get("already_ingested_by")
-    if already:
-        print(f"ingest: {args.file.name} was already ingested by run {already}; nothing to do")
+    d = step.details
+    already = d.get("already_ingested_by")
+    earlier = (f"{step.rows_in} rows: {d['rows_already_loaded']} already in raw, "
+               f"{d['rows_quarantined_earlier']} quarantined when first seen")
+    if d.get("duplicate_of"):
+        print(f"ingest: warning: {args.file.name} has the same content as {d['duplicate_of']}, loaded for "
+              f"{d['duplicate_of_date']} by run {already}: a re-sent export, recorded as DUPLICATE; "
+              f"nothing loaded ({earlier})")
+    elif already:
+        print(f"ingest: {args.file.name} was already ingested by run {already}; nothing to do ({earlier})")
     else:
+        storable = f" ({d['rows_not_storable']} not storable)" if d.get("rows_not_storable") else ""
         print(f"ingest: {step.rows_in} rows in, {step.rows_loaded} loaded, "
-              f"{step.rows_rejected} quarantined, {step.details['rows_already_loaded']} already in raw")
+              f"{step.rows_rejected} quarantined{storable}, {d['rows_already_loaded']} already in raw")
     if step.details.get("extra_columns"):
         print(f"ingest: warning: schema drift: kept column(s) {step.details['extra_columns']} "
               "in raw.contributions.extra")
@@ -90,9 +98,12 @@ def cmd_purge_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
     step = purge.run(settings, args.before)
     d = step.details
+    older = (d["other_values_masked"], d["ledger_details_masked"], d["step_errors_masked"])
     print(f"purge-quarantine: {d['quarantined_rows_removed']} quarantined rows of {d['files']} file(s) dated "
-          f"before {d['before']} removed, {d['identifier_values_masked']} failing identifier values masked; "
-          "raw.contributions untouched")
+          f"before {d['before']} removed, {d['identifier_values_masked']} failing identifier values masked"
+          + (f" (and, written by versions before 0011, {older[0]} other failing values, {older[1]} ledger "
+             f"details, {older[2]} ingest step errors)" if any(older) else "")
+          + "; raw.contributions untouched")
     return 0
 
 
@@ -352,8 +363,9 @@ EXIT_BROKEN_PIPE = 128 + 13
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    from contribflow import redact
+
+    return redact.database_error(exc, one_line=True)  # without the values a data error quotes
 
 
 def _reader_went_away() -> int:

@@ -45,6 +45,10 @@ class Column:
     values: tuple[str, ...] = ()
     whole_digits: int | None = None
     decimals: int | None = None
+    earliest: str | None = None
+    """For a date: the first date the contract admits (``YYYY-MM-DD``)."""
+    latest: str | None = None
+    """For a date: the last date the contract admits."""
 
     @property
     def identifier_regex(self) -> str:
@@ -92,10 +96,15 @@ class Column:
         if self.type == "amount":
             return (f"decimal ≥ 0, at most {self.decimals} decimals and {self.whole_digits} whole "
                     "digits, no sign, no exponent")
-        return "ISO date `YYYY-MM-DD`, a real calendar date"
+        return (f"ISO date `YYYY-MM-DD`, a real calendar date from {self.earliest} to {self.latest}"
+                if self.earliest and self.latest else "ISO date `YYYY-MM-DD`, a real calendar date")
 
 
-_OVERRIDABLE = {"identifier": {"pattern", "max_length"}, "enum": {"values"}}
+_OVERRIDABLE = {"identifier": {"pattern", "max_length"}, "enum": {"values"},
+                "date": {"earliest", "latest"}}
+MAX_IDENTIFIER_LENGTH = 512
+"""The longest identifier a deployment may allow: raw's unique index holds declaration_id, and a
+PostgreSQL btree entry holds at most 2704 bytes (512 characters of 4 UTF-8 bytes are 2048)."""
 
 
 @dataclass(frozen=True)
@@ -154,9 +163,10 @@ class Contract:
 def _overridden(column: Column, change: dict[str, Any]) -> Column:
     if "max_length" in change:
         length = change["max_length"]
-        if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 1024:
+        if (not isinstance(length, int) or isinstance(length, bool)
+                or not 1 <= length <= MAX_IDENTIFIER_LENGTH):
             raise ContractError(f"contract overrides: {column.name}.max_length must be a whole "
-                                f"number from 1 to 1024, got {length!r}")
+                                f"number from 1 to {MAX_IDENTIFIER_LENGTH}, got {length!r}")
     if "pattern" in change and change["pattern"] is not None:
         pattern = change["pattern"]
         try:
@@ -177,7 +187,29 @@ def _overridden(column: Column, change: dict[str, Any]) -> Column:
                 f"({', '.join(column.values)}); adding {', '.join(added)} is a contract change "
                 "(contract.toml and dbt's accepted_values tests)")
         change = {**change, "values": tuple(values)}
-    return dataclasses.replace(column, **change)
+    for bound in ("earliest", "latest"):
+        if bound in change:
+            _check_bound(column, bound, change[bound])
+    narrowed = dataclasses.replace(column, **change)
+    if narrowed.earliest and narrowed.latest and narrowed.earliest > narrowed.latest:
+        raise ContractError(f"contract overrides: {column.name}.earliest {narrowed.earliest} is after "
+                            f"its latest {narrowed.latest}")
+    return narrowed
+
+
+def _check_bound(column: Column, bound: str, value: Any) -> None:
+    """A date bound may only narrow the contract's (every admitted date must stay storable)."""
+    try:
+        valid = isinstance(value, str) and bool(re.fullmatch(ISO_DATE, value, re.ASCII)) \
+            and dt.date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ContractError(f"contract overrides: {column.name}.{bound} must be a date YYYY-MM-DD, "
+                            f"got {value!r}")
+    if not (column.earliest or value) <= value <= (column.latest or value):
+        raise ContractError(f"contract overrides: {column.name}.{bound} {value} may only narrow the "
+                            f"contract's {column.earliest} to {column.latest}")
 
 
 def parse_overrides(text: str) -> dict[str, Any]:

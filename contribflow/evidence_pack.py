@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 
 from contribflow.db import connect
 from contribflow.errors import StageError
+from contribflow.redact import DESCRIPTION
 from contribflow.settings import Settings
 
 EXAMPLES_PER_RULE = 3
@@ -33,8 +34,8 @@ MASK_KEEP = 2
 TAXP_63976 becomes TA•••••••• (a raw taxpayer id never appears in the pack)."""
 
 _LEDGER = """
-SELECT file_date, file_name, sha256, size_bytes, rows_in, rows_loaded, rows_rejected, outcome, detail,
-       run_id, seen_at
+SELECT file_date, file_name, sha256, size_bytes, rows_in, rows_loaded, rows_already_in_raw, rows_rejected,
+       rows_withheld, outcome, detail, run_id, seen_at
   FROM meta.source_file WHERE file_date BETWEEN %(first)s AND %(last)s ORDER BY file_date, id
 """
 _STEPS = """
@@ -46,7 +47,9 @@ _ISSUES = """
 SELECT rule, column_name, severity, count(*) AS issues, count(DISTINCT (source_sha256, source_line)) AS rows,
        (array_agg(jsonb_build_object('line', source_line, 'value', left(failing_value, 80), 'file', source_file)
                   ORDER BY source_file, source_line))[1:%(examples)s] AS examples
-  FROM meta.data_quality_issue WHERE run_id = ANY(%(runs)s)
+  FROM (SELECT DISTINCT ON (source_sha256, source_file, coalesce(source_line, 0), rule, coalesce(column_name, ''))
+               * FROM meta.data_quality_issue WHERE run_id = ANY(%(runs)s)
+         ORDER BY source_sha256, source_file, coalesce(source_line, 0), rule, coalesce(column_name, ''), id) AS once
  GROUP BY rule, column_name, severity ORDER BY severity, count(*) DESC, rule, column_name
 """
 _DBT = """
@@ -72,6 +75,11 @@ def mask(value: str | None) -> str | None:
     if value is None:
         return None
     return value[:MASK_KEEP] + "\u2022" * min(max(len(value) - MASK_KEEP, 0), 24)
+
+
+def _described(value: str | None) -> bool:
+    """A value ingest already wrote as its description (contribflow/redact.py): shown as it is."""
+    return value is not None and bool(DESCRIPTION.match(value))
 
 
 def _num(value: Any) -> Any:
@@ -150,7 +158,8 @@ def collect(conn: psycopg.Connection, first: dt.date, last: dt.date, identifiers
     for i in issues:
         hide = i["column_name"] is None or i["column_name"] in identifiers
         i["masked"] = hide
-        i["examples"] = [{**e, "value": mask(e["value"]) if hide else e["value"]} for e in i["examples"]]
+        i["examples"] = [{**e, "value": e["value"] if not hide or _described(e["value"]) else mask(e["value"])}
+                         for e in i["examples"]]
 
     dbt: dict[str, dict[str, Any]] = {}
     for n in _rows(cur, _DBT, params):

@@ -14,12 +14,21 @@ COPY in Python, which loads the same rows.
 What the source contract leaves open is decided here, in one place: an extra column is refused or
 its values kept per row (``CONTRIBFLOW_SCHEMA_DRIFT``), a header-only file is a quiet day that
 loads nothing, and each day's row count is compared with the trailing median (volume.py).
+
+Row-level problems stay row-level. Validation admits only values raw can store; should a chunk
+still fail to store (a data error of PostgreSQL, a row the compiled encoder refuses), the safety
+net (``_Load._salvage``) finds the rows that cannot be stored, quarantines each with the rule
+``not_storable`` and the database's message without the value, and loads the others. It costs
+the usual path nothing: a chunk keeps references to its rows until it is loaded, and only a
+failure reads them again. Failing values are written to the quarantine's reasons and to
+meta.data_quality_issue only as contribflow/redact.py allows (never a raw taxpayer id).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import importlib
 import itertools
@@ -39,6 +48,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from contribflow import ledger, logs, redact
 from contribflow.audit import StepRun
 from contribflow.contract import COLUMNS
 from contribflow.db import connect
@@ -77,29 +87,47 @@ _ADDED_COLUMNS = ("record_hash", "taxpayer_key", "source_line", "file_date", "so
 _QUARANTINE_COLUMNS = (
     "source_sha256", "source_line", "source_file", "file_date", "raw_line", "reasons", "run_id",
 )
-_ISSUE_COLUMNS = (
-    "run_id", "source_file", "source_sha256", "source_line", "rule", "column_name", "failing_value",
-)
+_ISSUE_COLUMNS = ledger.ISSUE_COLUMNS
 SCHEMA_DRIFT = "schema_drift"
+NOT_STORABLE = "not_storable"
+SALVAGE = "salvage"
+"""The COPY statement of a chunk the encoder could not encode: it goes straight to the safety net."""
+STORAGE_ERRORS = (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded, psycopg.errors.IntegrityError)
+"""What a COPY of validated rows may still meet: a value the column's type refuses (class 22), an
+index entry too large (54000), a constraint (class 23; a unique violation is taken apart first)."""
+log = logs.get("ingest")
 
 
 @dataclass
 class Outcome:
+    """What became of a file's rows: ``rows_in = rows_loaded + rows_already_in_raw + rows_rejected
+    + rows_withheld``, each counted where it happens (ledger.Counts)."""
+
     rows_in: int = 0
     rows_loaded: int = 0
     rows_rejected: int = 0
+    rows_already_in_raw: int = 0
+    """Valid rows raw held already (a unique-index no-op), counted as each chunk is stored."""
+    rows_withheld: int = 0
+    """Valid rows of a REJECTED file: not loaded."""
+    rows_not_storable: int = 0
+    """Of rows_rejected: the rows the safety net quarantined (``not_storable``)."""
     issues: int = 0
-    already_ingested_by: str | None = None
+    earlier: ledger.Earlier | None = None
+    """The load of the same content, when this file was loaded before (nothing loaded now)."""
     chunks_deduplicated: int = 0
     extra_columns: tuple[str, ...] = ()
     """Columns outside the contract whose values were kept (schema drift, policy ``keep``)."""
+    extra_shown: tuple[str, ...] = ()
+    """Those columns as meta may name them (redact.header_name)."""
     volume: VolumeCheck | None = None
     refusal: str | None = None
     """Why the file was REJECTED whole after it was read (nothing of it loaded)."""
 
     @property
-    def rows_already_loaded(self) -> int:
-        return self.rows_in - self.rows_loaded - self.rows_rejected
+    def counts(self) -> ledger.Counts:
+        return ledger.Counts(self.rows_in, self.rows_loaded, self.rows_already_in_raw,
+                             self.rows_rejected, self.rows_withheld)
 
 
 def _escape(value: str, delimiter: str = "\t") -> str:
@@ -135,6 +163,17 @@ Rejected = tuple[int, str, list[Issue]]
 
 
 @dataclass
+class GoodRows:
+    """A chunk's good rows as the safety net needs them, should the chunk fail to store: their lines
+    (file order), their raw text, and (``texts``, computed only then) each row's COPY text, or the
+    issue that keeps it from having one. Only references, held until the chunk is loaded."""
+
+    lines: np.ndarray
+    raw: Callable[[int], str]
+    texts: Callable[[], list[str | Issue]]
+
+
+@dataclass
 class Prepared:
     """One chunk, validated and ready to load: the COPY text of its good rows and its bad ones."""
 
@@ -144,26 +183,40 @@ class Prepared:
     """The COPY statement for the payload, with a ``{table}`` placeholder."""
     payload: list[bytes]
     rejected: list[Rejected]
+    rows: GoodRows
 
 
-def _already_encoded() -> list[bytes]:
+def _already_encoded() -> tuple[str, list[bytes]]:
     raise RuntimeError("this chunk was already encoded")
 
 
 @dataclass
 class Validated:
-    """One chunk, validated: its good rows are not yet hashed, sorted and formatted (``encode``)."""
+    """One chunk, validated: its good rows are not yet hashed, sorted and formatted (``encode``,
+    which gives the COPY statement and its data)."""
 
     rows_in: int
     good: int
-    copy: str
-    encode: Callable[[], list[bytes]]
+    encode: Callable[[], tuple[str, list[bytes]]]
     rejected: list[Rejected]
+    rows: GoodRows
 
     def encoded(self) -> Prepared:
-        """The chunk ready to load; what ``encode`` held (the lines, the values) is let go."""
+        """The chunk ready to load; what ``encode`` held is let go (``rows`` keeps references to
+        the good rows' lines or values until the chunk is loaded).
+
+        An encoder that cannot encode a row (validation admits only what both encode, so this is a
+        safety net) sends the chunk to ``_Load._salvage`` (``SALVAGE``): each row is sent as text
+        there, and the database says which it can store."""
         encode, self.encode = self.encode, _already_encoded
-        return Prepared(self.rows_in, self.good, self.copy, encode(), self.rejected)
+        try:
+            copy, payload = encode()
+        except (ValueError, TypeError) as exc:  # not its text: it may quote a value
+            lines = self.rows.lines
+            log.warning(f"ingest: a row of lines {lines[0]}-{lines[-1]} could not be encoded "
+                        f"({type(exc).__name__}); the chunk goes through the safety net")
+            copy, payload = SALVAGE, []
+        return Prepared(self.rows_in, self.good, copy, payload, self.rejected, self.rows)
 
 
 class _Preparer:
@@ -183,6 +236,7 @@ class _Preparer:
         self.seen = SeenKeys()
         self.suffix = "\t".join(["", day.isoformat(), _escape(name)]) + "\t"
         self.run_tail = f"\t{_escape(settings.run_id)}"
+        self.salvage_added = [day.isoformat(), _escape(name)], _escape(settings.run_id)
         self.plain_copy = (f"COPY {{table}} ({', '.join((*_ADDED_COLUMNS, *header))}) "
                            "FROM STDIN (DELIMITER ',')")
         self.plain_added = ",".join(["", day.isoformat(), _escape(name, ","), _escape(settings.run_id, ",")])
@@ -191,6 +245,7 @@ class _Preparer:
         self.binary_added = b"".join([struct.pack(">ii", 4, (day - _POSTGRES_EPOCH).days),
                                       _binary_text(name), _binary_text(settings.run_id)])
         self.compiled = _copyrows
+        self.failing = redact.FailingValues(self.contract)
 
     def validate(self, chunk: Chunk) -> Validated:
         bad: dict[int, list[Issue]] = {}
@@ -205,33 +260,55 @@ class _Preparer:
         del frame
         keep = ~np.isin(chunk.lines, np.fromiter(issues, dtype=np.int64, count=len(issues)))
         bad.update(issues)
-        rejected = [(line, chunk.raw(line), bad[line]) for line in sorted(bad)]
+        taxpayer_ids = functools.cache(lambda: redact.TaxpayerIds(columns[1].tolist()))
+        shown: dict[tuple[str | None, str | None], tuple[str | None, bool]] = {}
+        rejected = [(line, chunk.raw(line), self._shown(bad[line], taxpayer_ids, shown)) for line in sorted(bad)]
         extras = self._extras(chunk, keep) if self.extra else None
         chunk.fields = []  # with ``columns``, the last references to the values of the bad rows
         numbers = chunk.lines[keep]
         if chunk.plain is None or extras is not None:
-            encode = partial(self._payload, [c[keep] for c in columns], numbers, extras)
-            return Validated(chunk.records, len(numbers), _COPY_RAW, encode, rejected)
+            good = [c[keep] for c in columns]
+            rows = GoodRows(numbers, chunk.raw, partial(self._salvage_texts, good, numbers, extras))
+            encode = partial(self._payload, good, numbers, extras)
+            return Validated(chunk.records, len(numbers), encode, rejected, rows)
         block, first = chunk.plain, chunk.first_line
         texts = [block[line - first] for line in numbers.tolist()]
         if texts and not texts[-1].endswith("\n"):  # the file's last line; rows are reordered
             texts[-1] += "\n"
+        rows = GoodRows(numbers, chunk.raw, partial(self._plain_salvage_texts, texts, numbers))
         if self.compiled is not None and self.contract_order:
             codes, ids = pd.factorize(columns[1][keep])
             encode = partial(self._binary_payload, texts, codes.astype(np.int64, copy=False),
                              ids.tolist(), numbers)
-            return Validated(chunk.records, len(numbers), self.binary_copy, encode, rejected)
+            return Validated(chunk.records, len(numbers), encode, rejected, rows)
         encode = partial(self._plain_payload, [c[keep] for c in columns], numbers, texts)
-        return Validated(chunk.records, len(numbers), self.plain_copy, encode, rejected)
+        return Validated(chunk.records, len(numbers), encode, rejected, rows)
+
+    def _shown(self, found: list[Issue], taxpayer_ids: Callable[[], redact.TaxpayerIds],
+               memo: dict[tuple[str | None, str | None], tuple[str | None, bool]]) -> list[Issue]:
+        """The issues of a bad row as they may be written: a failing value that could be a taxpayer
+        id is replaced by its description (contribflow/redact.py). ``memo``: the chunk's verdicts
+        so far (a chunk's failing values repeat)."""
+        shown = []
+        for issue in found:
+            key = (issue.column, issue.value)
+            if key not in memo:
+                memo[key] = self.failing.shown(issue.column, issue.value, taxpayer_ids)
+            shown.append(Issue(issue.rule, issue.column, *memo[key]))
+        return shown
 
     def _binary_payload(self, texts: list[str], codes: np.ndarray, ids: list[str],
-                        numbers: np.ndarray) -> list[bytes]:
-        """A whole binary COPY of the good rows of a plain chunk, in load order (_copyrows.c)."""
+                        numbers: np.ndarray) -> tuple[str, list[bytes]]:
+        """A whole binary COPY of the good rows of a plain chunk, in load order (_copyrows.c).
+
+        A line it refuses raises ValueError (naming its index, never its values): the chunk then
+        goes through the safety net (``Validated.encoded``)."""
         pieces = self.compiled.binary_copy(texts, codes, ids, self.key, numbers, self.binary_added,
                                            _PIECE_ROWS)
-        return [_BINARY_SIGNATURE, *pieces, _BINARY_TRAILER]
+        return self.binary_copy, [_BINARY_SIGNATURE, *pieces, _BINARY_TRAILER]
 
-    def _plain_payload(self, good: list[np.ndarray], numbers: np.ndarray, texts: list[str]) -> list[bytes]:
+    def _plain_payload(self, good: list[np.ndarray], numbers: np.ndarray,
+                       texts: list[str]) -> tuple[str, list[bytes]]:
         """COPY text of the good rows of a plain chunk, in load order: the added columns, then the
         line as it is. Validation guarantees that the values hold no backslash, so the line needs
         no escaping."""
@@ -240,8 +317,8 @@ class _Preparer:
         order, hashes = load_order(good[0].tolist(), digests(good, texts if self.contract_order else None))
         del good
         added = self.plain_added
-        return _in_order(order, [f"{h},{keys[t]},{n}{added},{x}"
-                                 for h, t, n, x in zip(hashes, ids, numbers.tolist(), texts)])
+        return self.plain_copy, _in_order(order, [f"{h},{keys[t]},{n}{added},{x}"
+                                                  for h, t, n, x in zip(hashes, ids, numbers.tolist(), texts)])
 
     def _extras(self, chunk: Chunk, keep: np.ndarray) -> list[str]:
         """Each good row's values of the columns outside the contract, as COPY text of a jsonb."""
@@ -250,7 +327,7 @@ class _Preparer:
         return [_escape(json.dumps(dict(zip(names, row)), ensure_ascii=False)) for row in zip(*values)]
 
     def _payload(self, good: list[np.ndarray], numbers: np.ndarray,
-                 extras: list[str] | None = None) -> list[bytes]:
+                 extras: list[str] | None = None) -> tuple[str, list[bytes]]:
         """COPY text of the good rows in load order. Validation guarantees that the values hold no
         tab, newline or other control character; identifiers may hold a backslash (_copy_text)."""
         order, hashes = load_order(good[0].tolist(), digests(good))
@@ -260,12 +337,50 @@ class _Preparer:
         taxpayer_keys = [keys[t] for t in columns[1]]
         columns[0], columns[1] = _copy_text(columns[0]), _copy_text(columns[1])
         suffix, tail = self.suffix, self.run_tail
-        return _in_order(order, [
+        return _COPY_RAW, _in_order(order, [
             f"{d}\t{t}\t{key}\t{e}\t{a}\t{c}\t{k}\t{s}\t{n}{suffix}{line}{tail}\t{h}\t{x}\n"
             for d, t, key, e, a, c, k, s, n, line, h, x in zip(
                 *columns[:2], taxpayer_keys, *columns[2:], numbers.tolist(), hashes,
                 extras if extras is not None else itertools.repeat("\\N"))
         ])
+
+
+    def _plain_salvage_texts(self, texts: list[str], numbers: np.ndarray) -> list[str | Issue]:
+        """``_salvage_texts`` of a plain chunk's good lines (each exactly its values joined by commas)."""
+        fields = [text.removesuffix("\n").split(",") for text in texts]
+        if any(len(f) != self.width for f in fields):  # cannot be: the reader counted the commas
+            raise StageError("a plain line changed its number of fields")
+        good = [np.array([f[p] for f in fields], dtype=object) for p in self.positions]
+        return self._salvage_texts(good, numbers, None)
+
+    def _salvage_texts(self, good: list[np.ndarray], numbers: np.ndarray,
+                       extras: list[str] | None) -> list[str | Issue]:
+        """Each good row's COPY text (``_COPY_RAW``, every value escaped: nothing is assumed of it),
+        in file order, one line each; or, for a row whose record hash cannot be computed (its amount
+        is no decimal number), the issue that keeps it out."""
+        hashes: list[str | None]
+        try:
+            hashes = list(load_order(good[0].tolist(), digests(good))[1])
+        except (ValueError, TypeError):
+            hashes = []
+            for row in range(len(numbers)):
+                try:
+                    hashes.append(load_order([good[0][row]], digests([c[row:row + 1] for c in good]))[1][0])
+                except (ValueError, TypeError):
+                    hashes.append(None)
+        keys = self.pseudonyms.keys_for(good[1].tolist())
+        (day, name), run_id = self.salvage_added
+        texts: list[str | Issue] = []
+        for row, (values, line, digest) in enumerate(zip(zip(*[c.tolist() for c in good]), numbers.tolist(), hashes)):
+            if digest is None:
+                texts.append(Issue(NOT_STORABLE, "amount", "no record hash: the amount is not a decimal number",
+                                   described=True))
+                continue
+            extra = "\\N" if extras is None else extras[row]
+            escaped = [_escape(v) for v in values]
+            texts.append("\t".join([*escaped[:2], keys[values[1]], *escaped[2:], day, name, str(line),
+                                    run_id, digest, extra]) + "\n")
+        return texts
 
 
 def _in_order(order: np.ndarray, rows: list[str]) -> list[bytes]:
@@ -378,25 +493,34 @@ class _Load:
             "CREATE TEMP TABLE incoming_quarantine ON COMMIT DROP AS "
             "SELECT * FROM raw.contributions_quarantine WITH NO DATA"
         )
+        conn.execute(
+            f"CREATE TEMP TABLE incoming_issues ON COMMIT DROP AS "
+            f"SELECT {', '.join(_ISSUE_COLUMNS)} FROM meta.data_quality_issue WITH NO DATA"
+        )
 
     def chunk(self, prepared: Prepared) -> None:
         self.outcome.rows_in += prepared.rows_in
         if prepared.good:
-            self.outcome.rows_loaded += self._copy_good(prepared.copy, prepared.payload, prepared.good)
+            self._copy_good(prepared)
         if prepared.rejected:
             self.rejected.extend(prepared.rejected)
             self.rejected_bytes += sum(len(raw) for _, raw, _ in prepared.rejected)
-            if len(self.rejected) >= _QUARANTINE_BATCH or self.rejected_bytes >= _QUARANTINE_BATCH_BYTES:
-                self._quarantine()
+        if len(self.rejected) >= _QUARANTINE_BATCH or self.rejected_bytes >= _QUARANTINE_BATCH_BYTES:
+            self._quarantine()
 
-    def _copy_good(self, copy_sql: str, payload: list[bytes], rows: int) -> int:
+    def _copy_good(self, prepared: Prepared) -> None:
         """COPY straight into raw, inside a savepoint; a chunk that hits the unique index, and each
         one after it until one skips nothing, goes through ``incoming_rows`` and
-        ``ON CONFLICT DO NOTHING`` instead.
+        ``ON CONFLICT DO NOTHING`` instead. A chunk that fails to store goes to the safety net.
 
         Each round trip to the server costs the loading thread a wait for the GIL, which the
         preparing thread may hold for the whole switch interval (5 ms) while the server sits idle:
         so the savepoint of a chunk is released and the next one's taken in one statement."""
+        copy_sql, payload, rows = prepared.copy, prepared.payload, prepared.good
+        if copy_sql == SALVAGE:
+            self._close_savepoint()
+            self._salvage(prepared)
+            return
         if self.optimistic:
             self.conn.execute("RELEASE SAVEPOINT chunk; SAVEPOINT chunk" if self.savepoint else "SAVEPOINT chunk")
             self.savepoint = True
@@ -404,24 +528,97 @@ class _Load:
                 with self.conn.cursor().copy(copy_sql.format(table="raw.contributions")) as copy:
                     for piece in payload:
                         copy.write(piece)
-                return rows
+                self.outcome.rows_loaded += rows
+                return
             except psycopg.errors.UniqueViolation:
                 self.conn.execute("ROLLBACK TO SAVEPOINT chunk; RELEASE SAVEPOINT chunk")
                 self.savepoint = self.optimistic = False
+            except STORAGE_ERRORS:
+                self.conn.execute("ROLLBACK TO SAVEPOINT chunk; RELEASE SAVEPOINT chunk")
+                self.savepoint = self.optimistic = False
+                self._salvage(prepared)
+                return
         self.outcome.chunks_deduplicated += 1
-        self.conn.execute("TRUNCATE incoming_rows")
-        with self.conn.cursor().copy(copy_sql.format(table="incoming_rows")) as copy:
-            for piece in payload:
-                copy.write(piece)
-        inserted = self.conn.execute(
+        self.conn.execute("TRUNCATE incoming_rows; SAVEPOINT staged")
+        try:
+            with self.conn.cursor().copy(copy_sql.format(table="incoming_rows")) as copy:
+                for piece in payload:
+                    copy.write(piece)
+            inserted = self._insert_incoming()
+        except STORAGE_ERRORS:
+            self.conn.execute("ROLLBACK TO SAVEPOINT staged; RELEASE SAVEPOINT staged")
+            self._salvage(prepared)
+            return
+        self.conn.execute("RELEASE SAVEPOINT staged")
+        self.outcome.rows_loaded += inserted
+        self.outcome.rows_already_in_raw += rows - inserted
+        self.optimistic = inserted == rows
+
+    def _insert_incoming(self) -> int:
+        """The rows of ``incoming_rows`` that raw does not hold yet, inserted; how many."""
+        return self.conn.execute(
             f"INSERT INTO raw.contributions ({', '.join(RAW_COLUMNS)}) "
             f"SELECT {', '.join(RAW_COLUMNS)} FROM incoming_rows ON CONFLICT DO NOTHING"
         ).rowcount
-        self.optimistic = inserted == rows
-        return inserted
+
+    def _close_savepoint(self) -> None:
+        if self.savepoint:
+            self.conn.execute("RELEASE SAVEPOINT chunk")
+            self.savepoint = False
+
+    def _salvage(self, prepared: Prepared) -> None:
+        """The safety net for a chunk that did not store: its good rows are COPYed again, as text,
+        a subset at a time, each in a savepoint, until every row is stored or known not storable.
+
+        A failing COPY names the line it failed on: the rows before it are stored as one subset,
+        that row is not storable, and the rest is tried in halves (any other failure, e.g. of the
+        INSERT, halves the subset). So a chunk with a few such rows costs a few COPYs, and even a
+        chunk of nothing but costs about two per row. Each row that cannot be stored is quarantined
+        (``not_storable``, its column, the database's message without the value: redact.py)."""
+        self.optimistic = False
+        rows = prepared.rows
+        texts = rows.texts()
+        lines = rows.lines.tolist()
+        failed: dict[int, Issue] = {i: t for i, t in enumerate(texts) if isinstance(t, Issue)}
+        self.conn.execute("TRUNCATE incoming_rows")
+        pending = [[i for i in range(len(texts)) if i not in failed]]
+        copy_sql = _COPY_RAW.format(table="incoming_rows")
+        while pending:
+            subset = pending.pop()
+            if not subset:
+                continue
+            self.conn.execute("SAVEPOINT salvage")
+            try:
+                with self.conn.cursor().copy(copy_sql) as copy:
+                    copy.write("".join([texts[i] for i in subset]))  # type: ignore[misc]
+                inserted = self._insert_incoming()
+            except STORAGE_ERRORS as exc:
+                self.conn.execute("ROLLBACK TO SAVEPOINT salvage; RELEASE SAVEPOINT salvage")
+                line, column = redact.copy_position(exc)
+                if len(subset) == 1 or (line is not None and line <= len(subset)):
+                    at = 0 if len(subset) == 1 else line - 1  # type: ignore[operator]
+                    failed[subset[at]] = Issue(NOT_STORABLE, column, redact.database_error(exc, one_line=True),
+                                               described=True)
+                    rest = subset[at + 1:]
+                    pending += [subset[:at], rest[:len(rest) // 2], rest[len(rest) // 2:]]
+                else:
+                    pending += [subset[:len(subset) // 2], subset[len(subset) // 2:]]
+                continue
+            self.conn.execute("DELETE FROM incoming_rows; RELEASE SAVEPOINT salvage")
+            self.outcome.rows_loaded += inserted
+            self.outcome.rows_already_in_raw += len(subset) - inserted
+        for i, issue in sorted(failed.items()):
+            raw = rows.raw(lines[i])
+            self.rejected.append((lines[i], raw, [issue]))
+            self.rejected_bytes += len(raw)
+        self.outcome.rows_not_storable += len(failed)
+        if failed:
+            log.warning(f"ingest: {len(failed)} row(s) of lines {lines[0]}-{lines[-1]} could not be stored "
+                        f"and are quarantined ({NOT_STORABLE})")
 
     def _quarantine(self) -> None:
-        """Write the bad rows gathered so far: in batches, as two COPYs per batch rather than per chunk."""
+        """Write the bad rows gathered so far: in batches, as two COPYs per batch rather than per
+        chunk. The issues go to ``incoming_issues`` first (``finish`` adds the new ones to meta)."""
         rejected, self.rejected, self.rejected_bytes = self.rejected, [], 0
         if not rejected:
             return
@@ -429,39 +626,43 @@ class _Load:
         cur = self.conn.cursor()
         with cur.copy(f"COPY incoming_quarantine ({', '.join(_QUARANTINE_COLUMNS)}) FROM STDIN") as copy:
             for line, raw, found in rejected:
-                reasons = [
-                    f"{i.column}: {i.rule}" + (f" ({_printable(i.value)[:200]!r})" if i.value is not None else "")
-                    if i.column else f"{i.rule}: {_printable(i.value or '')[:200]}"
-                    for i in found
-                ]
-                copy.write_row((sha, line, self.name, self.day, _printable(raw), reasons, run_id))
-        with cur.copy(f"COPY meta.data_quality_issue ({', '.join(_ISSUE_COLUMNS)}) FROM STDIN") as copy:
+                copy.write_row((sha, line, self.name, self.day, _printable(raw), [_reason(i) for i in found], run_id))
+        with cur.copy(f"COPY incoming_issues ({', '.join(_ISSUE_COLUMNS)}) FROM STDIN") as copy:
             for line, _, found in rejected:
                 for i in found:
                     value = None if i.value is None else _printable(i.value)[:1000]
-                    copy.write_row((run_id, self.name, sha, line, i.rule, i.column, value))
+                    copy.write_row((run_id, self.name, sha, line, i.rule, i.column, value, "error"))
                     self.outcome.issues += 1
         self.outcome.rows_rejected += len(rejected)
 
     def warn(self, rule: str, line: int | None, column: str | None, text: str,
              severity: str = "warning") -> None:
         """A quality issue about the whole file, which did not stop it (unless ``severity`` is error)."""
-        self.conn.execute(
-            f"INSERT INTO meta.data_quality_issue ({', '.join(_ISSUE_COLUMNS)}, severity) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (self.settings.run_id, self.name, self.facts.sha256, line, rule, column, text, severity),
-        )
+        ledger.record_issue(self.conn, self.settings.run_id, self.name, self.facts.sha256, line, rule,
+                            column, text, severity)
 
     def finish(self) -> None:
-        if self.savepoint:
-            self.conn.execute("RELEASE SAVEPOINT chunk")
-            self.savepoint = False
+        self._close_savepoint()
         self._quarantine()
         columns = ", ".join(_QUARANTINE_COLUMNS)
         self.conn.execute(
             f"INSERT INTO raw.contributions_quarantine ({columns}) SELECT {columns} "
             f"FROM incoming_quarantine ON CONFLICT (source_sha256, source_line) DO NOTHING"
         )
+        issues = ", ".join(_ISSUE_COLUMNS)
+        self.conn.execute(f"INSERT INTO meta.data_quality_issue ({issues}) SELECT {issues} "
+                          f"FROM incoming_issues i WHERE {ledger.ISSUE_IS_NEW}")
+
+
+def _reason(issue: Issue) -> str:
+    """One reason of a quarantined row: its column and rule, and its failing value as redact.py
+    allows it (quoted), or the value's description."""
+    if not issue.column:
+        return f"{issue.rule}: {_printable(issue.value or '')[:200]}"
+    if issue.value is None:
+        return f"{issue.column}: {issue.rule}"
+    shown = _printable(issue.value)[:200]
+    return f"{issue.column}: {issue.rule} ({shown if issue.described else repr(shown)})"
 
 
 def _refusal(settings: Settings, outcome: Outcome) -> str | None:
@@ -476,18 +677,6 @@ def _refusal(settings: Settings, outcome: Outcome) -> str | None:
     return None
 
 
-def _ledger(conn: psycopg.Connection, settings: Settings, day: dt.date, name: str,
-            facts: FileFacts, outcome: Outcome | None, result: str, detail: str | None) -> None:
-    conn.execute(
-        """INSERT INTO meta.source_file (file_name, sha256, file_date, size_bytes, rows_in,
-                                         rows_loaded, rows_rejected, outcome, detail, run_id)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (name, facts.sha256, day, facts.size_bytes,
-         outcome.rows_in if outcome else None, outcome.rows_loaded if outcome else None,
-         outcome.rows_rejected if outcome else None, result, detail, settings.run_id),
-    )
-
-
 def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Connection,
                 facts: FileFacts | None = None) -> Outcome:
     facts = facts or fingerprint(path)
@@ -496,16 +685,13 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
             raise FileRefused(facts.problem)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (RAW_WRITER_LOCK,))
-            previous = conn.execute(
-                "SELECT run_id, rows_in FROM meta.source_file WHERE sha256 = %s AND outcome = 'LOADED'",
-                (facts.sha256,),
-            ).fetchone()
-            if previous:
-                return Outcome(rows_in=previous[1] or 0, rows_loaded=0,
-                               already_ingested_by=previous[0])
+            earlier = ledger.earlier_load(conn, facts.sha256, day, path.name)
+            if earlier is not None:  # loaded meanwhile (the light front looked before the lock)
+                ledger.answer_earlier(conn, settings, day, path.name, facts, earlier)
+                return Outcome(rows_in=earlier.rows_in, earlier=earlier)
             # A small first chunk: the database starts loading while the rest is validated.
             header, stream = chunks(path, settings.chunk_rows, first=max(1, settings.chunk_rows // 10),
-                                    keep_extra=settings.schema_drift == "keep")
+                                    keep_extra=settings.schema_drift == "keep", source=settings.contract)
             load = _Load(conn, settings, day, path, facts)
             preparer = _Preparer(settings, day, path.name, header)
             try:
@@ -519,7 +705,9 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
             outcome = load.outcome
             outcome.extra_columns = tuple(name for _, name in preparer.extra)
             if outcome.extra_columns:
-                load.warn(SCHEMA_DRIFT, 1, ", ".join(outcome.extra_columns),
+                outcome.extra_shown = tuple(redact.header_name(name, settings.contract, position + 1, quote=False)
+                                            for position, name in preparer.extra)
+                load.warn(SCHEMA_DRIFT, 1, ", ".join(outcome.extra_shown),
                           f"kept the values of {len(outcome.extra_columns)} column(s) outside the "
                           "contract in raw.contributions.extra (CONTRIBFLOW_SCHEMA_DRIFT=keep)")
             outcome.volume = check_volume(conn, settings, day, outcome.rows_in)
@@ -534,15 +722,15 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
                     "AND ingestion_ts >= now()",
                     (settings.run_id, path.name),
                 )
-                _ledger(conn, settings, day, path.name, facts, outcome, "REJECTED", refusal)
-                outcome.rows_loaded = 0
+                outcome.rows_withheld, outcome.rows_loaded = outcome.rows_loaded, 0
                 outcome.refusal = refusal
+                ledger.record(conn, settings, day, path.name, facts, outcome.counts, "REJECTED", refusal)
                 return outcome
-            _ledger(conn, settings, day, path.name, facts, outcome, "LOADED", None)
+            ledger.record(conn, settings, day, path.name, facts, outcome.counts, "LOADED", None)
             return outcome
     except FileRefused as exc:
         with conn.transaction():
-            _ledger(conn, settings, day, path.name, facts, None, "REFUSED", str(exc))
+            ledger.record(conn, settings, day, path.name, facts, None, "REFUSED", str(exc))
         raise
 
 
@@ -561,17 +749,22 @@ def load_into(step: StepRun, settings: Settings, day: dt.date, source: Path,
     gc.freeze()
     with connect(settings) as conn:
         outcome = ingest_file(settings, day, source, conn, facts)
+    if outcome.earlier is not None:
+        ledger.report_earlier(step, day, source.name, outcome.earlier)
+        return
     step.rows_in, step.rows_loaded, step.rows_rejected = (
         outcome.rows_in, outcome.rows_loaded, outcome.rows_rejected)
     step.details = {
-        "rows_already_loaded": outcome.rows_already_loaded if not outcome.already_ingested_by else outcome.rows_in,
+        "rows_already_loaded": outcome.rows_already_in_raw,
+        "rows_quarantined_earlier": 0,
+        "rows_withheld": outcome.rows_withheld,
         "quality_issues": outcome.issues,
         "chunks_deduplicated": outcome.chunks_deduplicated,
     }
-    if outcome.already_ingested_by:
-        step.details["already_ingested_by"] = outcome.already_ingested_by
+    if outcome.rows_not_storable:
+        step.details["rows_not_storable"] = outcome.rows_not_storable
     if outcome.extra_columns:
-        step.details["extra_columns"] = ",".join(outcome.extra_columns)
+        step.details["extra_columns"] = ",".join(outcome.extra_shown)
     if outcome.volume is not None:
         step.details["volume"] = outcome.volume.verdict
         step.details["volume_detail"] = outcome.volume.describe()

@@ -3,6 +3,18 @@ ledger (meta.source_file) asked whether it was loaded already — before pandas,
 imported (~1 s of a process's start-up). A file already loaded, or refused outright (outside the
 landing folder, misnamed, empty, not UTF-8), is answered here; any other is handed, with its
 fingerprint, to contribflow.ingest, which looks the ledger up again under the raw-writer lock.
+
+The ledger's counts add up for every outcome: ``rows_in = rows_loaded + rows_already_in_raw +
+rows_rejected + rows_withheld`` (a CHECK of migration 0011). ``rows_loaded`` are the rows this
+entry's run inserted into raw, ``rows_already_in_raw`` those raw held already, ``rows_rejected``
+those in the quarantine, ``rows_withheld`` the valid rows a REJECTED file did not load.
+
+A re-sent export: a file whose content (sha256) was LOADED for another date (or under another
+name). Its rows are not loaded again for this date: they are in raw already, as the arrivals of
+the date they were first sent for, and loading them again would make that old state look like a
+new arrival of this date (a status that later files changed would come back). It is recorded for
+its own date as DUPLICATE, with a warning (meta.data_quality_issue ``resent_file``), or refused
+(``CONTRIBFLOW_RESENT_FILE=refuse``: REFUSED, exit 1).
 """
 
 from __future__ import annotations
@@ -13,6 +25,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from contribflow.audit import StepRun
 from contribflow.contract import file_date
 from contribflow.db import connect
@@ -20,7 +34,124 @@ from contribflow.errors import FileRefused
 from contribflow.settings import Settings
 
 BLOCK = 1 << 20
-LOADED_SQL = "SELECT run_id, rows_in FROM meta.source_file WHERE sha256 = %s AND outcome = 'LOADED'"
+RESENT_RULE = "resent_file"
+EARLIER_SQL = """
+SELECT outcome, file_name, file_date, run_id, rows_in, rows_rejected FROM meta.source_file
+ WHERE sha256 = %s AND outcome IN ('LOADED', 'DUPLICATE') ORDER BY id
+"""
+_LEDGER_SQL = """
+INSERT INTO meta.source_file (file_name, sha256, file_date, size_bytes, rows_in, rows_loaded,
+                              rows_already_in_raw, rows_rejected, rows_withheld, outcome, detail, run_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+ISSUE_COLUMNS = ("run_id", "source_file", "source_sha256", "source_line", "rule", "column_name",
+                 "failing_value", "severity")
+ISSUE_IS_NEW = """NOT EXISTS (
+    SELECT FROM meta.data_quality_issue d
+     WHERE d.source_sha256 = i.source_sha256 AND d.source_file = i.source_file AND d.rule = i.rule
+       AND coalesce(d.source_line, 0) = coalesce(i.source_line, 0)
+       AND coalesce(d.column_name, '') = coalesce(i.column_name, ''))"""
+"""A quality issue is stored once per file content, name, line, rule and column: a re-ingest of a
+file (after a rejection, say) finds its issues again and adds none (the index of migration 0011
+answers this)."""
+_ISSUE_SQL = f"""
+INSERT INTO meta.data_quality_issue ({', '.join(ISSUE_COLUMNS)})
+SELECT * FROM (VALUES (%s::text, %s::text, %s::text, %s::integer, %s::text, %s::text, %s::text, %s::text))
+    AS i ({', '.join(ISSUE_COLUMNS)})
+ WHERE {ISSUE_IS_NEW}
+"""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What became of a file's rows (see the module's doc); None for a file refused before reading."""
+
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_already_in_raw: int = 0
+    rows_rejected: int = 0
+    rows_withheld: int = 0
+
+
+def record(conn: psycopg.Connection, settings: Settings, day: dt.date, name: str, facts: FileFacts,
+           counts: Counts | None, outcome: str, detail: str | None) -> None:
+    """One row of the ledger."""
+    c = counts
+    conn.execute(_LEDGER_SQL, (
+        name, facts.sha256, day, facts.size_bytes, c and c.rows_in, c and c.rows_loaded,
+        c and c.rows_already_in_raw, c and c.rows_rejected, c and c.rows_withheld, outcome, detail,
+        settings.run_id))
+
+
+def record_issue(conn: psycopg.Connection, run_id: str, name: str, sha256: str, line: int | None,
+                 rule: str, column: str | None, text: str | None, severity: str) -> None:
+    """A quality issue about a whole file (schema drift, volume, a re-send), unless already stored."""
+    conn.execute(_ISSUE_SQL, (run_id, name, sha256, line, rule, column, text, severity))
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The load of a file with the same content, as the ledger holds it."""
+
+    file_name: str
+    file_date: dt.date
+    run_id: str
+    rows_in: int
+    rows_rejected: int
+    recorded: bool
+    """Whether this date's re-send of it is already recorded (a DUPLICATE row for this file)."""
+
+    def same_file(self, day: dt.date, name: str) -> bool:
+        return (self.file_date, self.file_name) == (day, name)
+
+    @property
+    def counts(self) -> Counts:
+        """Of its rows: in raw since that load (loaded then, or already there), quarantined then."""
+        return Counts(self.rows_in, 0, self.rows_in - self.rows_rejected, self.rows_rejected, 0)
+
+
+def earlier_load(conn: psycopg.Connection, sha256: str, day: dt.date, name: str) -> Earlier | None:
+    """The LOADED ledger row of this content, if any (at most one: source_file_loaded_once)."""
+    rows = conn.execute(EARLIER_SQL, (sha256,)).fetchall()
+    loaded = [r for r in rows if r[0] == "LOADED"]
+    if not loaded:
+        return None
+    _, file_name, file_date, run_id, rows_in, rejected = loaded[0]
+    recorded = any(r[0] == "DUPLICATE" and (r[2], r[1]) == (day, name) for r in rows)
+    return Earlier(file_name, file_date, run_id, rows_in or 0, rejected or 0, recorded)
+
+
+def resent_detail(name: str, earlier: Earlier) -> str:
+    return (f"{name} has the same content (sha256) as {earlier.file_name}, loaded for "
+            f"{earlier.file_date} by run {earlier.run_id}: a re-sent export; its rows are not "
+            "loaded again for this date")
+
+
+def answer_earlier(conn: psycopg.Connection, settings: Settings, day: dt.date, name: str,
+                   facts: FileFacts, earlier: Earlier) -> None:
+    """What an already loaded content means for this date: nothing more for the same file (an
+    idempotent re-run); for another date, a DUPLICATE entry and a warning, once, or a refusal
+    (FileRefused: the caller records it) under CONTRIBFLOW_RESENT_FILE=refuse."""
+    if earlier.same_file(day, name) or earlier.recorded:
+        return
+    detail = resent_detail(name, earlier)
+    if settings.resent_file == "refuse":
+        raise FileRefused(f"{detail} (CONTRIBFLOW_RESENT_FILE=refuse)")
+    record(conn, settings, day, name, facts, earlier.counts, "DUPLICATE", detail)
+    record_issue(conn, settings.run_id, name, facts.sha256, None, RESENT_RULE, None, detail, "warning")
+
+
+def report_earlier(step: StepRun, day: dt.date, name: str, earlier: Earlier) -> None:
+    """A step that loaded nothing because the content was loaded before: its counts say where each
+    row is (in raw since, or quarantined when the content was first seen)."""
+    counts = earlier.counts
+    step.rows_in, step.rows_loaded, step.rows_rejected = counts.rows_in, 0, 0
+    step.details = {"rows_already_loaded": counts.rows_already_in_raw,
+                    "rows_quarantined_earlier": counts.rows_rejected, "rows_withheld": 0,
+                    "quality_issues": 0, "chunks_deduplicated": 0, "already_ingested_by": earlier.run_id}
+    if not earlier.same_file(day, name):
+        step.details["duplicate_of"] = earlier.file_name
+        step.details["duplicate_of_date"] = earlier.file_date.isoformat()
 
 
 @dataclass(frozen=True)
@@ -91,17 +222,21 @@ def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
         facts = fingerprint(source)
         with connect(settings) as conn:
             if facts.problem:  # as contribflow.ingest records it
-                conn.execute(
-                    """INSERT INTO meta.source_file (file_name, sha256, file_date, size_bytes, outcome, detail, run_id)
-                       VALUES (%s, %s, %s, %s, 'REFUSED', %s, %s)""",
-                    (source.name, facts.sha256, day, facts.size_bytes, facts.problem, settings.run_id))
+                record(conn, settings, day, source.name, facts, None, "REFUSED", facts.problem)
                 conn.commit()
                 raise FileRefused(facts.problem)
-            previous = conn.execute(LOADED_SQL, (facts.sha256,)).fetchone()
-        if previous:
-            step.rows_in, step.rows_loaded, step.rows_rejected = previous[1] or 0, 0, 0
-            step.details = {"rows_already_loaded": step.rows_in, "quality_issues": 0,
-                            "chunks_deduplicated": 0, "already_ingested_by": previous[0]}
+            earlier = earlier_load(conn, facts.sha256, day, source.name)
+            if earlier is not None:
+                try:
+                    answer_earlier(conn, settings, day, source.name, facts, earlier)
+                except FileRefused as exc:
+                    conn.rollback()
+                    record(conn, settings, day, source.name, facts, None, "REFUSED", str(exc))
+                    conn.commit()
+                    raise
+                conn.commit()
+        if earlier is not None:
+            report_earlier(step, day, source.name, earlier)
             return step
         from contribflow import ingest  # numpy, pandas, pandera: only for a file to load
 

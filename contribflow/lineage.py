@@ -11,7 +11,8 @@ Each stage is an OpenLineage job ``contribflow.<stage>`` in namespace ``contribf
 ``settings.run_id``) as parent run. Datasets: the source file (``file://landing``, the file name)
 → ``raw.contributions`` → the dbt staging view → ``marts_build`` → ``marts`` (``postgres://host:port``,
 ``database.schema.table``). Facets: ``outputStatistics`` (row counts), ``dataQualityAssertions``
-(ingest's rules from meta.data_quality_issue on the file; dbt tests on the tested models).
+(ingest's rules from meta.data_quality_issue on the file's content; dbt tests on the tested
+models). Facets carry counts, rules and error texts, which name no raw value (contribflow/redact.py).
 The dbt models' own lineage is read from dbt's artifacts (manifest.json, run_results.json): one
 child run per model, its inputs the model's parents.
 """
@@ -197,10 +198,14 @@ def _ingest_assertions(step: StepRun) -> dict:
     from contribflow.db import connect
 
     with connect(step.settings) as conn:
+        # The issues of the file's content, whichever run first stored them: a re-ingest finds
+        # the same issues again and stores none (contribflow/ledger.py, ISSUE_IS_NEW).
         rows = conn.execute(
             """SELECT rule, column_name, count(*) FROM meta.data_quality_issue
-                WHERE run_id = %s AND source_file = %s GROUP BY rule, column_name ORDER BY 1, 2""",
-            (step.settings.run_id, step.source_file or "")).fetchall()
+                WHERE source_file = %(file)s AND source_sha256 IN (
+                      SELECT sha256 FROM meta.source_file WHERE run_id = %(run)s AND file_name = %(file)s)
+                GROUP BY rule, column_name ORDER BY 1, 2""",
+            {"run": step.settings.run_id, "file": step.source_file or ""}).fetchall()
     assertions = [dq.Assertion(assertion=rule, success=False, column=column, actual=str(n))
                   for rule, column, n in rows]
     if step.rows_rejected is not None:

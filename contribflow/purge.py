@@ -2,11 +2,18 @@
 
 raw.contributions is the record of what arrived and is kept for the legal retention of tax
 records: it is append-only and nothing here touches it. The quarantine is different: its raw text
-(and the failing values in meta.data_quality_issue) hold raw taxpayer identifiers of rows that
-never became records, kept only so that someone can correct and re-load them. Once that window has
-passed they are personal data without a purpose (GDPR art. 5(1)(e)), so this removes the
-quarantined rows of files dated before a cut-off, and masks the failing identifier values recorded
-for those files. What was checked, which rule failed and on which line all stay in the audit trail.
+holds raw taxpayer identifiers of rows that never became records, kept only so that someone can
+correct and re-load them. Once that window has passed they are personal data without a purpose
+(GDPR art. 5(1)(e)), so this removes the quarantined rows of files dated before a cut-off, and
+masks the failing identifier values recorded for those files. What was checked, which rule failed
+and on which line all stay in the audit trail.
+
+Since issue 25 nothing outside raw and the quarantine's raw text holds a raw taxpayer id
+(contribflow/redact.py), and migration 0011 masked what older versions had written. A version
+older than that may still write while a warehouse is upgraded, so for the files it purges this
+also masks, with 0011's functions, every other place such a version put a raw value: the failing
+values of every column, the ledger's details (a header refusal that quoted a file's first row)
+and the ingest steps' errors and details of those dates.
 
 It runs as the warehouse's owner (the migrator login, or the local embedded server), never as a
 pipeline step: the loader may only add to the quarantine.
@@ -23,21 +30,44 @@ from contribflow.settings import Settings
 
 MASK = "[purged]"
 IDENTIFIER_COLUMNS = tuple(c.name for c in BASE.columns if c.type == "identifier")
+_FILES = "SELECT sha256 FROM meta.source_file WHERE file_date < %(before)s"
 
 
 def run(settings: Settings, before: dt.date) -> StepRun:
+    params = {"before": before, "mask": MASK, "identifiers": list(IDENTIFIER_COLUMNS)}
     with StepRun(settings, "purge-quarantine", None) as step, connect(settings) as conn, conn.transaction():
         files = conn.execute(
-            "SELECT DISTINCT source_sha256 FROM raw.contributions_quarantine WHERE file_date < %s",
-            (before,)).fetchall()
-        removed = conn.execute("DELETE FROM raw.contributions_quarantine WHERE file_date < %s",
-                               (before,)).rowcount
+            "SELECT DISTINCT source_sha256 FROM raw.contributions_quarantine WHERE file_date < %(before)s",
+            params).fetchall()
+        removed = conn.execute("DELETE FROM raw.contributions_quarantine WHERE file_date < %(before)s",
+                               params).rowcount
         masked = conn.execute(
-            """UPDATE meta.data_quality_issue SET failing_value = %s
-                WHERE source_sha256 IN (SELECT sha256 FROM meta.source_file WHERE file_date < %s)
-                  AND column_name = ANY(%s) AND failing_value IS DISTINCT FROM %s""",
-            (MASK, before, list(IDENTIFIER_COLUMNS), MASK)).rowcount
+            f"""UPDATE meta.data_quality_issue SET failing_value = %(mask)s
+                 WHERE source_sha256 IN ({_FILES})
+                   AND column_name = ANY(%(identifiers)s) AND failing_value IS DISTINCT FROM %(mask)s""",
+            params).rowcount
+        values = conn.execute(
+            f"""UPDATE meta.data_quality_issue SET failing_value = meta.masked_failing_value(column_name, failing_value)
+                 WHERE source_sha256 IN ({_FILES})
+                   AND failing_value IS DISTINCT FROM meta.masked_failing_value(column_name, failing_value)""",
+            params).rowcount
+        details = conn.execute(
+            """UPDATE meta.source_file SET detail = meta.masked_message(detail)
+                WHERE file_date < %(before)s AND detail IS DISTINCT FROM meta.masked_message(detail)""",
+            params).rowcount
+        errors = conn.execute(
+            """UPDATE meta.etl_run
+                  SET error = meta.masked_message(error),
+                      details = CASE WHEN details ? 'extra_columns' THEN jsonb_set(details, '{extra_columns}',
+                                     to_jsonb(meta.masked_names(details->>'extra_columns', ','))) ELSE details END
+                WHERE step = 'ingest' AND logical_date < %(before)s
+                  AND (error IS DISTINCT FROM meta.masked_message(error)
+                       OR details->>'extra_columns'
+                          IS DISTINCT FROM meta.masked_names(details->>'extra_columns', ','))""",
+            params).rowcount
         step.rows_in = removed
         step.details = {"before": before.isoformat(), "files": len(files),
-                        "quarantined_rows_removed": removed, "identifier_values_masked": masked}
+                        "quarantined_rows_removed": removed, "identifier_values_masked": masked,
+                        "other_values_masked": values, "ledger_details_masked": details,
+                        "step_errors_masked": errors}
     return step

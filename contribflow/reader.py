@@ -17,6 +17,7 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
+from contribflow import contract, redact
 from contribflow.contract import COLUMNS
 from contribflow.errors import FileRefused
 from contribflow.ledger import FileFacts, fingerprint  # noqa: F401  (their home was here)
@@ -37,9 +38,14 @@ class Record:
     """Set when the record is not valid CSV; it is quarantined with this reason."""
 
 
-def read_header(reader: Iterator[list[str]], name: str, keep_extra: bool = False) -> list[str]:
+def read_header(reader: Iterator[list[str]], name: str, keep_extra: bool = False,
+                source: contract.Contract = contract.BASE) -> list[str]:
     """The header, checked against the contract: every column present once; an extra column is
-    refused unless ``keep_extra`` (the schema-drift policy ``keep``)."""
+    refused unless ``keep_extra`` (the schema-drift policy ``keep``).
+
+    A refusal names the columns it misses; it quotes an unexpected name only when the line is not
+    a data row (a file without a header starts with one, and its values may be taxpayer ids) and
+    the name looks like a column name (contribflow/redact.py); any other is described."""
     try:
         header = next(reader)
     except StopIteration:
@@ -53,14 +59,19 @@ def read_header(reader: Iterator[list[str]], name: str, keep_extra: bool = False
     extra = [h for h in header if h not in COLUMNS]
     duplicated = sorted({h for h in header if header.count(h) > 1})
     problems = []
+    data = bool(missing) and redact.header_looks_like_data(header, source)
+    if data:
+        problems.append(f"the first line looks like a data row, not a header ({len(header)} values)")
     if missing:
         problems.append(f"missing column(s) {', '.join(missing)}")
-    if extra and not keep_extra:
-        problems.append(f"unexpected column(s) {', '.join(repr(e) for e in extra)}")
+    if extra and not keep_extra and not data:
+        problems.append("unexpected column(s) " + ", ".join(
+            redact.header_name(h, source, i + 1) for i, h in enumerate(header) if h not in COLUMNS))
     if "" in header:
         problems.append("a column without a name")
-    if duplicated:
-        problems.append(f"repeated column(s) {', '.join(duplicated)}")
+    if duplicated and not data:
+        problems.append("repeated column(s) " + ", ".join(
+            h if h in COLUMNS else redact.header_name(h, source, header.index(h) + 1) for h in duplicated))
     if problems:
         raise FileRefused(
             f"{name}: header does not match the source contract: {'; '.join(problems)} "
@@ -116,12 +127,13 @@ def _parse(lines: _Lines, first_line: int, name: str, limit: int | None = None) 
             yield Record(line, raw, fields, error)
 
 
-def _open(path: Path, keep_extra: bool = False) -> tuple[TextIO, list[str], int]:
+def _open(path: Path, keep_extra: bool = False,
+          source: contract.Contract = contract.BASE) -> tuple[TextIO, list[str], int]:
     """The file positioned after its header, the header, and the number of the first data line."""
     fh = open(path, encoding="utf-8", newline="")
     try:
         lines = _Lines(fh)
-        header = read_header(csv.reader(lines, strict=True), path.name, keep_extra)
+        header = read_header(csv.reader(lines, strict=True), path.name, keep_extra, source)
         return fh, header, lines.count + 1
     except BaseException:
         fh.close()
@@ -232,8 +244,8 @@ def _exact_chunk(lines: _Lines, first_line: int, block_size: int, width: int, na
                  _columns(grid), broken, raw.__getitem__)
 
 
-def chunks(path: Path, size: int, first: int | None = None,
-           keep_extra: bool = False) -> tuple[list[str], Generator[Chunk, None, None]]:
+def chunks(path: Path, size: int, first: int | None = None, keep_extra: bool = False,
+           source: contract.Contract = contract.BASE) -> tuple[list[str], Generator[Chunk, None, None]]:
     """The header and the data records in chunks of about ``size`` physical lines (the first of
     about ``first``, when given), in constant memory.
 
@@ -241,7 +253,7 @@ def chunks(path: Path, size: int, first: int | None = None,
     goes through csv.reader line by line, which keeps exact line numbers and raw text across quoted
     newlines. Both paths give the same records (tests/test_units.py proves it).
     """
-    fh, header, first_line = _open(path, keep_extra)
+    fh, header, first_line = _open(path, keep_extra, source)
     width = len(header)
     categorical = frozenset(header.index(c) for c in REPEATING)
 

@@ -19,6 +19,7 @@ DEV_PSEUDONYM_KEY = "DEV-ONLY-INSECURE-PSEUDONYM-KEY-do-not-use-in-production"
 PRODUCTION = "production"
 SCHEMA_DRIFT_POLICIES = ("refuse", "keep")
 VOLUME_ACTIONS = ("warn", "fail")
+RESENT_FILE_POLICIES = ("warn", "refuse")
 
 
 class SettingsError(ValueError):
@@ -89,6 +90,9 @@ class Settings:
     """How long pick waits for the run date's file, from its first attempt (0: not at all)."""
     late_poll_s: float = 30.0
     """How often ``pick --wait`` looks again."""
+    resent_file: str = "warn"
+    """A file whose content was loaded for another date: ``warn`` (recorded as DUPLICATE, nothing
+    loaded) or ``refuse`` it (REFUSED, exit 1)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -125,6 +129,7 @@ class Settings:
             volume_action=env.get("CONTRIBFLOW_VOLUME_ACTION", "warn").strip().lower() or "warn",
             late_deadline_s=_int(env, "CONTRIBFLOW_LATE_DEADLINE_S", 0),
             late_poll_s=_float(env, "CONTRIBFLOW_LATE_POLL_S", 30.0),
+            resent_file=env.get("CONTRIBFLOW_RESENT_FILE", "warn").strip().lower() or "warn",
         )
         settings.check()
         return settings
@@ -151,6 +156,9 @@ class Settings:
             raise SettingsError("CONTRIBFLOW_VOLUME_LOW_RATIO must be between 0 and 1 and "
                                 "CONTRIBFLOW_VOLUME_HIGH_RATIO at least 1 "
                                 f"(got {self.volume_low_ratio}, {self.volume_high_ratio})")
+        if self.resent_file not in RESENT_FILE_POLICIES:
+            raise SettingsError(f"CONTRIBFLOW_RESENT_FILE={self.resent_file!r} must be one of "
+                                f"{', '.join(RESENT_FILE_POLICIES)}")
         if self.late_deadline_s < 0 or self.late_poll_s <= 0:
             raise SettingsError("CONTRIBFLOW_LATE_DEADLINE_S must be >= 0 and CONTRIBFLOW_LATE_POLL_S > 0")
 

@@ -27,8 +27,6 @@ from pandera.errors import FailureCaseMetadata, SchemaErrors
 from contribflow import contract
 from contribflow.errors import StageError
 
-_DATE_FORMAT = "%Y-%m-%d"
-
 
 def frame_of(columns: list[np.ndarray | pd.Categorical], index: np.ndarray,
              may_have_empty: bool = True) -> pd.DataFrame:
@@ -168,18 +166,41 @@ def _one_of(values: tuple[str, ...]) -> pa.Check:
     return _matches("^(?:" + "|".join(map(re.escape, values)) + ")$", "accepted_values")
 
 
-def _real_dates(values: np.ndarray) -> np.ndarray:
-    """True for each value that is a date of the calendar (and for each missing one).
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII).fullmatch
 
-    Parsed once per distinct value: a chunk holds a few dozen distinct dates, not thousands.
-    """
-    texts = values.tolist()
-    distinct = [value for value in set(texts) if pd.notna(value)]
-    parsed = pd.to_datetime(pd.Series(distinct, dtype=object), format=_DATE_FORMAT, errors="coerce")
-    bad = {value for value, ok in zip(distinct, parsed.notna().tolist()) if not ok}
-    if not bad:
-        return np.ones(len(texts), dtype=bool)
-    return ~np.fromiter(map(bad.__contains__, texts), dtype=bool, count=len(texts))
+
+def is_calendar_date(text: str) -> bool:
+    """True when ``text`` is ``YYYY-MM-DD`` (ASCII digits) naming a day of the proleptic Gregorian
+    calendar: a month 01-12 and a day that month has (29 February in a leap year only). The year
+    range is the contract's (``date_in_range``)."""
+    if not _ISO_DATE(text):
+        return False
+    year, month, day = int(text[:4]), int(text[5:7]), int(text[8:10])
+    if not 1 <= month <= 12 or day < 1:
+        return False
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return day <= _DAYS_IN_MONTH[month - 1] + (month == 2 and leap)
+
+
+def _by_distinct_value(judge: Callable[[str], bool]) -> Callable[[np.ndarray], np.ndarray]:
+    """Verdicts of ``judge`` on a column, each distinct value judged once (a chunk holds a few
+    dozen distinct dates, not thousands); missing values pass (``not_null`` reports them)."""
+
+    def verdicts(values: np.ndarray) -> np.ndarray:
+        texts = values.tolist()
+        bad = {value for value in set(texts) if isinstance(value, str) and not judge(value)}
+        if not bad:
+            return np.ones(len(texts), dtype=bool)
+        return ~np.fromiter(map(bad.__contains__, texts), dtype=bool, count=len(texts))
+
+    return verdicts
+
+
+def _in_range(earliest: str, latest: str) -> Callable[[str], bool]:
+    """A date between the contract's bounds (ISO dates of four-digit years compare as text); a
+    value that is no date passes (``iso_date`` and ``real_calendar_date`` report it)."""
+    return lambda text: not is_calendar_date(text) or earliest <= text <= latest
 
 
 class _ColumnBackend(ColumnBackend):
@@ -232,7 +253,12 @@ def _checks(column: contract.Column) -> list[pa.Check]:
             checks.append(_series_check(_whole_matches(column.full_pattern), f"{column.name}_pattern"))
         return checks
     if column.type == "date":
-        return [_matches(contract.ISO_DATE, "iso_date"), _series_check(_real_dates, "real_calendar_date")]
+        checks = [_matches(contract.ISO_DATE, "iso_date"),
+                  _series_check(_by_distinct_value(is_calendar_date), "real_calendar_date")]
+        if column.earliest and column.latest:
+            checks.append(_series_check(_by_distinct_value(_in_range(column.earliest, column.latest)),
+                                        "date_in_range"))
+        return checks
     if column.type == "amount":
         return [_matches(contract.NUMBER, "amount_is_decimal_number"),
                 _series_check(_not_negative, "amount_not_negative"),
@@ -258,6 +284,8 @@ class Issue:
     rule: str
     column: str | None
     value: str | None
+    described: bool = False
+    """True when ``value`` is not the failing value but a description of it (contribflow/redact.py)."""
 
 
 def _check_name(check: object) -> str:
@@ -283,7 +311,8 @@ def validate_chunk(frame: pd.DataFrame, duplicate: np.ndarray,
         ):
             if index is None or (isinstance(index, float) and np.isnan(index)):
                 # A column-level failure (a wrong dtype, say) names no row: never let it pass.
-                raise StageError(f"validation could not check column {column!r}: {check}: {value}") from None
+                # Not the value: it may be a taxpayer id (contribflow/redact.py).
+                raise StageError(f"validation could not check column {column!r}: {check}") from None
             text = None if pd.isna(value) else str(value)
             name = _check_name(check)
             rules = (source.column(column).identifier_problems(text) or [name]

@@ -254,13 +254,13 @@ def test_external_database_needs_an_existing_secret_and_deploys_no_postgresql():
 
 
 def test_the_contract_settings_reach_the_steps_as_settings_they_accept(tmp_path):
-    """values.yaml's contract overrides, drift policy and volume check become the ConfigMap that
-    every step reads, and Settings takes them as the chart meant them."""
+    """values.yaml's contract overrides, drift policy, re-sent file policy and volume check become
+    the ConfigMap that every step reads, and Settings takes them as the chart meant them."""
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({
         "contract": {"overrides": {"columns": {"taxpayer_id": {"pattern": "TAXP_[0-9]{5}", "max_length": 10},
                                                "country": {"values": ["LU", "FR"]}}}},
-        "settings": {"schemaDrift": "keep", "volume": {"lookbackDays": 14, "minHistory": 5, "lowRatio": 0.25,
+        "settings": {"schemaDrift": "keep", "resentFile": "refuse", "volume": {"lookbackDays": 14, "minHistory": 5, "lowRatio": 0.25,
                                                         "highRatio": 4, "action": "fail"}}}))
     data = one(docs(template_text("-f", str(values))), "ConfigMap", k8s.CONFIGMAP)["data"]
     settings = Settings.from_env(data)
@@ -273,6 +273,7 @@ def test_the_contract_settings_reach_the_steps_as_settings_they_accept(tmp_path)
     defaults = one(scenario_docs("kind-values"), "ConfigMap", k8s.CONFIGMAP)["data"]
     assert "CONTRIBFLOW_CONTRACT_OVERRIDES" not in defaults
     assert Settings.from_env(defaults).contract == contract.BASE
+    assert (settings.resent_file, Settings.from_env(defaults).resent_file) == ("refuse", "warn")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"contract": {"overrides": {"columns": {"amount": {"decimals": 3}}}}}))
     result = run_helm("template", "contribflow", str(CHART), "-f", str(bad))

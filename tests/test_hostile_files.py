@@ -85,7 +85,7 @@ def _wrong_date(landing: Path, elsewhere: Path) -> Path:
     return path
 
 
-def _resent(landing: Path, elsewhere: Path) -> Path:
+def _sent_twice(landing: Path, elsewhere: Path) -> Path:
     path = landing / file_name(DAY)
     path.write_text(text(row(1), row(2), row(3)))
     assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
@@ -102,6 +102,36 @@ def _overlapping(landing: Path, elsewhere: Path) -> Path:
     return path
 
 
+def _resent(landing: Path, elsewhere: Path) -> Path:
+    """Yesterday's export, re-sent under today's name."""
+    earlier = DAY - dt.timedelta(days=1)
+    first = landing / file_name(earlier)
+    first.write_text(text(row(1), row(2), row(3)))
+    assert cli.main(["ingest", "--date", earlier.isoformat(), "--file", str(first)]) == 0
+    path = landing / file_name(DAY)
+    path.write_bytes(first.read_bytes())
+    return path
+
+
+def _recorded_as_duplicate(sql) -> None:
+    assert sql("select outcome, rows_in, rows_already_in_raw from meta.source_file order by id") == [
+        ("LOADED", 3, 0), ("DUPLICATE", 3, 3)]
+    assert sql("select rule, severity from meta.data_quality_issue") == [("resent_file", "warning")]
+    assert sql("select count(*) from raw.contributions where file_date = %s", (DAY,)) == [(0,)]
+
+
+def _no_taxpayer_id_in_reasons(sql) -> None:
+    reasons = " ".join(r for (rs,) in sql("select reasons from raw.contributions_quarantine") for r in rs)
+    values = " ".join(v or "" for (v,) in sql("select failing_value from meta.data_quality_issue"))
+    assert "TAXP_" not in reasons + values and "[10 characters: uppercase, digits, punctuation]" in reasons
+    assert "TAXP_63976" in " ".join(r for (r,) in sql("select raw_line from raw.contributions_quarantine"))
+
+
+def _dates_at_the_bounds_load(sql) -> None:
+    assert sql("select event_date::text from raw.contributions order by source_line") == [
+        ("0001-01-01",), ("9999-12-31",), ("2024-02-29",)]
+
+
 def _no_carriage_returns(sql) -> None:
     assert sql("select count(*) from raw.contributions where country <> 'LU' or status <> 'DUE'") == [(0,)]
     assert sql("select bool_and(raw_line like %s) from raw.contributions_quarantine", ("%\r\n",)) == [(True,)]
@@ -115,8 +145,10 @@ def _raw_text_kept(fragment: str):
     return check
 
 
-def _failing_value_cut(sql) -> None:
-    assert sql("select max(length(failing_value)) from meta.data_quality_issue") == [(1000,)]
+def _huge_value_described(sql) -> None:
+    """A failing identifier is described, never quoted (a taxpayer id: contribflow/redact.py); the
+    raw line keeps it whole."""
+    assert sql("select failing_value from meta.data_quality_issue") == [(f"[{len(HUGE)} characters: digits]",)]
     assert sql("select length(raw_line) > %s from raw.contributions_quarantine", (len(HUGE),)) == [(True,)]
 
 
@@ -161,6 +193,7 @@ def _lines_after_quoted_newline(sql) -> None:
     assert sql("select source_line from raw.contributions order by 1") == [(2,), (5,)]
 
 
+HEADERLESS = "DEC_20261120_000001,TAXP_63976,2026-11-20,343.3,EUR,INCOME_TAX,DUE,LU"
 HUGE = "9" * (1 << 20)
 CASES = [
     Case("utf8_bom", landed(codecs.BOM_UTF8 + text(row(1), row(2)).encode()), loaded=2),
@@ -180,7 +213,7 @@ CASES = [
     Case("nul_byte", landed(text(row(1), row(2, declaration_id="D\x002"))),
          loaded=1, quarantined=1, reasons={3: "declaration_id"}, check=_raw_text_kept("D\\x002")),
     Case("huge_field", landed(text(row(1), row(2, taxpayer_id=HUGE))),
-         loaded=1, quarantined=1, reasons={3: "taxpayer_id: identifier_too_long"}, check=_failing_value_cut),
+         loaded=1, quarantined=1, reasons={3: "taxpayer_id: identifier_too_long"}, check=_huge_value_described),
     Case("field_over_16_mib", landed(text(row(1), row(2, taxpayer_id=HUGE * 17))),
          refused="field larger than field limit"),
     Case("spreadsheet_formulas", landed(text(
@@ -234,13 +267,27 @@ CASES = [
     Case("reordered_columns", landed(text(*(",".join(reversed(row(n).split(","))) for n in (1, 2)),
                                           header=",".join(reversed(COLUMNS)))), loaded=2),
     Case("blank_lines", landed(text(row(1), "", row(2), "", "")), loaded=2),
+    Case("dates_at_the_calendars_edges", landed(text(
+        row(1, event_date="0001-01-01"), row(2, event_date="9999-12-31"), row(3, event_date="2024-02-29"),
+        row(4, event_date="0000-01-01"), row(5, event_date="2023-02-29"), row(6, event_date="10000-01-01"))),
+         loaded=3, quarantined=3, reasons={5: "event_date: date_in_range ('0000-01-01')",
+                                           6: "event_date: real_calendar_date ('2023-02-29')", 7: "iso_date"},
+         check=_dates_at_the_bounds_load),
+    Case("swapped_columns", landed(text(row(1, amount="TAXP_63976", taxpayer_id="343.3"),
+                                        row(2, status="TAXP_63976"), row(3))),
+         loaded=1, quarantined=2, reasons={2: "amount: amount_is_decimal_number ([10 characters",
+                                           3: "status: accepted_values ([10 characters"},
+         check=_no_taxpayer_id_in_reasons),
+    Case("headerless", landed(text(row(1), header=HEADERLESS)),
+         refused="the first line looks like a data row, not a header (8 values); missing column(s)"),
     Case("empty_file", landed(b""), refused="the file is empty"),
     Case("header_only", landed(text()), check=_quiet_day_warned),
     Case("path_outside_landing", _outside, refused="outside the landing folder", read=False),
     Case("symlink_escaping_landing", _symlink, refused="outside the landing folder", read=False),
     Case("named_for_another_date", _wrong_date, read=False,
          refused="is the file for 2026-11-21, not for the run date 2026-11-20"),
-    Case("file_sent_twice", _resent, already=3),
+    Case("file_sent_twice", _sent_twice, already=3),
+    Case("resent_under_another_name", _resent, already=3, check=_recorded_as_duplicate),
     Case("rows_already_loaded", _overlapping, loaded=1, already=2),
 ]
 
@@ -280,6 +327,7 @@ def test_hostile_file(case: Case, database, sql, tmp_path, monkeypatch, capsys):
         assert code == 1
         [line] = err.strip().splitlines()
         assert case.refused in line and line.startswith("contribflow ingest: error: ")
+        assert "TAXP_63976" not in line  # a headerless file's first row is never quoted
         assert (loaded, quarantine) == (0, {})
         assert status == "FAILED" and case.refused in error
         ledger = sql("select outcome, detail from meta.source_file")

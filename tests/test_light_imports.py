@@ -59,6 +59,14 @@ def test_a_known_file_and_a_refused_one_are_answered_before_pandas(database, sql
     assert details[-1][:2] == (300, 0) and details[-1][2]["rows_already_loaded"] == 300
     assert "already_ingested_by" in details[-1][2]
 
+    # The same content re-sent for the next day: recorded as DUPLICATE, still without pandas.
+    resent = landing / file_name(DAY + dt.timedelta(days=1))
+    resent.write_bytes(path.read_bytes())
+    assert probe("ingest", "--date", (DAY + dt.timedelta(days=1)).isoformat(), "--file", str(resent)) == {
+        "code": 0, "heavy": []}
+    assert sql("select outcome, rows_in, rows_already_in_raw from meta.source_file order by id") == [
+        ("LOADED", 300, 0), ("DUPLICATE", 300, 300)]
+
     misnamed = probe("ingest", "--date", (DAY + dt.timedelta(days=1)).isoformat(), "--file", str(path))
     assert misnamed == {"code": 1, "heavy": []}
 

@@ -29,8 +29,27 @@ def _regex(pattern: str):
 
 
 def _real_date(value: str) -> bool:
-    parsed = pd.to_datetime(pd.Series([value], dtype=object), format="%Y-%m-%d", errors="coerce")
-    return bool(parsed.notna().iloc[0])
+    """YYYY-MM-DD in ASCII digits naming a day of the proleptic Gregorian calendar, by Python's own
+    calendar; year 0000 (before Python's range) is a leap year as 2000 is, 400 years later."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value, re.ASCII):
+        return False
+    year, month, day = int(value[:4]), int(value[5:7]), int(value[8:10])
+    try:
+        dt.date(year or 2000, month, day)
+    except ValueError:
+        return False
+    return True
+
+
+_DATES = contract.BASE.column("event_date")
+
+
+def _in_range(value: str) -> bool:
+    """The contract's bounds, for a value that is a date at all (the other rules report the rest)."""
+    if not _real_date(value):
+        return True
+    return dt.date.fromisoformat(_DATES.earliest) <= dt.date(int(value[:4]) or 1, 1, 1) and (
+        value[:4] != "0000") and dt.date.fromisoformat(value) <= dt.date.fromisoformat(_DATES.latest)
 
 
 def _identifier_rules(max_length: int) -> list[tuple]:
@@ -48,7 +67,8 @@ def _identifier_rules(max_length: int) -> list[tuple]:
 _RULES = {
     "declaration_id": _identifier_rules(64),
     "taxpayer_id": _identifier_rules(64),
-    "event_date": [("iso_date", _regex(contract.ISO_DATE)), ("real_calendar_date", _real_date)],
+    "event_date": [("iso_date", _regex(contract.ISO_DATE)), ("real_calendar_date", _real_date),
+                   ("date_in_range", _in_range)],
     "amount": [
         ("amount_is_decimal_number", _regex(contract.NUMBER)),
         ("amount_not_negative", lambda value: not value.startswith("-")),
@@ -111,8 +131,10 @@ _HOSTILE = {
     "taxpayer_id": ["", "٣٤٥", "T_1", "T" * 33, "T\r", "T\n", "\n", "None", "nan", "TAXP_63976",
                     "Jos\xe9", "\u3000T", "T\u3000", "-1", "T" * 65 + " "],
     "event_date": ["", "2026-02-30", "2024-02-29", "2023-02-29", "2026-13-01", "0000-01-01",
-                   "0001-01-01", "1500-06-01", "9999-12-31", "٢٠٢٦-01-01", "2026-1-01",
-                   "2026-01-01\n", "2026-01-01 ", "20260101", "2026-01-01T00:00"],
+                   "0000-02-29", "0000-02-30", "0001-01-01", "1500-06-01", "1677-09-21", "2262-04-12",
+                   "1900-02-29", "2000-02-29", "9999-12-31", "10000-01-01", "2026-00-10", "2026-04-31",
+                   "٢٠٢٦-01-01", "2026-1-01", "2026-01-01\n", "2026-01-01 ", "20260101",
+                   "2026-01-01T00:00"],
     "amount": ["", "-12.50", "-", "-x", "10.505", "abc", "1e309", "NaN", "inf", "+1.00", " 1.00",
                "1,5", "1234567890123.00", "123456789012.00", "-1234567890123.000", "١.٠٠", "1.",
                ".5", "0", "00.00", "-0", "5\n-5", "-\n", "1" * 5_000, "1.00\x00", '"1.00"'],
