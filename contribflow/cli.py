@@ -17,7 +17,7 @@ import psycopg
 
 from contribflow import __version__, imagemap, logs
 from contribflow.contract import parse_date
-from contribflow.db import refused_login
+from contribflow.db import TRANSIENT_SQLSTATES, transient
 from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
 from contribflow.settings import Settings, SettingsError
 
@@ -341,9 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 EXIT_FAILED = 1
 EXIT_TRANSIENT = 75
-"""EX_TEMPFAIL: the database could not be reached (refused, reset, timed out). The only failure
-Argo's retryStrategy retries (with pick's 76); a data-quality failure, and a login the server
-refuses (wrong password, missing role or database), exit 1 and are never retried."""
+"""EX_TEMPFAIL: a failure a retry may pass: the database could not be reached or the connection was
+lost, or a SQLSTATE of db.TRANSIENT_SQLSTATES (server shutting down or starting, too many
+connections, a serialization failure or deadlock). The only failure Argo's retryStrategy retries
+(with pick's 76); a data-quality failure, a statement timeout, any other database error, and a
+login the server refuses, exit 1 and are never retried."""
 EXIT_LATE = 76
 """The run date's file has not arrived yet and its deadline has not passed: Argo retries pick with
 backoff. After the deadline pick exits 1, "file for D is late"."""
@@ -379,6 +381,21 @@ def _embedded_when_unconfigured(command: str, settings: Settings) -> None:
     os.environ.update(embedded.start(settings.state_dir / "pgdata"))
 
 
+def _database_error(command: str, exc: psycopg.Error) -> int:
+    """One line, and the exit code the SQLSTATE calls for (db.transient; docs/reliability.md)."""
+    state = exc.sqlstate
+    if transient(exc):
+        if state is None or state.startswith("08") or state.startswith("57P"):
+            _stderr(f"contribflow {command}: database error (connection lost?): {_first_line(exc)}")
+        else:
+            _stderr(f"contribflow {command}: database error (SQLSTATE {state}, "
+                    f"{TRANSIENT_SQLSTATES[state].split(' ')[0]}: transient, retried): {_first_line(exc)}")
+        return EXIT_TRANSIENT
+    _stderr(f"contribflow {command}: database error" + (f" (SQLSTATE {state}, not retried)" if state else "")
+            + f": {_first_line(exc)}")
+    return EXIT_FAILED
+
+
 def _stderr(line: str) -> None:
     """A refusal: one line on stderr, or one JSON record with CONTRIBFLOW_LOG_FORMAT=json."""
     if logs.active_format() == "json":
@@ -405,17 +422,10 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         _stderr(f"contribflow {args.command}: error: {exc}")
         return EXIT_TRANSIENT
-    except psycopg.OperationalError as exc:
-        if refused_login(exc):  # e.g. dbt's or a second connection's login, refused by the server
-            _stderr(f"contribflow {args.command}: database error: {_first_line(exc)}")
-            return EXIT_FAILED
-        _stderr(f"contribflow {args.command}: database error (connection lost?): {_first_line(exc)}")
-        return EXIT_TRANSIENT
+    except psycopg.Error as exc:
+        return _database_error(args.command, exc)
     except (StageError, SettingsError, ValueError, RuntimeError) as exc:
         _stderr(f"contribflow {args.command}: error: {exc}")
-        return EXIT_FAILED
-    except psycopg.Error as exc:
-        _stderr(f"contribflow {args.command}: database error: {_first_line(exc)}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         _stderr(f"contribflow {args.command}: interrupted")
