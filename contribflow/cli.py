@@ -17,7 +17,7 @@ import psycopg
 
 from contribflow import __version__, imagemap, logs
 from contribflow.contract import parse_date
-from contribflow.db import TRANSIENT_SQLSTATES, transient
+from contribflow.db import TRANSIENT_SQLSTATES, libpq_env, transient
 from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
 from contribflow.settings import Settings, SettingsError
 
@@ -162,6 +162,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         env = dict(os.environ)
         if not embedded.configured(env):
             env.update(embedded.start(data_dir))
+        env.update(libpq_env(settings.dsn))  # psql reads PG* variables, not CONTRIBFLOW_DSN
         psql = shutil.which("psql") or str(embedded.bin_dir() / "psql")
         sys.stdout.flush()
         os.execvpe(psql, [psql], env)

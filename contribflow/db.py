@@ -54,6 +54,26 @@ def transient(exc: BaseException) -> bool:
     return state.startswith("08") or state in TRANSIENT_SQLSTATES
 
 
+def libpq_env(dsn: str) -> dict[str, str]:
+    """``CONTRIBFLOW_DSN``'s parts as libpq's own variables (PGHOST, PGPORT, PGUSER, PGPASSWORD,
+    PGDATABASE, PGOPTIONS, PGSSLMODE, …), for a program that reads those rather than a connection
+    string: dbt (dbt/profiles.yml) and psql. A part the DSN names overrides the variable, exactly as
+    libpq lets a connection string override the environment; the mapping of keyword to variable is
+    libpq's own (``PQconndefaults``). The few keywords without a variable (keepalives, replication,
+    fallback_application_name) do not choose the server and are left out."""
+    if not dsn:
+        return {}
+    from psycopg import pq
+    from psycopg.conninfo import conninfo_to_dict
+
+    variables = {o.keyword.decode(): o.envvar.decode() for o in pq.Conninfo.get_defaults() if o.envvar}
+    out: dict[str, str] = {}
+    for keyword, value in conninfo_to_dict(dsn).items():
+        if value is not None and keyword in variables:
+            out[variables[keyword]] = str(value)
+    return out
+
+
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     """Connect using libpq's PG* variables (or CONTRIBFLOW_DSN).
 
