@@ -10,11 +10,13 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from contribflow.audit import StepRun
-from contribflow.contract import file_date
+from contribflow.contract import file_date, file_name
 from contribflow.db import connect
 from contribflow.errors import FileRefused
 from contribflow.settings import Settings
@@ -66,28 +68,38 @@ def fingerprint(path: Path) -> FileFacts:
 
 
 def resolve_source(settings: Settings, day: dt.date, path: Path) -> Path:
-    """The file, checked to be a regular file inside the landing folder and named for ``day``."""
+    """``--file``, checked before anything is done: a regular file (not a link, a folder or a FIFO)
+    directly in the landing folder, named exactly ``contributions_YYYYMMDD.csv`` for ``day``."""
     landing = settings.landing_dir.resolve()
-    target = (path if path.is_absolute() else Path.cwd() / path).resolve()
-    if not target.is_relative_to(landing):
-        raise FileRefused(f"{path}: outside the landing folder {landing}; refusing to read it")
-    if not target.is_file():
-        raise FileRefused(f"{path}: no such file in the landing folder")
+    given = path if path.is_absolute() else Path.cwd() / path
+    if given.name != file_name(day):
+        try:
+            named_for = file_date(given)
+        except ValueError as exc:
+            raise FileRefused(f"--file {path}: {exc} (exactly, lower case, the run date's)") from None
+        raise FileRefused(f"--file {path}: {given.name} is the file for {named_for}, not for the run date {day}")
+    if given.parent.resolve() != landing:
+        raise FileRefused(f"--file {path}: outside the landing folder {landing}; refusing to read it")
     try:
-        named_for = file_date(target)
-    except ValueError as exc:
-        raise FileRefused(str(exc)) from None
-    if named_for != day:
-        raise FileRefused(f"{target.name} is the file for {named_for}, not for the run date {day}")
-    return target
+        mode = os.stat(given, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        raise FileRefused(f"--file {path}: no such file in the landing folder") from None
+    except OSError as exc:
+        raise FileRefused(f"--file {path}: cannot be looked at: {exc.strerror}") from None
+    if stat.S_ISLNK(mode):
+        raise FileRefused(f"--file {path}: is a symbolic link; a source file must be a regular file in the "
+                          "landing folder (a link could point outside it, or at another day's file)")
+    if not stat.S_ISREG(mode):
+        raise FileRefused(f"--file {path}: is not a regular file (a folder, FIFO or device)")
+    return landing / given.name
 
 
 
 def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
     """``contribflow ingest``: a known or refused file answered without the data libraries."""
+    source = resolve_source(settings, day, path)  # an argument: refused before any work
     with StepRun(settings, "ingest", day) as step:
         step.source_file = path.name
-        source = resolve_source(settings, day, path)
         facts = fingerprint(source)
         with connect(settings) as conn:
             if facts.problem:  # as contribflow.ingest records it

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Mapping
 
 FORMATS = ("text", "json")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOGGER = "contribflow"
 _SECRET_VARS = ("CONTRIBFLOW_PSEUDONYM_KEY", "PGPASSWORD")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -123,6 +124,9 @@ def setup(step: str, run_id: str, environ: Mapping[str, str] | None = None) -> s
     env = os.environ if environ is None else environ
     fmt = log_format(env)
     level = (env.get("CONTRIBFLOW_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in LEVELS:
+        raise ValueError(f"CONTRIBFLOW_LOG_LEVEL={env.get('CONTRIBFLOW_LOG_LEVEL')!r} must be one of "
+                         f"{', '.join(LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_Context(run_id, step, [env[v] for v in _SECRET_VARS if env.get(v)] + _dsn_password(env)))
     if fmt == "json":
@@ -134,7 +138,7 @@ def setup(step: str, run_id: str, environ: Mapping[str, str] | None = None) -> s
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    root.setLevel(level)
     root.propagate = False
     # the OpenLineage client logs through its own loggers: same handler, warnings and up
     ol = logging.getLogger("openlineage")

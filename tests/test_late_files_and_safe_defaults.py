@@ -115,7 +115,7 @@ def test_generate_never_overwrites_a_different_file_and_rewrites_the_same_bytes_
 
 
 def test_generate_refuses_to_run_at_all_in_production(database, sql, tmp_path):
-    env = dict(os.environ, CONTRIBFLOW_ENV="production")
+    env = dict(os.environ, CONTRIBFLOW_ENV="production", CONTRIBFLOW_PSEUDONYM_KEY="a-production-length-key-" * 2)
     assert cli(["init-db"], env).returncode == 0
     done = cli(["generate", "--date", DAY.isoformat(), "--rows", "50"], env)
     assert done.returncode == 1
