@@ -19,7 +19,7 @@ import psycopg
 from contribflow import __version__, imagemap, logs
 from contribflow.contract import parse_date
 from contribflow.db import TRANSIENT_SQLSTATES, libpq_env, transient
-from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
+from contribflow.errors import DatabaseUnavailable, FileChanged, FileNotYetArrived, StageError
 from contribflow.settings import Settings, SettingsError
 
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
@@ -401,10 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
 EXIT_FAILED = 1
 EXIT_TRANSIENT = 75
 """EX_TEMPFAIL: a failure a retry may pass: the database could not be reached or the connection was
-lost, or a SQLSTATE of db.TRANSIENT_SQLSTATES (server shutting down or starting, too many
-connections, a serialization failure or deadlock). The only failure Argo's retryStrategy retries
-(with pick's 76); a data-quality failure, a statement timeout, any other database error, and a
-login the server refuses, exit 1 and are never retried."""
+lost, a SQLSTATE of db.TRANSIENT_SQLSTATES (server shutting down or starting, too many connections,
+a serialization failure or deadlock), or the source file changed while ingest read it. The only
+failure Argo's retryStrategy retries (with pick's 76); a data-quality failure, a statement timeout,
+any other database error, and a login the server refuses, exit 1 and are never retried."""
 EXIT_LATE = 76
 """The run date's file has not arrived yet and its deadline has not passed: Argo retries pick with
 backoff. After the deadline pick exits 1, "file for D is late"."""
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotYetArrived as exc:
         _stderr(f"contribflow {args.command}: {exc}")
         return EXIT_LATE
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, FileChanged) as exc:
         _stderr(f"contribflow {args.command}: error: {exc}")
         return EXIT_TRANSIENT
     except psycopg.Error as exc:

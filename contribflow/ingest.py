@@ -489,7 +489,9 @@ def _ledger(conn: psycopg.Connection, settings: Settings, day: dt.date, name: st
 
 
 def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Connection,
-                facts: FileFacts | None = None) -> Outcome:
+                facts: FileFacts | None = None, before_commit: Callable[[int], None] | None = None) -> Outcome:
+    """``before_commit(rows_in)``: called once every record was read, before anything is recorded
+    (ledger.checked_fingerprint: the file unchanged while read, its manifest's row count)."""
     facts = facts or fingerprint(path)
     try:
         if facts.problem:
@@ -517,6 +519,8 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
                 preparer.seen.close()
             load.finish()
             outcome = load.outcome
+            if before_commit is not None:
+                before_commit(outcome.rows_in)
             outcome.extra_columns = tuple(name for _, name in preparer.extra)
             if outcome.extra_columns:
                 load.warn(SCHEMA_DRIFT, 1, ", ".join(outcome.extra_columns),
@@ -554,13 +558,14 @@ def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
 
 
 def load_into(step: StepRun, settings: Settings, day: dt.date, source: Path,
-              facts: FileFacts | None = None) -> None:
-    """Ingest ``source`` (already resolved) as ``step``; ``facts``: its fingerprint, if taken."""
+              facts: FileFacts | None = None, before_commit: Callable[[int], None] | None = None) -> None:
+    """Ingest ``source`` (already resolved) as ``step``; ``facts``: its fingerprint, if taken;
+    ``before_commit``: see ingest_file."""
     # pandas and pandera leave ~10^5 long-lived objects: freezing them spares every garbage
     # collection during the load a walk through all of them.
     gc.freeze()
     with connect(settings) as conn:
-        outcome = ingest_file(settings, day, source, conn, facts)
+        outcome = ingest_file(settings, day, source, conn, facts, before_commit)
     step.rows_in, step.rows_loaded, step.rows_rejected = (
         outcome.rows_in, outcome.rows_loaded, outcome.rows_rejected)
     step.details = {

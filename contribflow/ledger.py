@@ -1,20 +1,24 @@
 """The light front of ``contribflow ingest``: the source file resolved and fingerprinted, and the
 ledger (meta.source_file) asked whether it was loaded already — before pandas, pandera or numpy are
 imported (~1 s of a process's start-up). A file already loaded, or refused outright (outside the
-landing folder, misnamed, empty, not UTF-8), is answered here; any other is handed, with its
-fingerprint, to contribflow.ingest, which looks the ledger up again under the raw-writer lock.
+landing folder, misnamed, empty, not UTF-8, not matching its manifest), is answered here; any other
+is handed, with its fingerprint, to contribflow.ingest, which looks the ledger up again under the
+raw-writer lock, and commits only if the file did not change while it was read (completion.py).
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import datetime as dt
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from contribflow import completion
 from contribflow.audit import StepRun
 from contribflow.contract import file_date, file_name
 from contribflow.db import connect
@@ -94,13 +98,41 @@ def resolve_source(settings: Settings, day: dt.date, path: Path) -> Path:
     return landing / given.name
 
 
+def checked_fingerprint(settings: Settings, source: Path) -> tuple[FileFacts, Callable[[int], None]]:
+    """The file's fingerprint, with its completion re-checked (contribflow/completion.py): a problem
+    when it does not match its manifest, and the check ingest runs once it has read every record
+    (``before_commit(rows_in)``): the file unchanged since before the fingerprint (else FileChanged,
+    exit 75), and the manifest's row count."""
+    before = completion.Signature.of(source)
+    facts = fingerprint(source)
+    completion.unchanged(source, before, "while ingest took its fingerprint")
+    try:
+        manifest = completion.for_ingest(settings, source)
+    except completion.ManifestInvalid as exc:
+        return dataclasses.replace(facts, problem=facts.problem or f"{source.name}: {exc}"), _no_check
+    if manifest is not None and facts.problem is None:
+        problem = manifest.content_problem(source.name, facts.sha256, facts.size_bytes)
+        facts = dataclasses.replace(facts, problem=problem)
+
+    def before_commit(rows_in: int) -> None:
+        completion.unchanged(source, before, "while ingest read it")
+        problem = manifest.rows_problem(source.name, rows_in) if manifest is not None else None
+        if problem:
+            raise FileRefused(problem)
+
+    return facts, before_commit
+
+
+def _no_check(rows_in: int) -> None:
+    return None
+
 
 def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
     """``contribflow ingest``: a known or refused file answered without the data libraries."""
     source = resolve_source(settings, day, path)  # an argument: refused before any work
     with StepRun(settings, "ingest", day) as step:
         step.source_file = path.name
-        facts = fingerprint(source)
+        facts, before_commit = checked_fingerprint(settings, source)
         with connect(settings) as conn:
             if facts.problem:  # as contribflow.ingest records it
                 conn.execute(
@@ -117,5 +149,5 @@ def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
             return step
         from contribflow import ingest  # numpy, pandas, pandera: only for a file to load
 
-        ingest.load_into(step, settings, day, source, facts)
+        ingest.load_into(step, settings, day, source, facts, before_commit)
     return step
