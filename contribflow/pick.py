@@ -50,6 +50,8 @@ def _look(settings: Settings, path: Path) -> completion.Verdict | None:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # e.g. a landing folder this user may not search
+        raise FileRefused(f"{path} cannot be looked at: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise FileRefused(f"{path} is {_kind(st.st_mode)}, not a regular file: a source file must be a plain "
                           "file in the landing folder (a link could point anywhere, or at another day's file)")
