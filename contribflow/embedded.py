@@ -16,12 +16,14 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 SELECTORS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE", "CONTRIBFLOW_DSN")
+STOP_WAIT_S = 60.0
 LEFTOVER_WAIT_S = 10.0
 """How long the processes of a dead postmaster get to exit (they notice its death within a second)."""
 
@@ -146,18 +148,38 @@ def start(data_dir: Path) -> dict[str, str]:
 
 
 def stop(data_dir: Path) -> bool:
-    """Stop the server in ``data_dir`` if one runs there."""
+    """Stop the server in ``data_dir`` if one runs there: a fast shutdown (SIGINT to its postmaster,
+    what ``pg_ctl stop -m fast`` sends), waited for. Not through pgserver's handle: in the process
+    that started the server that handle is the one made not to stop it (cleanup_mode None)."""
     data_dir = data_dir.resolve()
     if not (data_dir / "postmaster.pid").exists():
         return False
     with _exclusive(data_dir):
         _clear_stale_pid(data_dir)
-        if not (data_dir / "postmaster.pid").exists():
+        try:
+            pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
             return False  # it had crashed: nothing runs now
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _pgserver().get_server(data_dir, cleanup_mode="stop").cleanup()
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            raise RuntimeError(f"the embedded PostgreSQL in {data_dir} (postmaster {pid}) did not stop within "
+                               f"{STOP_WAIT_S:g}s; its log: {data_dir}/log")
+    _forget(data_dir)
     return True
+
+
+def _forget(data_dir: Path) -> None:
+    """Drop pgserver's handle of a server this process started (stale once it stopped), so that a
+    later start() here starts it again, and its exit hook with it."""
+    import atexit
+
+    with contextlib.suppress(Exception):
+        handle = _pgserver().postgres_server.PostgresServer._instances.pop(data_dir, None)
+        if handle is not None:
+            atexit.unregister(handle._cleanup)
 
 
 def psql_hint(env: dict[str, str]) -> str:

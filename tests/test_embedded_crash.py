@@ -137,3 +137,22 @@ def test_two_runs_at_once_on_one_fresh_data_folder_start_one_server_and_load_the
         rows = conn.execute("select count(*) from raw.contributions").fetchone()[0] + \
             conn.execute("select count(*) from raw.contributions_quarantine").fetchone()[0]
     assert loaded == [("LOADED", 1)] and rows == 300
+
+
+def test_stop_stops_the_server_even_in_the_process_that_started_it_and_start_then_starts_it_again(state):
+    """pgserver's handle in the starting process is made not to stop the server (cleanup_mode None),
+    so stopping through it did nothing: the test session's server outlived its data folder."""
+    data = state / "pgdata"
+    embedded.start(data)
+    first = postmaster(data)
+    assert embedded.stop(data) is True
+    assert not embedded._alive(first) and not (data / "postmaster.pid").exists()
+    assert embedded.stop(data) is False, "nothing runs any more"
+    embedded.start(data)
+    assert postmaster(data) != first and embedded._alive(postmaster(data))
+    assert marker_free(data) == 1
+
+
+def marker_free(data: Path) -> int:
+    with psycopg.connect(host=str(data), user="postgres", dbname="postgres") as conn:
+        return conn.execute("select 1").fetchone()[0]
