@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 
 from contribflow import lineage, logs, redact
-from contribflow.db import connect
+from contribflow.db import connect, transient
 from contribflow.settings import Settings
 
 log = logs.get("step")
@@ -69,7 +68,7 @@ class StepRun:
             self.status = "FAILED"
             self.error = redact.error_text(exc)  # a database error without the values it quotes
             self.error_class = getattr(exc, "error_class", None) or (
-                "transient" if isinstance(exc, psycopg.OperationalError) else None)
+                "transient" if transient(exc) else None)
         try:
             self._conn.execute(
                 """UPDATE meta.etl_run

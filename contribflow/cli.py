@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,26 +18,74 @@ import psycopg
 
 from contribflow import __version__, imagemap, logs
 from contribflow.contract import parse_date
-from contribflow.db import refused_login
-from contribflow.errors import DatabaseUnavailable, FileNotYetArrived, StageError
+from contribflow.db import TRANSIENT_SQLSTATES, libpq_env, transient
+from contribflow.errors import DatabaseUnavailable, FileChanged, FileNotYetArrived, StageError
 from contribflow.settings import Settings, SettingsError
+
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
+_WHOLE = re.compile(r"-?[0-9]+", re.ASCII)
+_DECLARATION = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,64}")
+_REGISTRY = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", re.ASCII)
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
+MAX_ROWS = 100_000_000
+"""generate's --rows bound (generate.MAX_ROWS, not imported: the CLI stays light)."""
+MAX_SEED = 2**32 - 1
+DATE_ARGUMENTS = {"date": "--date", "first": "--from", "last": "--to", "before": "--before",
+                  "date_from": "--from", "date_to": "--to"}
+"""Every date argument of every subcommand (argparse ``dest`` → the flag), each checked against
+CONTRIBFLOW_FUTURE_TOLERANCE_DAYS once the settings are read."""
 
 
 def _date(text: str) -> dt.date:
     try:
         return parse_date(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{exc}; accepted: YYYY-MM-DD, from 1900-01-01 to today "
+                                         "(UTC) + CONTRIBFLOW_FUTURE_TOLERANCE_DAYS") from None
 
 
 def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
+    """A share from 0 to 1, written as a plain decimal (``0.01``; not ``nan``, ``1e-2`` or ``.5``)."""
+    if not _DECIMAL.fullmatch(text) or not 0.0 <= float(text) <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal from 0 to 1 (e.g. 0.01)")
+    return float(text)
+
+
+def _whole(low: int, high: int):
+    def parse(text: str) -> int:
+        if not _WHOLE.fullmatch(text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+        return int(text)
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _new_file(text: str) -> Path:
+    """A file to write: not an existing folder, FIFO or device, in a folder that can exist."""
+    path = Path(text)
+    if not text or text != text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file path (empty, or spaces around it)")
+    if path.exists() and not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a regular file (a folder, FIFO or device)")
+    return path
+
+
+def _declaration(text: str) -> str:
+    if not _DECLARATION.fullmatch(text) or text != text.strip():
+        raise argparse.ArgumentTypeError("a declaration id is 1 to 64 characters, no control character, "
+                                         "no surrounding spaces")
+    return text
+
+
+def _matching(pattern: re.Pattern[str], what: str):
+    def parse(text: str) -> str:
+        if not pattern.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"{text[:80]!r} is not {what}")
+        return text
+
+    parse.__name__ = what
+    return parse
 
 
 def _today() -> dt.date:
@@ -173,6 +222,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         env = dict(os.environ)
         if not embedded.configured(env):
             env.update(embedded.start(data_dir))
+        env.update(libpq_env(settings.dsn))  # psql reads PG* variables, not CONTRIBFLOW_DSN
         psql = shutil.which("psql") or str(embedded.bin_dir() / "psql")
         sys.stdout.flush()
         os.execvpe(psql, [psql], env)
@@ -259,30 +309,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     stage("init-db", cmd_init_db, "apply the raw/meta migrations (idempotent)", date_required=False)
     p = stage("generate", cmd_generate, "write the synthetic source file for a date")
-    p.add_argument("--rows", type=int, default=10_000, help="data rows (default 10000)")
-    p.add_argument("--seed", type=int, default=42, help="same date and seed, same bytes (default 42)")
-    p.add_argument("--defect-rate", type=_share, default=0.0, help="share of rows given a defect (0-1)")
-    p.add_argument("--out", type=Path, default=None, help="write here instead of the landing folder")
+    p.add_argument("--rows", type=_whole(1, MAX_ROWS), default=10_000,
+                   help=f"data rows, 1 to {MAX_ROWS} (default 10000)")
+    p.add_argument("--seed", type=_whole(0, MAX_SEED), default=42,
+                   help=f"0 to {MAX_SEED}; same date and seed, same bytes (default 42)")
+    p.add_argument("--defect-rate", type=_share, default=0.0, help="share of rows given a defect, 0 to 1")
+    p.add_argument("--out", type=_new_file, default=None, help="write here instead of the landing folder")
     p = stage("pick", cmd_pick, "find the source file for the run date in the landing folder; exit 76 while "
                                 "it has not arrived and CONTRIBFLOW_LATE_DEADLINE_S has not passed")
     p.add_argument("--wait", action="store_true",
                    help="poll (every CONTRIBFLOW_LATE_POLL_S) until the file arrives or the deadline passes")
     p = stage("ingest", cmd_ingest, "validate a source file and load it into raw")
-    p.add_argument("--file", type=Path, required=True, help="the source file (inside the landing folder)")
+    p.add_argument("--file", type=Path, required=True,
+                   help="the source file: a regular file directly in the landing folder, named "
+                        "contributions_YYYYMMDD.csv for --date (no link, folder or FIFO)")
     p = stage("dbt-build", _dbt("build"), "build the dbt staging views and the day's marts into marts_build "
                                           "(analysts cannot read it; publish moves them to marts)")
     p.add_argument("--full-refresh", action="store_true", help="rebuild the fact delta from all of history")
     stage("dbt-test", _dbt("test"), "run every dbt test against the build, and check source freshness")
     stage("publish", cmd_publish, "publish the tested build to marts, all marts in one transaction")
     p = stage("finish", cmd_finish, "exit handler: record the run's outcome")
-    p.add_argument("--status", required=True, help="the workflow's status (Succeeded, Failed, Error)")
+    p.add_argument("--status", required=True, choices=("Succeeded", "Failed", "Error"),
+                   help="the workflow's status, as Argo's {{workflow.status}} says it")
 
     p = sub.add_parser("run", help="run the whole stage graph locally for a date",
                        description="Run every stage for a date, in dependency order, through this CLI. "
                                    "Without PG* variables, an embedded PostgreSQL is started.")
     p.add_argument("--date", type=_date, default=_today(), help="logical date (default: today, UTC)")
-    p.add_argument("--rows", type=int, default=10_000, help="rows to generate (default 10000)")
-    p.add_argument("--defect-rate", type=_share, default=0.01, help="share of defective rows (default 0.01)")
+    p.add_argument("--rows", type=_whole(1, MAX_ROWS), default=10_000,
+                   help=f"rows to generate, 1 to {MAX_ROWS} (default 10000)")
+    p.add_argument("--defect-rate", type=_share, default=0.01, help="share of defective rows, 0 to 1 (default 0.01)")
     p.add_argument("--no-generate", action="store_true", help="use the file already in the landing folder")
     p.set_defaults(handler=cmd_run)
 
@@ -301,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evidence pack: first run date of the period, YYYY-MM-DD")
     p.add_argument("--to", dest="last", type=_date, default=None,
                    help="evidence pack: last run date (included), YYYY-MM-DD")
-    p.add_argument("--html", type=Path, default=None,
+    p.add_argument("--html", type=_new_file, default=None,
                    help="evidence pack: write one self-contained HTML file here (no network, inline CSS/SVG)")
     p.set_defaults(handler=cmd_audit)
 
@@ -321,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "workflow/task/pod that loaded it, the quality checks of each file, "
                                    "and the dbt tests of the build analysts see. Needs the auditor role.")
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--declaration", help="a declaration id, e.g. DEC_20261101_000001")
+    who.add_argument("--declaration", type=_declaration, help="a declaration id, e.g. DEC_20261101_000001")
     who.add_argument("--taxpayer-key", type=_taxpayer_key,
                      help="a pseudonymous taxpayer key (64 hex, as in marts), never a raw taxpayer id")
     p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
@@ -334,8 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_contract)
 
     p = sub.add_parser("images", help="the image map: name, Dockerfile, repository:tag")
-    p.add_argument("--registry", default=imagemap.DEFAULT_REGISTRY, help="image registry prefix")
-    p.add_argument("--tag", default=__version__, help="image tag (default: the package version)")
+    p.add_argument("--registry", type=_matching(_REGISTRY, "an image registry prefix (host[:port]/path, "
+                                                          "lower case)"),
+                   default=imagemap.DEFAULT_REGISTRY, help="image registry prefix")
+    p.add_argument("--tag", type=_matching(_TAG, "an image tag (1 to 128 letters, digits, '_', '.', '-')"),
+                   default=__version__, help="image tag (default: the package version)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=cmd_images)
 
@@ -352,9 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 EXIT_FAILED = 1
 EXIT_TRANSIENT = 75
-"""EX_TEMPFAIL: the database could not be reached (refused, reset, timed out). The only failure
-Argo's retryStrategy retries (with pick's 76); a data-quality failure, and a login the server
-refuses (wrong password, missing role or database), exit 1 and are never retried."""
+"""EX_TEMPFAIL: a failure a retry may pass: the database could not be reached or the connection was
+lost, a SQLSTATE of db.TRANSIENT_SQLSTATES (server shutting down or starting, too many connections,
+a serialization failure or deadlock), or the source file changed while ingest read it. The only
+failure Argo's retryStrategy retries (with pick's 76); a data-quality failure, a statement timeout,
+any other database error, and a login the server refuses, exit 1 and are never retried."""
 EXIT_LATE = 76
 """The run date's file has not arrived yet and its deadline has not passed: Argo retries pick with
 backoff. After the deadline pick exits 1, "file for D is late"."""
@@ -391,6 +452,32 @@ def _embedded_when_unconfigured(command: str, settings: Settings) -> None:
     os.environ.update(embedded.start(settings.state_dir / "pgdata"))
 
 
+def _check_dates(args: argparse.Namespace, settings: Settings) -> None:
+    """Every date argument at most CONTRIBFLOW_FUTURE_TOLERANCE_DAYS after today (UTC): a run date
+    in the future would load a file as a day that has not happened, and shadow later corrections."""
+    latest = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=settings.future_tolerance_days)
+    for dest, flag in DATE_ARGUMENTS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, dt.date) and value > latest:
+            raise SettingsError(f"{flag} {value} is after {latest}: today (UTC) + CONTRIBFLOW_FUTURE_TOLERANCE_DAYS="
+                                f"{settings.future_tolerance_days}; accepted: YYYY-MM-DD from 1900-01-01 to {latest}")
+
+
+def _database_error(command: str, exc: psycopg.Error) -> int:
+    """One line, and the exit code the SQLSTATE calls for (db.transient; docs/reliability.md)."""
+    state = exc.sqlstate
+    if transient(exc):
+        if state is None or state.startswith("08") or state.startswith("57P"):
+            _stderr(f"contribflow {command}: database error (connection lost?): {_first_line(exc)}")
+        else:
+            _stderr(f"contribflow {command}: database error (SQLSTATE {state}, "
+                    f"{TRANSIENT_SQLSTATES[state].split(' ')[0]}: transient, retried): {_first_line(exc)}")
+        return EXIT_TRANSIENT
+    _stderr(f"contribflow {command}: database error" + (f" (SQLSTATE {state}, not retried)" if state else "")
+            + f": {_first_line(exc)}")
+    return EXIT_FAILED
+
+
 def _stderr(line: str) -> None:
     """A refusal: one line on stderr, or one JSON record with CONTRIBFLOW_LOG_FORMAT=json."""
     if logs.active_format() == "json":
@@ -405,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(args.command, os.environ.get("CONTRIBFLOW_RUN_ID", ""))
         settings = Settings.from_env()
         logs.setup(args.command, settings.run_id)
+        _check_dates(args, settings)
         _embedded_when_unconfigured(args.command, settings)
         code = args.handler(args, settings)
         sys.stdout.flush()
@@ -414,20 +502,13 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotYetArrived as exc:
         _stderr(f"contribflow {args.command}: {exc}")
         return EXIT_LATE
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, FileChanged) as exc:
         _stderr(f"contribflow {args.command}: error: {exc}")
         return EXIT_TRANSIENT
-    except psycopg.OperationalError as exc:
-        if refused_login(exc):  # e.g. dbt's or a second connection's login, refused by the server
-            _stderr(f"contribflow {args.command}: database error: {_first_line(exc)}")
-            return EXIT_FAILED
-        _stderr(f"contribflow {args.command}: database error (connection lost?): {_first_line(exc)}")
-        return EXIT_TRANSIENT
+    except psycopg.Error as exc:
+        return _database_error(args.command, exc)
     except (StageError, SettingsError, ValueError, RuntimeError) as exc:
         _stderr(f"contribflow {args.command}: error: {exc}")
-        return EXIT_FAILED
-    except psycopg.Error as exc:
-        _stderr(f"contribflow {args.command}: database error: {_first_line(exc)}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         _stderr(f"contribflow {args.command}: interrupted")

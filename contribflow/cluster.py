@@ -78,8 +78,22 @@ def parse_params(items: Iterable[str]) -> dict[str, str]:
             raise ClusterError(f"--param {item!r} is not of the form name=value")
         if key == "run-date":
             raise ClusterError("--param run-date is not allowed: give the date with --date (or --from/--to)")
+        pattern, what = PARAM_VALUES.get(key, (None, ""))
+        if pattern is not None and not pattern.fullmatch(value) or (key == "defect-rate" and float(value) > 1) \
+                or (key == "rows" and not 1 <= int(value) <= 100_000_000):
+            raise ClusterError(f"--param {key}={value[:80]!r}: the value must be {what}")
         params[key] = value
     return params
+
+
+PARAM_VALUES = {
+    "rows": (re.compile(r"[0-9]+", re.ASCII), "a whole number from 1 to 100000000"),
+    "defect-rate": (re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII), "a decimal from 0 to 1"),
+    "generate": (re.compile(r"true|false"), "true or false"),
+}
+"""The daily template's parameters besides run-date (contribflow.graph.PARAMETERS), and what the
+stages accept for each: refused here rather than in a pod. Which names the installed template
+declares is checked against the template itself (Cluster.submit)."""
 
 
 def workflow_body(run_date: str, params: dict[str, str], template: str = k8s.WORKFLOW_TEMPLATE) -> dict[str, Any]:
@@ -296,17 +310,65 @@ def _identity(config: Any, kubeconfig: str | None, context: str | None) -> str:
 # --- the CLI: `contribflow submit | backfill | wait` -------------------------------------------------
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", re.ASCII)
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
+
+
+def _argument(check: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse type: ``check(text)`` or a refusal naming what is accepted."""
+    import argparse
+
+    def parse(text: str) -> Any:
+        try:
+            return check(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:80]!r} is not {what}") from None
+
+    parse.__name__ = what
+    return parse
+
+
+def _matched(pattern: re.Pattern[str]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if not pattern.fullmatch(text):
+            raise ValueError(text)
+        return text
+    return check
+
+
+def _bounded(low: float, high: float, integer: bool = False) -> Callable[[str], Any]:
+    def check(text: str) -> Any:
+        if not _SECONDS.fullmatch(text) or (integer and "." in text) or not low <= float(text) <= high:
+            raise ValueError(text)
+        return int(text) if integer else float(text)
+    return check
+
+
+def _not_a_folder(text: str) -> str:
+    """A path that is not a folder, FIFO or device (a missing kubeconfig is Cluster.connect's to name)."""
+    import os.path
+
+    if not text or (os.path.exists(text) and not os.path.isfile(text)):
+        raise ValueError(text)
+    return text
+
+
 def add_commands(sub: Any, date_type: Callable[[str], dt.date]) -> None:
     """Register the cluster subcommands on the main parser's subparsers."""
 
     def common(p: Any) -> None:
-        p.add_argument("--namespace", "-n", default=k8s.NAMESPACE, help=f"namespace (default {k8s.NAMESPACE})")
-        p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+        p.add_argument("--namespace", "-n", default=k8s.NAMESPACE, help=f"namespace (default {k8s.NAMESPACE})",
+                       type=_argument(_matched(_DNS_LABEL), "a namespace (a DNS label: a-z, 0-9, '-', at most 63)"))
+        p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)",
+                       type=_argument(_not_a_folder, "a kubeconfig file (a regular file, not a folder)"))
         p.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
-        p.add_argument("--poll", type=float, default=5.0, help="seconds between status reads (default 5)")
+        p.add_argument("--poll", type=_argument(_bounded(0.01, 600), "a number of seconds from 0.01 to 600"),
+                       default=5.0, help="seconds between status reads, 0.01 to 600 (default 5)")
 
     def timeout(p: Any, default: float) -> None:
-        p.add_argument("--timeout", type=float, default=default, help=f"seconds to wait (default {default:g})")
+        p.add_argument("--timeout", type=_argument(_bounded(0, 7 * 86_400), "a number of seconds from 0 to 604800"),
+                       default=default, help=f"seconds to wait, 0 to 604800 (default {default:g})")
 
     p = sub.add_parser("submit", help="create a Workflow from the WorkflowTemplate for a date (Kubernetes API)",
                        description=f"Create a Workflow from workflowtemplate/{k8s.WORKFLOW_TEMPLATE} with run-date "
@@ -328,14 +390,16 @@ def add_commands(sub: Any, date_type: Callable[[str], dt.date]) -> None:
                    help="first date, YYYY-MM-DD")
     p.add_argument("--to", dest="date_to", metavar="DATE", type=date_type, required=True,
                    help="last date (included), YYYY-MM-DD")
-    p.add_argument("--parallel", type=int, default=2, help="runs in flight at once (default 2)")
+    p.add_argument("--parallel", type=_argument(_bounded(1, 50, integer=True), "a whole number from 1 to 50"),
+                   default=2, help="runs in flight at once, 1 to 50 (default 2)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="another template parameter")
     common(p)
     timeout(p, 6 * 3600)
     p.set_defaults(handler=cmd_backfill)
 
     p = sub.add_parser("wait", help="follow a Workflow until it finishes; exit 1 unless it succeeded")
-    p.add_argument("run", metavar="RUN", help="the Workflow's name (as printed by submit)")
+    p.add_argument("run", metavar="RUN", help="the Workflow's name (as printed by submit)",
+                   type=_argument(_matched(_DNS_NAME), "a Workflow name (a-z, 0-9, '-', '.', at most 253)"))
     common(p)
     timeout(p, 3600)
     p.set_defaults(handler=cmd_wait)
@@ -346,8 +410,9 @@ def _connect(args: Any) -> Cluster:
 
 
 def cmd_submit(args: Any, settings: Any = None) -> int:
+    params = parse_params(args.param)
     cluster = _connect(args)
-    run = cluster.submit(args.date, parse_params(args.param))
+    run = cluster.submit(args.date, params)
     _stderr(f"created workflow {run.name} (uid {run.uid}) from workflowtemplate/{k8s.WORKFLOW_TEMPLATE} "
             f"with run-date={run.run_date} in namespace {run.namespace}")
     if args.wait:

@@ -245,7 +245,11 @@ NUMBER = r"^-?\d+(\.\d+)?$"
 AMOUNT = BASE.column("amount").amount_regex
 """≥ 0, at most 2 decimals, fits numeric(14,2)."""
 
-FILE_NAME = re.compile(r"^contributions_(\d{8})\.csv$")
+FILE_NAME = re.compile(r"contributions_([0-9]{8})\.csv", re.ASCII)
+"""The whole name (``fullmatch``): ASCII digits, lower case, nothing before or after (no space or newline)."""
+RUN_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+EARLIEST_RUN_DATE = dt.date(1900, 1, 1)
+"""Run dates before it are typos (0206 for 2026), and would overflow date arithmetic near year 1."""
 
 
 def file_name(day: dt.date) -> str:
@@ -254,7 +258,7 @@ def file_name(day: dt.date) -> str:
 
 def file_date(path: Path) -> dt.date:
     """The logical date a source file is for, from its name."""
-    match = FILE_NAME.match(path.name)
+    match = FILE_NAME.fullmatch(path.name)
     if not match:
         raise ValueError(f"{path.name!r} is not named contributions_YYYYMMDD.csv")
     try:
@@ -264,8 +268,14 @@ def file_date(path: Path) -> dt.date:
 
 
 def parse_date(text: str) -> dt.date:
-    """A run date given on the command line."""
+    """A run date given on the command line: ``YYYY-MM-DD`` only (``date.fromisoformat`` alone would
+    also take ``20261101`` and ``2026-W45-1``), a real calendar date, not before EARLIEST_RUN_DATE."""
+    if not RUN_DATE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a date written YYYY-MM-DD")
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"run date {text!r} is not an ISO date (YYYY-MM-DD)") from None
+        raise ValueError(f"{text!r} is not a calendar date (YYYY-MM-DD)") from None
+    if day < EARLIEST_RUN_DATE:
+        raise ValueError(f"{text} is before {EARLIEST_RUN_DATE} (a typo in the year?)")
+    return day

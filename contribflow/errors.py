@@ -31,3 +31,15 @@ class FileLate(StageError):
     """The run date's source file did not arrive before the deadline: "file for D is late"."""
 
     error_class = "late"
+
+
+class FileNotYetComplete(FileNotYetArrived):
+    """The run date's file is there but not complete yet (no control file or manifest, or still
+    changing within the stability window): waited for exactly as a file that has not arrived."""
+
+
+class FileChanged(StageError):
+    """The source file changed while ingest read it, or lost its completion signal after pick: nothing
+    is committed, and the step is retried (exit 75) once the file is complete again."""
+
+    error_class = "transient"

@@ -2,7 +2,9 @@
 
 It stands in for the source system, so it writes exactly what that system's export (pandas'
 ``to_csv``) writes: ids like ``DEC_20260112_000001`` and ``TAXP_63976``, and each amount as pandas
-prints a float rounded to cents (``343.3``, ``461.26``, ``0.0``, ``12.0``).
+prints a float rounded to cents (``343.3``, ``461.26``, ``0.0``, ``12.0``); and it delivers the file
+as a well-behaved source does: renamed into place whole, then its manifest (contribflow/completion.py),
+so pick need not wait out a stability window.
 
 Each declaration is a pure function of (seed, day, index), so a later day can re-send an earlier
 declaration with a new status (DUE → PAID) exactly as the source system would.
@@ -13,11 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import filecmp
 import hashlib
+import itertools
 import os
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from contribflow import completion
 from contribflow.audit import StepRun
 from contribflow.contract import COLUMNS, CONTRIBUTION_TYPES, COUNTRIES, file_name
 from contribflow.errors import StageError
@@ -95,8 +99,9 @@ def rows_for(day: dt.date, rows: int, seed: int = 42, defect_rate: float = 0.0) 
         yield row
 
 
-def write_file(path: Path, rows: Iterable[list[str]]) -> int:
-    """Write atomically (a reader never sees half a file); return the number of data rows.
+def write_file(path: Path, rows: Iterable[list[str]], manifest: bool = True) -> int:
+    """Write atomically (a reader never sees half a file), then its manifest (completion.py), as a
+    well-behaved source does; return the number of data rows.
 
     An existing file is never replaced: the same bytes again are fine (a re-run), different bytes
     are refused, so generate cannot overwrite a file the source system dropped.
@@ -105,13 +110,18 @@ def write_file(path: Path, rows: Iterable[list[str]]) -> int:
     succeed (the last rename wins, with the same bytes) instead of one renaming the other's file.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    count = 0
+    count = size = 0
+    digest = hashlib.sha256()
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(",".join(COLUMNS) + "\n")
-            for row in rows:
-                fh.write(",".join(row) + "\n")
-                count += 1
+        with open(tmp, "wb") as fh:
+            lines = itertools.chain([COLUMNS], rows)
+            while batch := list(itertools.islice(lines, _BATCH_ROWS)):
+                data = "".join(",".join(line) + "\n" for line in batch).encode("utf-8")
+                digest.update(data)
+                fh.write(data)
+                size += len(data)
+                count += len(batch)
+        count -= 1  # the header
         try:
             os.link(tmp, path)  # atomic, and never replaces a file that is already there
         except FileExistsError:
@@ -121,13 +131,20 @@ def write_file(path: Path, rows: Iterable[list[str]]) -> int:
                                  "move it away first if it really is to be replaced") from None
     finally:
         tmp.unlink(missing_ok=True)
+    if manifest:
+        completion.write_manifest(path, count, digest.hexdigest(), size)
     return count
+
+
+_BATCH_ROWS = 10_000
+MAX_ROWS = 100_000_000
+"""More is a typo (about 8 GB of CSV); the benchmark's largest case is 10 million."""
 
 
 def run(settings: Settings, day: dt.date, rows: int, seed: int, defect_rate: float,
         out: Path | None = None) -> StepRun:
-    if rows < 1:
-        raise ValueError(f"--rows must be at least 1 (got {rows})")
+    if not 1 <= rows <= MAX_ROWS:
+        raise ValueError(f"--rows must be from 1 to {MAX_ROWS} (got {rows})")
     if not 0.0 <= defect_rate <= 1.0:
         raise ValueError(f"--defect-rate must be between 0 and 1 (got {defect_rate})")
     if settings.environment == PRODUCTION:

@@ -69,7 +69,7 @@ STAGES: tuple[Stage, ...] = (
         image="ingest",
         args=("--date", "{param:run-date}"),
         depends=("generate",),
-        outputs=("file", "error_class"),
+        outputs=("file", "error_class", "completion"),
         needs_landing=True,
         waits_for_file=True,
     ),

@@ -678,7 +678,9 @@ def _refusal(settings: Settings, outcome: Outcome) -> str | None:
 
 
 def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Connection,
-                facts: FileFacts | None = None) -> Outcome:
+                facts: FileFacts | None = None, before_commit: Callable[[int], None] | None = None) -> Outcome:
+    """``before_commit(rows_in)``: called once every record was read, before anything is recorded
+    (ledger.checked_fingerprint: the file unchanged while read, its manifest's row count)."""
     facts = facts or fingerprint(path)
     try:
         if facts.problem:
@@ -703,6 +705,8 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
                 preparer.seen.close()
             load.finish()
             outcome = load.outcome
+            if before_commit is not None:
+                before_commit(outcome.rows_in)
             outcome.extra_columns = tuple(name for _, name in preparer.extra)
             if outcome.extra_columns:
                 outcome.extra_shown = tuple(redact.header_name(name, settings.contract, position + 1, quote=False)
@@ -742,13 +746,14 @@ def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
 
 
 def load_into(step: StepRun, settings: Settings, day: dt.date, source: Path,
-              facts: FileFacts | None = None) -> None:
-    """Ingest ``source`` (already resolved) as ``step``; ``facts``: its fingerprint, if taken."""
+              facts: FileFacts | None = None, before_commit: Callable[[int], None] | None = None) -> None:
+    """Ingest ``source`` (already resolved) as ``step``; ``facts``: its fingerprint, if taken;
+    ``before_commit``: see ingest_file."""
     # pandas and pandera leave ~10^5 long-lived objects: freezing them spares every garbage
     # collection during the load a walk through all of them.
     gc.freeze()
     with connect(settings) as conn:
-        outcome = ingest_file(settings, day, source, conn, facts)
+        outcome = ingest_file(settings, day, source, conn, facts, before_commit)
     if outcome.earlier is not None:
         ledger.report_earlier(step, day, source.name, outcome.earlier)
         return

@@ -1,8 +1,9 @@
 """The light front of ``contribflow ingest``: the source file resolved and fingerprinted, and the
 ledger (meta.source_file) asked whether it was loaded already — before pandas, pandera or numpy are
 imported (~1 s of a process's start-up). A file already loaded, or refused outright (outside the
-landing folder, misnamed, empty, not UTF-8), is answered here; any other is handed, with its
-fingerprint, to contribflow.ingest, which looks the ledger up again under the raw-writer lock.
+landing folder, misnamed, empty, not UTF-8, not matching its manifest), is answered here; any other
+is handed, with its fingerprint, to contribflow.ingest, which looks the ledger up again under the
+raw-writer lock, and commits only if the file did not change while it was read (completion.py).
 
 The ledger's counts add up for every outcome: ``rows_in = rows_loaded + rows_already_in_raw +
 rows_rejected + rows_withheld`` (a CHECK of migration 0011). ``rows_loaded`` are the rows this
@@ -20,15 +21,20 @@ its own date as DUPLICATE, with a warning (meta.data_quality_issue ``resent_file
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import datetime as dt
 import hashlib
+import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from contribflow import completion
 from contribflow.audit import StepRun
-from contribflow.contract import file_date
+from contribflow.contract import file_date, file_name
 from contribflow.db import connect
 from contribflow.errors import FileRefused
 from contribflow.settings import Settings
@@ -197,29 +203,67 @@ def fingerprint(path: Path) -> FileFacts:
 
 
 def resolve_source(settings: Settings, day: dt.date, path: Path) -> Path:
-    """The file, checked to be a regular file inside the landing folder and named for ``day``."""
+    """``--file``, checked before anything is done: a regular file (not a link, a folder or a FIFO)
+    directly in the landing folder, named exactly ``contributions_YYYYMMDD.csv`` for ``day``."""
     landing = settings.landing_dir.resolve()
-    target = (path if path.is_absolute() else Path.cwd() / path).resolve()
-    if not target.is_relative_to(landing):
-        raise FileRefused(f"{path}: outside the landing folder {landing}; refusing to read it")
-    if not target.is_file():
-        raise FileRefused(f"{path}: no such file in the landing folder")
+    given = path if path.is_absolute() else Path.cwd() / path
+    if given.name != file_name(day):
+        try:
+            named_for = file_date(given)
+        except ValueError as exc:
+            raise FileRefused(f"--file {path}: {exc} (exactly, lower case, the run date's)") from None
+        raise FileRefused(f"--file {path}: {given.name} is the file for {named_for}, not for the run date {day}")
+    if given.parent.resolve() != landing:
+        raise FileRefused(f"--file {path}: outside the landing folder {landing}; refusing to read it")
     try:
-        named_for = file_date(target)
-    except ValueError as exc:
-        raise FileRefused(str(exc)) from None
-    if named_for != day:
-        raise FileRefused(f"{target.name} is the file for {named_for}, not for the run date {day}")
-    return target
+        mode = os.stat(given, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        raise FileRefused(f"--file {path}: no such file in the landing folder") from None
+    except OSError as exc:
+        raise FileRefused(f"--file {path}: cannot be looked at: {exc.strerror}") from None
+    if stat.S_ISLNK(mode):
+        raise FileRefused(f"--file {path}: is a symbolic link; a source file must be a regular file in the "
+                          "landing folder (a link could point outside it, or at another day's file)")
+    if not stat.S_ISREG(mode):
+        raise FileRefused(f"--file {path}: is not a regular file (a folder, FIFO or device)")
+    return landing / given.name
 
+
+def checked_fingerprint(settings: Settings, source: Path) -> tuple[FileFacts, Callable[[int], None]]:
+    """The file's fingerprint, with its completion re-checked (contribflow/completion.py): a problem
+    when it does not match its manifest, and the check ingest runs once it has read every record
+    (``before_commit(rows_in)``): the file unchanged since before the fingerprint (else FileChanged,
+    exit 75), and the manifest's row count."""
+    before = completion.Signature.of(source)
+    facts = fingerprint(source)
+    completion.unchanged(source, before, "while ingest took its fingerprint")
+    try:
+        manifest = completion.for_ingest(settings, source)
+    except completion.ManifestInvalid as exc:
+        return dataclasses.replace(facts, problem=facts.problem or f"{source.name}: {exc}"), _no_check
+    if manifest is not None and facts.problem is None:
+        problem = manifest.content_problem(source.name, facts.sha256, facts.size_bytes)
+        facts = dataclasses.replace(facts, problem=problem)
+
+    def before_commit(rows_in: int) -> None:
+        completion.unchanged(source, before, "while ingest read it")
+        problem = manifest.rows_problem(source.name, rows_in) if manifest is not None else None
+        if problem:
+            raise FileRefused(problem)
+
+    return facts, before_commit
+
+
+def _no_check(rows_in: int) -> None:
+    return None
 
 
 def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
     """``contribflow ingest``: a known or refused file answered without the data libraries."""
+    source = resolve_source(settings, day, path)  # an argument: refused before any work
     with StepRun(settings, "ingest", day) as step:
         step.source_file = path.name
-        source = resolve_source(settings, day, path)
-        facts = fingerprint(source)
+        facts, before_commit = checked_fingerprint(settings, source)
         with connect(settings) as conn:
             if facts.problem:  # as contribflow.ingest records it
                 record(conn, settings, day, source.name, facts, None, "REFUSED", facts.problem)
@@ -240,5 +284,5 @@ def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
             return step
         from contribflow import ingest  # numpy, pandas, pandera: only for a file to load
 
-        ingest.load_into(step, settings, day, source, facts)
+        ingest.load_into(step, settings, day, source, facts, before_commit)
     return step

@@ -8,8 +8,9 @@ In text mode a record is printed as its message alone, so the CLI's lines read a
 the step lifecycle records (``step started``/``step finished``) are JSON-only, because in text mode
 the CLI's own summary line (stdout) or refusal line (stderr) already says how the step ended.
 
-No secret reaches a record: the values of the pseudonymisation key and the database password, when
-set, are replaced by ``***`` in every message and field before it is written.
+No secret reaches a record: the values of the pseudonymisation key and the database password (PGPASSWORD,
+or the one inside CONTRIBFLOW_DSN), when set, are replaced by ``***`` in every message and field before
+it is written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Mapping
 
 FORMATS = ("text", "json")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOGGER = "contribflow"
 _SECRET_VARS = ("CONTRIBFLOW_PSEUDONYM_KEY", "PGPASSWORD")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -103,14 +105,30 @@ def log_format(environ: Mapping[str, str] | None = None) -> str:
     return value
 
 
+def _dsn_password(env: Mapping[str, str]) -> list[str]:
+    """The password inside CONTRIBFLOW_DSN, if it holds one: masked like PGPASSWORD."""
+    if not env.get("CONTRIBFLOW_DSN"):
+        return []
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = conninfo_to_dict(env["CONTRIBFLOW_DSN"]).get("password")
+    except Exception:  # an unparsable DSN is refused by settings.py, without repeating it
+        return []
+    return [str(password)] if password else []
+
+
 def setup(step: str, run_id: str, environ: Mapping[str, str] | None = None) -> str:
     """Configure the ``contribflow`` logger for this process; returns the format in force."""
     global _ACTIVE
     env = os.environ if environ is None else environ
     fmt = log_format(env)
     level = (env.get("CONTRIBFLOW_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in LEVELS:
+        raise ValueError(f"CONTRIBFLOW_LOG_LEVEL={env.get('CONTRIBFLOW_LOG_LEVEL')!r} must be one of "
+                         f"{', '.join(LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_Context(run_id, step, [env[v] for v in _SECRET_VARS if env.get(v)]))
+    handler.addFilter(_Context(run_id, step, [env[v] for v in _SECRET_VARS if env.get(v)] + _dsn_password(env)))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -120,7 +138,7 @@ def setup(step: str, run_id: str, environ: Mapping[str, str] | None = None) -> s
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    root.setLevel(level)
     root.propagate = False
     # the OpenLineage client logs through its own loggers: same handler, warnings and up
     ol = logging.getLogger("openlineage")

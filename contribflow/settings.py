@@ -2,12 +2,21 @@
 
 Connections use libpq's own ``PG*`` variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE…),
 so psycopg, dbt and psql all agree on the server without ContribFlow re-exporting anything.
-``CONTRIBFLOW_DSN`` may replace them with one connection string.
+``CONTRIBFLOW_DSN`` may replace them with one connection string (dbt gets its parts as PG*
+variables: contribflow/db.py ``libpq_env``).
+
+Every setting is checked when it is read, before a stage does any work: a value outside its format
+or range is refused with a message naming the variable, the value and what is accepted. Numbers
+are plain decimals (``1.5``, ``1e-05`` as Helm writes small floats), never ``nan``, ``inf``, ``0x10``
+or ``1_000``; enumerations are exact (``production``, not ``prod`` or ``Production``). An empty
+variable means "unset" (the default), as a ConfigMap may render it.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -17,33 +26,157 @@ from contribflow import contract
 
 DEV_PSEUDONYM_KEY = "DEV-ONLY-INSECURE-PSEUDONYM-KEY-do-not-use-in-production"
 PRODUCTION = "production"
+ENVIRONMENTS = ("dev", PRODUCTION)
 SCHEMA_DRIFT_POLICIES = ("refuse", "keep")
 VOLUME_ACTIONS = ("warn", "fail")
 RESENT_FILE_POLICIES = ("warn", "refuse")
+COMPLETION_POLICIES = ("auto", "control", "manifest", "stable")
+"""How pick knows a source file is complete (contribflow/completion.py)."""
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+MIN_PRODUCTION_KEY_CHARS = 32
+"""A shorter HMAC key is guessable; the chart generates 64 characters."""
+
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
+"""A run id names a folder (<state>/runs/<run id>) and is an Argo uid in the cluster: no slash, no
+``..``, no space or control character."""
+_LABEL = re.compile(r"[^\x00-\x1f\x7f]{0,253}")
 
 
 class SettingsError(ValueError):
     """A setting is missing or has a value that cannot be used."""
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+@dataclass(frozen=True)
+class Bound:
+    """The accepted range of a numeric setting, and what its unit is called in messages."""
+
+    low: float
+    high: float
+    unit: str
+    integer: bool = False
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        return f"{kind} from {_plain(self.low)} to {_plain(self.high)} ({self.unit})"
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+BOUNDS: dict[str, Bound] = {
+    "CONTRIBFLOW_REJECT_THRESHOLD": Bound(0, 1, "share of rows"),
+    "CONTRIBFLOW_CHUNK_ROWS": Bound(1, 1_000_000, "rows", integer=True),
+    "CONTRIBFLOW_DB_CONNECT_ATTEMPTS": Bound(1, 100, "attempts", integer=True),
+    "CONTRIBFLOW_DB_CONNECT_BACKOFF_S": Bound(0, 60, "seconds"),
+    "CONTRIBFLOW_STALE_AFTER_S": Bound(0, 7 * 86_400, "seconds", integer=True),
+    "CONTRIBFLOW_VOLUME_LOOKBACK_DAYS": Bound(1, 366, "days", integer=True),
+    "CONTRIBFLOW_VOLUME_MIN_HISTORY": Bound(1, 366, "days", integer=True),
+    "CONTRIBFLOW_VOLUME_LOW_RATIO": Bound(0, 1, "times the median"),
+    "CONTRIBFLOW_VOLUME_HIGH_RATIO": Bound(1, 1000, "times the median"),
+    "CONTRIBFLOW_LATE_DEADLINE_S": Bound(0, 86_400, "seconds", integer=True),
+    "CONTRIBFLOW_LATE_POLL_S": Bound(0.1, 3600, "seconds"),
+    "CONTRIBFLOW_STABLE_S": Bound(0, 3600, "seconds"),
+    "CONTRIBFLOW_FUTURE_TOLERANCE_DAYS": Bound(0, 7, "days", integer=True),
+}
+"""Every numeric setting's range, checked at start (docs/reference.md lists the same)."""
+
+
+def _number(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    bound = BOUNDS[name]
+    pattern = _INTEGER if bound.integer else _DECIMAL
+    if not pattern.fullmatch(raw):
+        raise SettingsError(f"{name}={raw!r} is not {bound.describe()}")
+    value = int(raw) if bound.integer else float(raw)
+    if not math.isfinite(value) or not bound.low <= value <= bound.high:
+        raise SettingsError(f"{name}={raw!r} is out of range: {bound.describe()}")
+    return value
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
+    return int(_number(env, name, default))
+
+
+def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     raw = env.get(name)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return default
+    if raw not in allowed:
+        raise SettingsError(f"{name}={raw!r} is not one of {', '.join(allowed)} (exactly, in lower case)")
+    return raw
+
+
+def _path(env: dict[str, str], name: str, default: str | None, kind: str) -> Path | None:
+    """A folder (``kind`` "dir") or file setting: refused when something of the other kind, or a
+    FIFO or device, is already there (it does not have to exist yet)."""
+    raw = env.get(name) or default
+    if raw is None:
+        return None
+    path = Path(raw)
     try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError as exc:
+        raise SettingsError(f"{name}={raw!r} cannot be looked at: {exc.strerror}") from None
+    if exists and kind == "dir" and not is_dir:
+        raise SettingsError(f"{name}={raw!r} is not a folder")
+    if exists and kind == "file" and not path.is_file():
+        raise SettingsError(f"{name}={raw!r} is not a regular file")
+    return path
+
+
+def _text(env: dict[str, str], name: str, pattern: re.Pattern[str], what: str) -> str:
+    raw = env.get(name, "")
+    if raw and not pattern.fullmatch(raw):
+        raise SettingsError(f"{name}={raw[:80]!r} is not {what}")
+    return raw
+
+
+def _dsn(env: dict[str, str]) -> str:
+    """CONTRIBFLOW_DSN, checked to be a libpq connection string (its text is never repeated: it may
+    hold a password)."""
+    raw = env.get("CONTRIBFLOW_DSN", "")
+    if not raw:
+        return raw
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = {k: str(v) for k, v in conninfo_to_dict(raw).items() if v is not None}
+    except Exception as exc:  # psycopg.ProgrammingError; its text quotes the string: not repeated
+        raise SettingsError("CONTRIBFLOW_DSN is not a libpq connection string (key=value pairs or a "
+                            f"postgresql:// URI): {type(exc).__name__}") from None
+    ports = parts.get("port", "5432").split(",")
+    if not all(p.isascii() and p.isdigit() and 1 <= int(p) <= 65535 for p in ports):
+        raise SettingsError(f"CONTRIBFLOW_DSN has port={parts['port'][:40]!r}: a port is a whole number "
+                            "from 1 to 65535")
+    if parts.get("sslmode", "prefer") not in SSLMODES:
+        raise SettingsError(f"CONTRIBFLOW_DSN has sslmode={parts['sslmode'][:40]!r}: one of {', '.join(SSLMODES)}")
+    return raw
+
+
+def _run_id(env: dict[str, str]) -> str:
+    raw = env.get("CONTRIBFLOW_RUN_ID")
+    if not raw:
+        return str(uuid.uuid4())
+    if not _RUN_ID.fullmatch(raw):
+        raise SettingsError(f"CONTRIBFLOW_RUN_ID={raw[:80]!r} is not a run id: 1 to 128 letters, digits, "
+                            "'.', '_' or '-', starting with a letter or digit")
+    return raw
+
+
+def _key(env: dict[str, str], environment: str) -> str:
+    raw = env.get("CONTRIBFLOW_PSEUDONYM_KEY") or DEV_PSEUDONYM_KEY
+    if raw != raw.strip():
+        raise SettingsError("CONTRIBFLOW_PSEUDONYM_KEY starts or ends with whitespace (a newline from the "
+                            "file the Secret was made from?): remove it, every taxpayer_key depends on it")
+    if environment == PRODUCTION and raw != DEV_PSEUDONYM_KEY and len(raw) < MIN_PRODUCTION_KEY_CHARS:
+        raise SettingsError(f"CONTRIBFLOW_PSEUDONYM_KEY has {len(raw)} characters; CONTRIBFLOW_ENV=production "
+                            f"needs at least {MIN_PRODUCTION_KEY_CHARS} (a short HMAC key can be guessed)")
+    return raw
 
 
 def _contract(env: dict[str, str]) -> contract.Contract:
@@ -51,7 +184,9 @@ def _contract(env: dict[str, str]) -> contract.Contract:
         return contract.BASE.with_overrides(
             contract.parse_overrides(env.get("CONTRIBFLOW_CONTRACT_OVERRIDES", "")))
     except contract.ContractError as exc:
-        raise SettingsError(str(exc)) from None
+        text = str(exc)
+        name = "CONTRIBFLOW_CONTRACT_OVERRIDES"
+        raise SettingsError(text if text.startswith(name) else f"{name}: {text}") from None
 
 
 @dataclass(frozen=True)
@@ -93,74 +228,64 @@ class Settings:
     resent_file: str = "warn"
     """A file whose content was loaded for another date: ``warn`` (recorded as DUPLICATE, nothing
     loaded) or ``refuse`` it (REFUSED, exit 1)."""
+    completion: str = "auto"
+    """How pick knows the file is complete: ``auto`` (a manifest or control file when the source
+    sends one, else the stability window), ``control``, ``manifest`` or ``stable`` (completion.py)."""
+    stable_s: float = 30.0
+    """The stability window: the file's size, mtime and ctime unchanged for this long, watched by pick."""
+    future_tolerance_days: int = 1
+    """How many days after today (UTC) a run date may be: 1 covers a schedule in any time zone
+    (a local date is at most one day ahead of UTC's) and clocks a little apart."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        state_dir = Path(env.get("CONTRIBFLOW_STATE_DIR") or ".contribflow")
-        outputs = env.get("CONTRIBFLOW_OUTPUTS_DIR")
-        target = env.get("CONTRIBFLOW_DBT_TARGET_DIR")
-        saved_parse = env.get("CONTRIBFLOW_DBT_SAVED_PARSE")
+        environment = _choice(env, "CONTRIBFLOW_ENV", "dev", ENVIRONMENTS)
         settings = cls(
-            environment=env.get("CONTRIBFLOW_ENV", "dev").strip().lower() or "dev",
-            landing_dir=Path(env.get("CONTRIBFLOW_LANDING_DIR") or "data/landing"),
-            state_dir=state_dir,
-            dsn=env.get("CONTRIBFLOW_DSN", ""),
-            pseudonym_key=env.get("CONTRIBFLOW_PSEUDONYM_KEY") or DEV_PSEUDONYM_KEY,
-            reject_threshold=_float(env, "CONTRIBFLOW_REJECT_THRESHOLD", 0.05),
+            environment=environment,
+            landing_dir=_path(env, "CONTRIBFLOW_LANDING_DIR", "data/landing", "dir"),  # type: ignore[arg-type]
+            state_dir=_path(env, "CONTRIBFLOW_STATE_DIR", ".contribflow", "dir"),  # type: ignore[arg-type]
+            dsn=_dsn(env),
+            pseudonym_key=_key(env, environment),
+            reject_threshold=_number(env, "CONTRIBFLOW_REJECT_THRESHOLD", 0.05),
             chunk_rows=_int(env, "CONTRIBFLOW_CHUNK_ROWS", 25_000),
-            run_id=env.get("CONTRIBFLOW_RUN_ID") or str(uuid.uuid4()),
-            workflow_name=env.get("CONTRIBFLOW_WORKFLOW_NAME", ""),
-            task_name=env.get("CONTRIBFLOW_TASK_NAME", ""),
-            pod_name=env.get("CONTRIBFLOW_POD_NAME", ""),
-            outputs_dir=Path(outputs) if outputs else None,
-            dbt_project_dir=Path(env.get("CONTRIBFLOW_DBT_PROJECT_DIR") or "dbt"),
-            dbt_target_dir=Path(target) if target else None,
-            dbt_saved_parse=Path(saved_parse) if saved_parse else None,
+            run_id=_run_id(env),
+            workflow_name=_text(env, "CONTRIBFLOW_WORKFLOW_NAME", _LABEL, "a name (no control character, "
+                                "at most 253 characters)"),
+            task_name=_text(env, "CONTRIBFLOW_TASK_NAME", _LABEL, "a name (no control character, "
+                            "at most 253 characters)"),
+            pod_name=_text(env, "CONTRIBFLOW_POD_NAME", _LABEL, "a name (no control character, "
+                           "at most 253 characters)"),
+            outputs_dir=_path(env, "CONTRIBFLOW_OUTPUTS_DIR", None, "dir"),
+            dbt_project_dir=_path(env, "CONTRIBFLOW_DBT_PROJECT_DIR", "dbt", "dir"),  # type: ignore[arg-type]
+            dbt_target_dir=_path(env, "CONTRIBFLOW_DBT_TARGET_DIR", None, "dir"),
+            dbt_saved_parse=_path(env, "CONTRIBFLOW_DBT_SAVED_PARSE", None, "file"),
             db_connect_attempts=_int(env, "CONTRIBFLOW_DB_CONNECT_ATTEMPTS", 5),
-            db_connect_backoff_s=_float(env, "CONTRIBFLOW_DB_CONNECT_BACKOFF_S", 1.0),
+            db_connect_backoff_s=_number(env, "CONTRIBFLOW_DB_CONNECT_BACKOFF_S", 1.0),
             stale_after_s=_int(env, "CONTRIBFLOW_STALE_AFTER_S", 3600),
             contract=_contract(env),
-            schema_drift=env.get("CONTRIBFLOW_SCHEMA_DRIFT", "refuse").strip().lower() or "refuse",
+            schema_drift=_choice(env, "CONTRIBFLOW_SCHEMA_DRIFT", "refuse", SCHEMA_DRIFT_POLICIES),
             volume_lookback_days=_int(env, "CONTRIBFLOW_VOLUME_LOOKBACK_DAYS", 7),
             volume_min_history=_int(env, "CONTRIBFLOW_VOLUME_MIN_HISTORY", 3),
-            volume_low_ratio=_float(env, "CONTRIBFLOW_VOLUME_LOW_RATIO", 0.5),
-            volume_high_ratio=_float(env, "CONTRIBFLOW_VOLUME_HIGH_RATIO", 2.0),
-            volume_action=env.get("CONTRIBFLOW_VOLUME_ACTION", "warn").strip().lower() or "warn",
+            volume_low_ratio=_number(env, "CONTRIBFLOW_VOLUME_LOW_RATIO", 0.5),
+            volume_high_ratio=_number(env, "CONTRIBFLOW_VOLUME_HIGH_RATIO", 2.0),
+            volume_action=_choice(env, "CONTRIBFLOW_VOLUME_ACTION", "warn", VOLUME_ACTIONS),
             late_deadline_s=_int(env, "CONTRIBFLOW_LATE_DEADLINE_S", 0),
-            late_poll_s=_float(env, "CONTRIBFLOW_LATE_POLL_S", 30.0),
-            resent_file=env.get("CONTRIBFLOW_RESENT_FILE", "warn").strip().lower() or "warn",
+            late_poll_s=_number(env, "CONTRIBFLOW_LATE_POLL_S", 30.0),
+            completion=_choice(env, "CONTRIBFLOW_COMPLETION", "auto", COMPLETION_POLICIES),
+            stable_s=_number(env, "CONTRIBFLOW_STABLE_S", 30.0),
+            future_tolerance_days=_int(env, "CONTRIBFLOW_FUTURE_TOLERANCE_DAYS", 1),
+            resent_file=_choice(env, "CONTRIBFLOW_RESENT_FILE", "warn", RESENT_FILE_POLICIES),
         )
         settings.check()
         return settings
 
     def check(self) -> None:
-        if not 0.0 <= self.reject_threshold <= 1.0:
-            raise SettingsError(
-                f"CONTRIBFLOW_REJECT_THRESHOLD={self.reject_threshold} must be between 0 and 1"
-            )
-        if self.chunk_rows < 1:
-            raise SettingsError(f"CONTRIBFLOW_CHUNK_ROWS={self.chunk_rows} must be at least 1")
-        if self.db_connect_attempts < 1:
-            raise SettingsError("CONTRIBFLOW_DB_CONNECT_ATTEMPTS must be at least 1")
-        if self.schema_drift not in SCHEMA_DRIFT_POLICIES:
-            raise SettingsError(f"CONTRIBFLOW_SCHEMA_DRIFT={self.schema_drift!r} must be one of "
-                                f"{', '.join(SCHEMA_DRIFT_POLICIES)}")
-        if self.volume_action not in VOLUME_ACTIONS:
-            raise SettingsError(f"CONTRIBFLOW_VOLUME_ACTION={self.volume_action!r} must be one of "
-                                f"{', '.join(VOLUME_ACTIONS)}")
-        if self.volume_lookback_days < 1 or self.volume_min_history < 1:
-            raise SettingsError("CONTRIBFLOW_VOLUME_LOOKBACK_DAYS and CONTRIBFLOW_VOLUME_MIN_HISTORY "
-                                "must be at least 1")
-        if not 0.0 <= self.volume_low_ratio <= 1.0 <= self.volume_high_ratio:
-            raise SettingsError("CONTRIBFLOW_VOLUME_LOW_RATIO must be between 0 and 1 and "
-                                "CONTRIBFLOW_VOLUME_HIGH_RATIO at least 1 "
-                                f"(got {self.volume_low_ratio}, {self.volume_high_ratio})")
-        if self.resent_file not in RESENT_FILE_POLICIES:
-            raise SettingsError(f"CONTRIBFLOW_RESENT_FILE={self.resent_file!r} must be one of "
-                                f"{', '.join(RESENT_FILE_POLICIES)}")
-        if self.late_deadline_s < 0 or self.late_poll_s <= 0:
-            raise SettingsError("CONTRIBFLOW_LATE_DEADLINE_S must be >= 0 and CONTRIBFLOW_LATE_POLL_S > 0")
+        """What no single variable's range says: how settings relate to each other."""
+        if self.volume_min_history > self.volume_lookback_days:
+            raise SettingsError(f"CONTRIBFLOW_VOLUME_MIN_HISTORY={self.volume_min_history} is more than "
+                                f"CONTRIBFLOW_VOLUME_LOOKBACK_DAYS={self.volume_lookback_days}: the volume check "
+                                "could never compare a day")
 
     @property
     def uses_dev_key(self) -> bool:

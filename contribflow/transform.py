@@ -5,8 +5,9 @@ claiming the build slot (contribflow/publish.py); dbt-test (``dbt test``, then `
 freshness``, recorded in meta.source_freshness) tests that build, and marks it TESTED, or
 TEST_FAILED. Only ``contribflow publish`` changes what analysts read.
 
-dbt gets only libpq's PG* variables; the pseudonymisation key is removed from its environment, so it
-cannot reach compiled SQL, logs or artifacts even by a careless ``env_var`` in a model.
+dbt gets only libpq's PG* variables (CONTRIBFLOW_DSN's parts among them, db.libpq_env); the
+pseudonymisation key is removed from its environment, so it cannot reach compiled SQL, logs or
+artifacts even by a careless ``env_var`` in a model.
 
 Each step parses the project once (``dbt parse``), then runs its dbt commands on that manifest. The
 parse starts from dbt's saved parse (``partial_parse.msgpack`` in the target folder) and, in an empty
@@ -37,7 +38,7 @@ from pathlib import Path
 
 from contribflow import logs, publish
 from contribflow.audit import StepRun
-from contribflow.db import connect
+from contribflow.db import connect, libpq_env
 from contribflow.errors import DatabaseUnavailable, StageError
 from contribflow.settings import Settings
 
@@ -71,9 +72,12 @@ def _invoke(settings: Settings, command: str, extra: list[str], *more: str, mani
     command-line vars change (its state check hashes them), so a var holding the date made every
     daily run parse the whole project again (seconds), whereas the saved parse
     (partial_parse.msgpack in the target folder) stays valid from one day to the next. ``env``:
-    variables set (None: unset) while dbt runs, restored after."""
+    variables set (None: unset) while dbt runs, restored after, on top of CONTRIBFLOW_DSN's parts
+    as PG* variables (db.libpq_env): dbt/profiles.yml reads those, so dbt reaches the server, the
+    database, the login, PGOPTIONS and sslmode the DSN names, as every other stage does."""
     from dbt.cli.main import dbtRunner
 
+    env = {**libpq_env(settings.dsn), **(env or {})}
     target = target_dir(settings)
     target.mkdir(parents=True, exist_ok=True)
     project = str(settings.dbt_project_dir.resolve())

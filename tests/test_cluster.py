@@ -113,8 +113,14 @@ def test_backfill_with_the_dates_the_wrong_way_round_or_no_parallelism_is_refuse
     state, run = standin.state, standin.run
     assert run("backfill", "--from", "2026-11-05", "--to", "2026-11-01") == 1
     assert "--from 2026-11-05 is after --to 2026-11-01" in capsys.readouterr().err
-    assert run("backfill", "--from", "2026-11-01", "--to", "2026-11-02", "--parallel", "0") == 1
-    assert "--parallel 0 must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # an argument out of range: argparse's usage error
+        run("backfill", "--from", "2026-11-01", "--to", "2026-11-02", "--parallel", "0")
+    assert refused.value.code == 2
+    assert "argument --parallel: '0' is not a whole number from 1 to 50" in capsys.readouterr().err
+    assert run("submit", "--date", "2026-11-24", "--param", "rows=-5") == 1
+    assert "--param rows='-5': the value must be a whole number from 1 to 100000000" in capsys.readouterr().err
+    assert run("submit", "--date", "2026-11-24", "--param", "defect-rate=nan") == 1
+    assert "--param defect-rate='nan': the value must be a decimal from 0 to 1" in capsys.readouterr().err
     assert state.requests == []
 
 

@@ -62,7 +62,8 @@ class Case:
     check: Callable[[Callable], None] | None = None
     """Further assertions on the database (gets the ``sql`` fixture)."""
     read: bool = True
-    """False when the file is refused for its path or name, before it is read (no ledger entry)."""
+    """False when the file is refused for its path or name, as an argument before any work (no ledger
+    entry, no ingest step recorded)."""
 
 
 def _outside(landing: Path, elsewhere: Path) -> Path:
@@ -283,7 +284,7 @@ CASES = [
     Case("empty_file", landed(b""), refused="the file is empty"),
     Case("header_only", landed(text()), check=_quiet_day_warned),
     Case("path_outside_landing", _outside, refused="outside the landing folder", read=False),
-    Case("symlink_escaping_landing", _symlink, refused="outside the landing folder", read=False),
+    Case("symlink_escaping_landing", _symlink, refused="is a symbolic link", read=False),
     Case("named_for_another_date", _wrong_date, read=False,
          refused="is the file for 2026-11-21, not for the run date 2026-11-20"),
     Case("file_sent_twice", _sent_twice, already=3),
@@ -319,9 +320,15 @@ def test_hostile_file(case: Case, database, sql, tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err
     loaded = sql("select count(*) from raw.contributions")[0][0] - before
     quarantine = dict(sql("select source_line, array_to_string(reasons, ' | ') from raw.contributions_quarantine"))
-    status, rows_in, rows_loaded, rows_rejected, error = sql(
-        "select status, rows_in, rows_loaded, rows_rejected, error from meta.etl_run "
-        "where step = 'ingest' order by id desc limit 1")[0]
+    steps = sql("select status, rows_in, rows_loaded, rows_rejected, error from meta.etl_run "
+                "where step = 'ingest' order by id desc limit 1")
+    if not case.read:  # an argument refused before any work: nothing recorded
+        assert code == 1 and steps == [] and (loaded, quarantine) == (0, {})
+        [line] = err.strip().splitlines()
+        assert case.refused and case.refused in line and line.startswith("contribflow ingest: error: --file ")
+        assert sql("select count(*) from meta.source_file where file_date = %s", (DAY,)) == [(0,)]
+        return
+    status, rows_in, rows_loaded, rows_rejected, error = steps[0]
 
     if case.refused:
         assert code == 1

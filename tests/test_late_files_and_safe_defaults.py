@@ -99,6 +99,8 @@ def test_generate_never_overwrites_a_different_file_and_rewrites_the_same_bytes_
     assert cli(args, env).returncode == 0
     path = Path(database["CONTRIBFLOW_LANDING_DIR"]) / file_name(DAY)
     assert cli(args, env).returncode == 0, "the same bytes again: a re-run is harmless"
+    manifest = path.with_name(path.name + ".manifest.json")
+    written = manifest.read_bytes()
 
     dropped = b"declaration_id,taxpayer_id,event_date,amount,currency,contribution_type,status,country\n"
     path.write_bytes(dropped)  # what the source system dropped
@@ -109,13 +111,14 @@ def test_generate_never_overwrites_a_different_file_and_rewrites_the_same_bytes_
                                    "different content (a file the source system dropped, or another seed/size); "
                                    "move it away first if it really is to be replaced")
     assert path.read_bytes() == dropped and path.stat().st_mtime_ns == mtime
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name], "no partial file left behind"
+    assert manifest.read_bytes() == written, "a refused generate does not touch the manifest either"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, manifest.name], "no partial file left behind"
     assert sql("select status from meta.etl_run where step = 'generate' order by id") == [
         ("SUCCESS",), ("SUCCESS",), ("FAILED",)]
 
 
 def test_generate_refuses_to_run_at_all_in_production(database, sql, tmp_path):
-    env = dict(os.environ, CONTRIBFLOW_ENV="production")
+    env = dict(os.environ, CONTRIBFLOW_ENV="production", CONTRIBFLOW_PSEUDONYM_KEY="a-production-length-key-" * 2)
     assert cli(["init-db"], env).returncode == 0
     done = cli(["generate", "--date", DAY.isoformat(), "--rows", "50"], env)
     assert done.returncode == 1

@@ -221,8 +221,9 @@ def test_an_unreachable_database_is_retried_with_backoff_then_exits_75_in_one_li
     else:
         (tmp_path / "nothing-here").mkdir()
         env["PGHOST"] = str(tmp_path / "nothing-here")
+    path = write_clean_file(Path(database["CONTRIBFLOW_LANDING_DIR"]), DAY, 10)  # arguments are checked first
     started = time.monotonic()
-    done = cli(["ingest", "--date", DAY.isoformat(), "--file", "contributions_20261120.csv"], env, timeout=60)
+    done = cli(["ingest", "--date", DAY.isoformat(), "--file", str(path)], env, timeout=60)
     elapsed = time.monotonic() - started
     assert done.returncode == 75
     lines = done.stderr.strip().splitlines()

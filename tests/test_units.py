@@ -81,8 +81,11 @@ def test_settings_parse_and_reject_bad_values():
 def test_dev_key_is_refused_in_production():
     with pytest.raises(SettingsError, match="production"):
         Settings.from_env({"CONTRIBFLOW_ENV": "production"}).require_pseudonym_key()
-    key = Settings.from_env({"CONTRIBFLOW_ENV": "production", "CONTRIBFLOW_PSEUDONYM_KEY": "k"})
-    assert key.require_pseudonym_key() == b"k"
+    long_enough = "k" * 32
+    key = Settings.from_env({"CONTRIBFLOW_ENV": "production", "CONTRIBFLOW_PSEUDONYM_KEY": long_enough})
+    assert key.require_pseudonym_key() == long_enough.encode()
+    with pytest.raises(SettingsError, match="has 31 characters; CONTRIBFLOW_ENV=production needs at least 32"):
+        Settings.from_env({"CONTRIBFLOW_ENV": "production", "CONTRIBFLOW_PSEUDONYM_KEY": "k" * 31})
     assert Settings.from_env({}).require_pseudonym_key() == DEV_PSEUDONYM_KEY.encode()
 
 
