@@ -193,6 +193,7 @@ def test_a_resent_export_is_refused_when_the_deployment_says_so(database, sql, m
 
 def test_the_resent_file_setting_is_checked_at_start():
     assert Settings.from_env({}).resent_file == "warn"
-    assert Settings.from_env({"CONTRIBFLOW_RESENT_FILE": " Refuse "}).resent_file == "refuse"
-    with pytest.raises(SettingsError, match="CONTRIBFLOW_RESENT_FILE='ignore' must be one of warn, refuse"):
-        Settings.from_env({"CONTRIBFLOW_RESENT_FILE": "ignore"})
+    assert Settings.from_env({"CONTRIBFLOW_RESENT_FILE": "refuse"}).resent_file == "refuse"
+    for bad in ("ignore", " Refuse ", "REFUSE"):  # one spelling, as every choice setting (settings._choice)
+        with pytest.raises(SettingsError, match=f"CONTRIBFLOW_RESENT_FILE={bad!r} is not one of warn, refuse"):
+            Settings.from_env({"CONTRIBFLOW_RESENT_FILE": bad})
