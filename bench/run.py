@@ -451,7 +451,8 @@ class Bench:
                                              f"indexes {indexes}"))
         self.check(f"trace @{_short(history)}: both states, raw/staging/marts through their indexes",
                    f"{states} states; {indexes}" + (f"; SEQ SCAN in {', '.join(scans)}" if scans else ""),
-                   "contributions_declaration_id_file_date_record_hash_revision_key" in used["raw"] and states == 2 and not scans)
+                   "contributions_declaration_id_file_date_record_hash_revision_key" in used["raw"]
+                   and states == 2 and not scans)
 
     # --- the whole daily run --------------------------------------------------------------------
 

@@ -39,6 +39,9 @@ class Withdrawal:
     withdrawn_by_login: str
     withdrawn_by_role: str
     withdrawn_at: dt.datetime
+    later_same_date: list[tuple[str, int]]
+    """(run, rows it found already in raw) of each file of the same date loaded after this one: the
+    states it repeated from this file were not stored again, and go with this withdrawal."""
 
 
 _LOADED = """SELECT id, file_name, sha256, file_date, run_id, rows_loaded, seen_at FROM meta.source_file
@@ -81,14 +84,20 @@ def record(conn: psycopg.Connection, name: str, run_id: str | None, reason: str)
                         "WHERE file_name = %s AND run_id = %s", (file_name, run)).fetchone()
     if done:
         raise StageError(f"{file_name} of run {run} was already withdrawn at {done[0]} by {done[1]}")
-    rows, first, last = conn.execute(_FILE_ROWS, {"name": file_name, "run": run, "seen": seen_at}).fetchone()
+    rows, first, last = conn.execute(_FILE_ROWS, {"name": file_name, "run": run, "seen": seen_at}).fetchone() \
+        or (0, None, None)
     row = conn.execute(
         """INSERT INTO meta.file_withdrawal (source_file_id, file_name, sha256, file_date, run_id, raw_rows,
                                             first_loaded_at, last_loaded_at, reason)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
            RETURNING id, withdrawn_by_login, withdrawn_by_role, withdrawn_at""",
         (source_id, file_name, sha256, file_date, run, rows, first, last, reason.strip())).fetchone()
-    return Withdrawal(row[0], file_name, sha256, file_date, run, rows, row[1], row[2], row[3])
+    later = conn.execute(
+        """SELECT run_id, coalesce(rows_in, 0) - coalesce(rows_loaded, 0) - coalesce(rows_rejected, 0)
+             FROM meta.source_file WHERE file_date = %s AND outcome = 'LOADED' AND id > %s ORDER BY id""",
+        (file_date, source_id)).fetchall()
+    return Withdrawal(row[0], file_name, sha256, file_date, run, rows, row[1], row[2], row[3],
+                      [(r, n) for r, n in later])
 
 
 def run(settings: Settings, name: str, run_id: str | None, reason: str) -> StepRun:
@@ -104,4 +113,7 @@ def run(settings: Settings, name: str, run_id: str | None, reason: str) -> StepR
         step.details = {"withdrawal_id": w.id, "file": w.file_name, "sha256": w.sha256,
                         "file_date": w.file_date.isoformat(), "loaded_by_run": w.run_id, "raw_rows": w.raw_rows,
                         "withdrawn_by": f"{w.withdrawn_by_login} as {w.withdrawn_by_role}"}
+        if w.later_same_date:
+            step.details["later_same_date"] = "; ".join(f"run {r} ({n} rows already in raw)"
+                                                        for r, n in w.later_same_date)
     return step
