@@ -241,6 +241,15 @@ def apply(conn: psycopg.Connection, full_refresh: bool, build_id: int | None = N
     if widened:
         done["columns_widened"] = "; ".join(widened)
         log.warning(f"publish: widened in place: {done['columns_widened']}")
+    # The taxpayers whose dim_taxpayer row can change: those of the delta's rows and of the published
+    # rows it replaces or removes (read before the fct changes). Only their rows are compared.
+    touched = ""
+    if not full_refresh:
+        conn.execute(f"""CREATE TEMP TABLE publish_touched_taxpayers ON COMMIT DROP AS
+            SELECT taxpayer_key FROM {delta}
+            UNION SELECT taxpayer_key FROM {fct} WHERE declaration_id = ANY(ARRAY(
+                SELECT declaration_id FROM {delta} UNION ALL SELECT declaration_id FROM {removed}))""")
+        touched = "taxpayer_key = ANY(ARRAY(SELECT taxpayer_key FROM publish_touched_taxpayers)) AND "
     if full_refresh:
         deleted = conn.execute(f"DELETE FROM {fct}").rowcount
         gone = 0
@@ -251,14 +260,18 @@ def apply(conn: psycopg.Connection, full_refresh: bool, build_id: int | None = N
         gone = conn.execute(f"DELETE FROM {fct} WHERE declaration_id = ANY(ARRAY("
                             f"SELECT declaration_id FROM {removed}))").rowcount
     inserted = conn.execute(f"INSERT INTO {fct} ({cols}) SELECT {cols} FROM {delta}").rowcount
-    # dim_taxpayer: only what differs is written (the build is compared with the published rows by
-    # key, one hash anti-join each way); the rows of unchanged taxpayers are not touched.
+    # dim_taxpayer: only what differs is written, and only the touched taxpayers are compared (all of
+    # them on a full refresh), each through both tables' primary keys: the rows of the others are
+    # neither read nor written, so a publication costs its day's taxpayers, not all of them.
     dims = ", ".join(DIM_COLUMNS)
     same = " AND ".join(f"b.{c} = d.{c}" for c in DIM_COLUMNS)
-    dim_deleted = conn.execute(f"DELETE FROM {dim} d WHERE NOT EXISTS (SELECT FROM {new_dim} b WHERE {same})").rowcount
+    dim_deleted = conn.execute(
+        f"DELETE FROM {dim} d WHERE {touched.replace('taxpayer_key', 'd.taxpayer_key', 1)}"
+        f"NOT EXISTS (SELECT FROM {new_dim} b WHERE {same})").rowcount
     dim_inserted = conn.execute(
         f"INSERT INTO {dim} ({dims}) SELECT {dims} FROM {new_dim} b "
-        f"WHERE NOT EXISTS (SELECT FROM {dim} d WHERE d.taxpayer_key = b.taxpayer_key)").rowcount
+        f"WHERE {touched.replace('taxpayer_key', 'b.taxpayer_key', 1)}"
+        f"NOT EXISTS (SELECT FROM {dim} d WHERE d.taxpayer_key = b.taxpayer_key)").rowcount
     dim_rows = conn.execute(f"SELECT count(*) FROM {dim}").fetchone()[0]
     withdrawals = conn.execute(
         f"""UPDATE meta.file_withdrawal SET applied_build_id = %s

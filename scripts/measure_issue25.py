@@ -31,11 +31,11 @@ INSERT INTO raw.contributions (declaration_id, taxpayer_id, taxpayer_key, event_
                                contribution_type, status, country, file_date, source_file, source_line,
                                run_id, record_hash)
 SELECT d, t, md5(t), e, a, 'EUR', 'INCOME_TAX', s, 'LU', f, 'contributions_' || to_char(f, 'YYYYMMDD') || '.csv',
-       n % 10000 + 2, 'measure', raw.record_hash(d, t, e, a, 'EUR', 'INCOME_TAX', s, 'LU')
+       n %% 10000 + 2, 'measure', raw.record_hash(d, t, e, a, 'EUR', 'INCOME_TAX', s, 'LU')
   FROM (SELECT n, 'DEC_' || to_char(date '2026-01-01' + n / 10000, 'YYYYMMDD') || '_'
-                  || lpad((n % 10000)::text, 6, '0') AS d,
-               'TAXP_' || (10000 + (n * 7919) % 90000) AS t, date '2026-01-01' + n / 10000 AS e,
-               ((n * 37) % 100000) / 100.0 AS a, (ARRAY['PAID', 'DUE', 'CANCELLED'])[1 + n % 3] AS s,
+                  || lpad((n %% 10000)::text, 6, '0') AS d,
+               'TAXP_' || (10000 + (n::bigint * 7919) %% 90000) AS t, date '2026-01-01' + n / 10000 AS e,
+               ((n * 37) %% 100000) / 100.0 AS a, (ARRAY['PAID', 'DUE', 'CANCELLED'])[1 + n %% 3] AS s,
                date '2026-01-01' + n / 10000 AS f
           FROM generate_series(0, %s - 1) n) g
  ORDER BY d
@@ -98,7 +98,8 @@ def build(conn: psycopg.Connection, day: int) -> None:
         UNION ALL SELECT * FROM marts_build.fct_contributions_delta""")
     conn.execute("CREATE TABLE marts_build.dim_taxpayer AS " + DIM.format(source="marts_build.fct_contributions"))
     conn.execute("ALTER TABLE marts_build.dim_taxpayer ADD PRIMARY KEY (taxpayer_key)")
-    conn.execute("ANALYZE marts_build.fct_contributions_delta; ANALYZE marts_build.dim_taxpayer")
+    conn.execute("ANALYZE marts_build.fct_contributions_delta")
+    conn.execute("ANALYZE marts_build.dim_taxpayer")
 
 
 def old_apply(conn: psycopg.Connection) -> None:
@@ -118,7 +119,8 @@ def measure_publish(conn: psycopg.Connection, day: int, repeats: int = 3) -> dic
     conn.execute("CREATE TABLE marts.dim_taxpayer AS " + DIM.format(source="marts.fct_contributions"))
     conn.execute("ALTER TABLE marts.dim_taxpayer ADD PRIMARY KEY (taxpayer_key)")
     conn.execute("CREATE SCHEMA IF NOT EXISTS marts_failed")
-    conn.execute("VACUUM ANALYZE marts.fct_contributions; VACUUM ANALYZE marts.dim_taxpayer")
+    conn.execute("VACUUM ANALYZE marts.fct_contributions")
+    conn.execute("VACUUM ANALYZE marts.dim_taxpayer")
     times: dict[str, list[float]] = {"before (drop and move dim_taxpayer)": [], "now (DML only)": []}
     for _ in range(repeats):
         for label, apply in (("before (drop and move dim_taxpayer)", old_apply),
