@@ -151,3 +151,37 @@ def test_pg_dump_during_an_open_publish_holds_the_old_publication_and_after_it_t
     after = _figures(_dump(database))
     assert during == old, (during, old)
     assert after == new, (after, new)
+
+
+def test_a_warehouse_published_with_the_old_narrow_sums_is_widened_in_place_once(database, sql):
+    """Before issue 25, marts.dim_taxpayer's sums were numeric(16,2). The first publication after
+    the upgrade widens them in place: the same relation (no drop, no rewrite: its file node is
+    unchanged, so older snapshots still read it), its rows kept, and later publications find nothing
+    to widen."""
+    build_day(D1, "widen-1")
+    cli("publish", "--date", D1.isoformat(), run_id="widen-1")
+    # As the old code left it: the sums numeric(16,2) (a catalog change here too: 38 -> 16 digits
+    # would rewrite, so the old relation is made as it was, then filled with the same rows).
+    sql("create table marts.dim_old (like marts.dim_taxpayer including all)")
+    sql("alter table marts.dim_old alter amount_paid type numeric(16,2), alter amount_due type numeric(16,2)")
+    sql("insert into marts.dim_old select * from marts.dim_taxpayer")
+    sql("drop table marts.dim_taxpayer")
+    sql("alter table marts.dim_old rename to dim_taxpayer")
+    sql("grant select on marts.dim_taxpayer to contribflow_analyst")
+    [(node, oid)] = sql("select relfilenode, oid from pg_class where oid = 'marts.dim_taxpayer'::regclass")
+    before = sql("select * from marts.dim_taxpayer order by 1")
+
+    build_day(D2, "widen-2")
+    expected = sql(BUILD_FIGURES)[0]
+    done = cli("publish", "--date", D2.isoformat(), run_id="widen-2")
+    assert "columns_widened=amount_paid numeric(16,2) -> numeric(38,2); amount_due numeric(16,2) -> numeric(38,2)" \
+        in done.stdout, done.stdout
+    assert sql("select format_type(atttypid, atttypmod) from pg_attribute where attrelid = 'marts.dim_taxpayer'::regclass "
+               "and attname in ('amount_paid', 'amount_due')") == [("numeric(38,2)",), ("numeric(38,2)",)]
+    assert sql("select relfilenode, oid from pg_class where oid = 'marts.dim_taxpayer'::regclass") == [(node, oid)]
+    assert sql(FIGURES)[0] == expected
+    unchanged = {r for r in before} & {r for r in sql("select * from marts.dim_taxpayer order by 1")}
+    assert len(unchanged) > 0  # taxpayers without a change on day 2 kept their rows as they were
+
+    build_day(D3, "widen-3")
+    assert "columns_widened" not in cli("publish", "--date", D3.isoformat(), run_id="widen-3").stdout
