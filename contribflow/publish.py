@@ -243,13 +243,18 @@ def apply(conn: psycopg.Connection, full_refresh: bool, build_id: int | None = N
         log.warning(f"publish: widened in place: {done['columns_widened']}")
     # The taxpayers whose dim_taxpayer row can change: those of the delta's rows and of the published
     # rows it replaces or removes (read before the fct changes). Only their rows are compared.
-    touched = ""
+    touched = False
     if not full_refresh:
         conn.execute(f"""CREATE TEMP TABLE publish_touched_taxpayers ON COMMIT DROP AS
             SELECT taxpayer_key FROM {delta}
             UNION SELECT taxpayer_key FROM {fct} WHERE declaration_id = ANY(ARRAY(
                 SELECT declaration_id FROM {delta} UNION ALL SELECT declaration_id FROM {removed}))""")
-        touched = "taxpayer_key = ANY(ARRAY(SELECT taxpayer_key FROM publish_touched_taxpayers)) AND "
+        touched = True
+
+    def among_touched(alias: str) -> str:
+        return (f"{alias}.taxpayer_key = ANY(ARRAY(SELECT taxpayer_key FROM publish_touched_taxpayers)) AND "
+                if touched else "")
+
     if full_refresh:
         deleted = conn.execute(f"DELETE FROM {fct}").rowcount
         gone = 0
@@ -266,11 +271,11 @@ def apply(conn: psycopg.Connection, full_refresh: bool, build_id: int | None = N
     dims = ", ".join(DIM_COLUMNS)
     same = " AND ".join(f"b.{c} = d.{c}" for c in DIM_COLUMNS)
     dim_deleted = conn.execute(
-        f"DELETE FROM {dim} d WHERE {touched.replace('taxpayer_key', 'd.taxpayer_key', 1)}"
+        f"DELETE FROM {dim} d WHERE {among_touched('d')}"
         f"NOT EXISTS (SELECT FROM {new_dim} b WHERE {same})").rowcount
     dim_inserted = conn.execute(
         f"INSERT INTO {dim} ({dims}) SELECT {dims} FROM {new_dim} b "
-        f"WHERE {touched.replace('taxpayer_key', 'b.taxpayer_key', 1)}"
+        f"WHERE {among_touched('b')}"
         f"NOT EXISTS (SELECT FROM {dim} d WHERE d.taxpayer_key = b.taxpayer_key)").rowcount
     dim_rows = conn.execute(f"SELECT count(*) FROM {dim}").fetchone()[0]
     withdrawals = conn.execute(
