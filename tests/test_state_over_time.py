@@ -333,3 +333,38 @@ def test_a_failed_build_names_the_failing_node_and_the_databases_message(databas
     audit = cli("audit", "--date", D2.isoformat())
     assert "numeric field overflow" in audit.stdout
     assert "TAXP_" not in error and "TAXP_" not in done.stdout
+
+
+def test_a_withdrawal_recorded_after_a_build_waits_for_the_next_and_a_same_day_repeat_is_warned(
+        database, sql, source):
+    """A build applies the withdrawals recorded before it started: one recorded between dbt-build and
+    publish stays pending (the marts still show the file) and the next run applies it. And withdrawing
+    a file whose states a later file of the same date repeated warns that those states (stored once,
+    as the withdrawn file's) go with it."""
+    source.send(D1, [row(1, "DUE", "1.0"), row(2, "DUE", "2.0")])
+    run_day(D1, "late-w-1")
+    source.send(D1, [row(1, "DUE", "1.0"), row(3, "PAID", "3.0")])  # repeats row 1's state for D1
+    run_day(D1, "late-w-2")
+    source.send(D2, [row(4, "DUE", "4.0")])
+    env = dict(os.environ, CONTRIBFLOW_RUN_ID="late-w-3")
+    path = Path(os.environ["CONTRIBFLOW_LANDING_DIR"]) / f"contributions_{D2:%Y%m%d}.csv"
+    for args in (["ingest", "--file", str(path)], ["dbt-build"]):
+        assert cli(*args, "--date", D2.isoformat(), env=env).returncode == 0
+
+    done = cli("withdraw-file", "--file", source.files[0][2], "--run", "late-w-1", "--reason", "wrong export")
+    assert done.returncode == 0, done.stderr
+    assert "warning: a later file of 2026-11-02 was loaded after it: run late-w-2 (1 rows already in raw)" \
+        in done.stdout, done.stdout
+    for stage in ("dbt-test", "publish"):
+        done = cli(stage, "--date", D2.isoformat(), env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "withdrawals_applied" not in done.stdout
+    assert sql("select applied_build_id from meta.file_withdrawal") == [(None,)]
+    assert_marts_match(sql, source)  # the withdrawal is not in this publication
+
+    run_day(D2, "late-w-4")
+    [(build,)] = sql("select id from meta.mart_build where run_id = 'late-w-4'")
+    assert sql("select applied_build_id from meta.file_withdrawal") == [(build,)]
+    # Row 1's DUE for D1 was stored once, as late-w-1's: it goes with the withdrawal, as warned.
+    assert sql("select declaration_id from marts.fct_contributions order by 1") == [
+        ("DEC_20261101_000003",), ("DEC_20261101_000004",)]
