@@ -35,13 +35,37 @@
 {% endmacro %}
 
 {#- The declarations with a row in a file whose withdrawal this build applies
-    (file_withdrawals_applied), found through raw's ingestion_ts index within the span the
-    withdrawal recorded. -#}
+    (file_withdrawals_applied, built before the models that call this). Like the fact delta's
+    watermark, the withdrawals are read first and written into the query as literals: each file's
+    rows are then found through raw's ingestion_ts index within the span its withdrawal recorded,
+    and a build with no withdrawal to apply (every ordinary day) does not read raw here at all; a
+    join with the table instead let the planner, without statistics, scan all of raw. -#}
 {% macro withdrawn_declarations() %}
+    {%- set spans = [] -%}
+    {%- if execute -%}
+        {%- set spans_sql -%}
+            select file_name, run_id,
+                   to_char(first_loaded_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+                   to_char(last_loaded_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')
+            from {{ ref('file_withdrawals_applied') }}
+            where first_loaded_at is not null
+            order by id
+        {%- endset -%}
+        {%- set spans = run_query(spans_sql).rows -%}
+    {%- endif -%}
+    {%- if spans | length == 0 %}
+    select cast(null as text) as declaration_id
+    where false
+    {%- else %}
     select distinct r.declaration_id
-    from {{ ref('file_withdrawals_applied') }} as w
-    inner join {{ source('raw', 'contributions') }} as r
-        on r.ingestion_ts between w.first_loaded_at and w.last_loaded_at
-        and r.source_file = w.file_name
-        and r.run_id = w.run_id
+    from {{ source('raw', 'contributions') }} as r
+    where
+        {%- for span in spans %}
+        {% if not loop.first %}or {% endif -%}
+        (r.ingestion_ts between (timestamp '{{ span[2] }}' at time zone 'UTC')
+                            and (timestamp '{{ span[3] }}' at time zone 'UTC')
+         and r.source_file = '{{ span[0] | replace("'", "''") }}'
+         and r.run_id = '{{ span[1] | replace("'", "''") }}')
+        {%- endfor %}
+    {%- endif %}
 {% endmacro %}
