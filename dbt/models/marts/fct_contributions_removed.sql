@@ -12,6 +12,9 @@
 {%- set published = adapter.get_relation(database=target.database, schema='marts',
                                           identifier='fct_contributions') if execute else none %}
 -- depends_on: {{ ref('file_withdrawals_applied') }}
+{#- Built after the delta, never beside it: replacing either drops its previous version with the
+    audit view that reads both (fct_contributions), and two threads doing so at once deadlocked. #}
+-- depends_on: {{ ref('fct_contributions_delta') }}
 {% if published is not none and not flags.FULL_REFRESH %}
 with touched as (
     {{ withdrawn_declarations() }}
