@@ -3,7 +3,8 @@
 Everything comes from ``meta`` (the pipeline's own record, never from logs): every run of the date
 and each of its steps with status and counts, the source files with their sha256 and ledger
 outcome, the quality issues (counts by rule, each issue once however many runs found it, a few
-examples), the dbt results, and the steps still
+examples), the dbt results, the withdrawn files (of the date, or applied by one of its runs), and
+the steps still
 RUNNING long after they started (a process killed mid-step leaves its row RUNNING: the step did not
 finish, and its transaction was rolled back).
 """
@@ -56,6 +57,12 @@ _FRESHNESS = """
 SELECT run_id, source, max_loaded_at, age_s, status, checked_at
   FROM meta.source_freshness WHERE run_id = ANY(%(runs)s) ORDER BY id
 """
+_WITHDRAWALS = """
+SELECT w.id, w.file_name, w.sha256, w.file_date, w.run_id AS loaded_by_run, w.raw_rows, w.reason,
+       w.withdrawn_by_login, w.withdrawn_by_role, w.withdrawn_at, w.applied_build_id, b.published_at AS applied_at
+  FROM meta.file_withdrawal w LEFT JOIN meta.mart_build b ON b.id = w.applied_build_id
+ WHERE w.file_date = %(day)s OR b.run_id = ANY(%(runs)s) ORDER BY w.id
+"""
 _DBT = """
 SELECT run_id, step, resource_type, unique_id, status, failures, left(message, 300) AS message
   FROM meta.dbt_node_result WHERE run_id = ANY(%(runs)s) ORDER BY id
@@ -98,6 +105,7 @@ def collect(conn: psycopg.Connection, day: dt.date, stale_after_s: int) -> dict[
         if n["status"] not in ("pass", "success"):
             entry["not_passed"].append({k: n[k] for k in ("unique_id", "status", "failures", "message")})
     builds = [{k: _plain(v) for k, v in b.items()} for b in cur.execute(_BUILDS, params).fetchall()]
+    withdrawals = [{k: _plain(v) for k, v in w.items()} for w in cur.execute(_WITHDRAWALS, params).fetchall()]
     published = cur.execute(_PUBLISHED).fetchone()
     freshness = [{k: _plain(v) for k, v in f.items()} for f in cur.execute(_FRESHNESS, params).fetchall()]
     stale = [{"run_id": r["run_id"], "step": s["step"], "started_at": s["started_at"], "ran_on": s["ran_on"]}
@@ -110,6 +118,7 @@ def collect(conn: psycopg.Connection, day: dt.date, stale_after_s: int) -> dict[
         "quality_issues": issues,
         "dbt": list(dbt.values()),
         "builds": builds,
+        "withdrawals": withdrawals,
         "published": {k: _plain(v) for k, v in published.items()} if published else None,
         "freshness": freshness,
         "stale_steps": stale,
@@ -179,6 +188,16 @@ def render(report: dict[str, Any]) -> str:
     p = report["published"]
     out.append("analysts now read: " + (f"build {p['id']} of run {p['run_id']} ({p['logical_date']}), "
                                         f"published {p['published_at']}" if p else "nothing published yet"))
+    out.append("")
+    out.append("withdrawn files (meta.file_withdrawal: of this date, or applied by a build of its runs)")
+    if not report["withdrawals"]:
+        out.append("  none")
+    for w in report["withdrawals"]:
+        applied = (f"applied by build {w['applied_build_id']} at {w['applied_at']}" if w["applied_build_id"]
+                   else "not published yet")
+        out.append(f"  {w['file_name']}  sha256 {w['sha256']}  file date {w['file_date']}  loaded by run "
+                   f"{w['loaded_by_run']}  {w['raw_rows']} raw rows: withdrawn at {w['withdrawn_at']} by "
+                   f"{w['withdrawn_by_login']} as {w['withdrawn_by_role']}, reason: {w['reason']}; {applied}")
     out.append("")
     if report["stale_steps"]:
         out.append(f"STALE steps (RUNNING for more than {report['stale_after_s']}s): "

@@ -156,6 +156,24 @@ def cmd_purge_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_withdraw_file(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow import withdraw
+
+    step = withdraw.run(settings, args.file, args.run, args.reason)
+    d = step.details
+    print(f"withdraw-file: {d['file']} (sha256 {d['sha256']}, file date {d['file_date']}, loaded by run "
+          f"{d['loaded_by_run']}, {d['raw_rows']} rows in raw) withdrawn by {d['withdrawn_by']} "
+          f"(withdrawal {d['withdrawal_id']}); raw.contributions untouched")
+    if d.get("later_same_date"):
+        print(f"withdraw-file: warning: a later file of {d['file_date']} was loaded after it: "
+              f"{d['later_same_date']}; states it repeated from the withdrawn file were not stored again and "
+              "are withdrawn with it: have the source send the corrected file again (docs/runbook.md)")
+    print("withdraw-file: the marts still show it until the next build is published: re-run a day "
+          f"(`contribflow run --date {d['file_date']} --no-generate`, or the next daily run); its publish "
+          "step reports withdrawals_applied")
+    return 0
+
+
 def cmd_contract(args: argparse.Namespace, settings: Settings) -> int:
     """The source contract in force: contract.toml with this deployment's overrides."""
     source = settings.contract
@@ -370,6 +388,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--before", type=_date, required=True, help="first file date kept, YYYY-MM-DD")
     p.set_defaults(handler=cmd_purge_quarantine)
 
+    p = sub.add_parser("withdraw-file", help="take a loaded file out of the marts from the next build on "
+                       "(raw untouched)",
+                       description="Record the withdrawal of a LOADED source file in meta.file_withdrawal (who, "
+                                   "when, why): from the next build on its rows are no declaration's state; each "
+                                   "declaration falls back to the latest remaining file that mentioned it, or "
+                                   "leaves the marts. raw.contributions is never touched. Run as the "
+                                   "warehouse's owner (the migrator login); docs/runbook.md.")
+    p.add_argument("--file", required=True, help="the file name, as meta.source_file has it "
+                                                 "(contributions_YYYYMMDD.csv)")
+    p.add_argument("--run", default=None, help="the run that loaded it, when more than one run loaded that name")
+    p.add_argument("--reason", required=True, help="why it is withdrawn (recorded; not empty)")
+    p.set_defaults(handler=cmd_withdraw_file)
+
     p = sub.add_parser("trace", help="trace a mart row back to its file lines, runs, checks and tests",
                        description="For each mart row of a declaration (or of a pseudonymous taxpayer "
                                    "key): the published row, the staging row, every raw state in "
@@ -437,7 +468,7 @@ def _reader_went_away() -> int:
 
 
 WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit",
-                      "purge-quarantine", "trace"}
+                      "purge-quarantine", "trace", "withdraw-file"}
 """The subcommands that read or write the warehouse: without PG* variables they use the embedded
 server, as ``contribflow run`` does (outside production)."""
 

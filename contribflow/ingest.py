@@ -2,10 +2,13 @@
 
 The whole file is one transaction: a crash or a refusal leaves no partial rows and no ledger entry.
 Good rows go to ``raw.contributions`` with COPY, each chunk in the order of the table's unique
-index, ``(declaration_id, record_hash)`` (recordhash.load_order); that index makes a row that is
-already there (a re-sent declaration in the same state) a no-op. COPY is tried first, because a
-new file rarely repeats old rows; a chunk that hits the unique index is retried through a
-temporary table with ``ON CONFLICT DO NOTHING``. Bad rows are written in batches.
+index, ``(declaration_id, file_date, record_hash, revision)`` (recordhash.load_order; migration
+0010). COPY is tried first, because a new file rarely repeats old rows; a chunk that hits the
+unique index (a state this file date already holds) goes through a temporary table instead, where
+each row is decided against raw: a state equal to the latest one of its declaration for this file
+date is a no-op (a re-sent file, the same rows twice on one day), any other is inserted, with the
+next revision when the same state was already there for this date (file v1 DUE, v2 PAID, v3 DUE).
+Bad rows are written in batches.
 
 The usual chunk (plain lines in contract order) is hashed, keyed and encoded as a binary COPY by
 the compiled encoder (_copyrows.c); any other, or every chunk where it was not built, as a text
@@ -84,6 +87,29 @@ RAW_COLUMNS = (
 _COPY_RAW = f"COPY {{table}} ({', '.join(RAW_COLUMNS)}) FROM STDIN"
 _ADDED_COLUMNS = ("record_hash", "taxpayer_key", "source_line", "file_date", "source_file", "run_id")
 """What ingest adds in front of a plain line, which is then loaded as it is (comma-delimited)."""
+_INSERT_NEW_STATES = f"""
+INSERT INTO raw.contributions ({', '.join(RAW_COLUMNS)}, revision)
+SELECT {', '.join('i.' + c for c in RAW_COLUMNS)}, coalesce(same.revision + 1, 0)
+  FROM incoming_rows i
+  LEFT JOIN LATERAL (
+        SELECT r.record_hash FROM raw.contributions r
+         WHERE r.declaration_id = i.declaration_id AND r.file_date = i.file_date
+           AND NOT EXISTS (SELECT FROM meta.file_withdrawal w
+                            WHERE w.file_name = r.source_file AND w.run_id = r.run_id)
+         ORDER BY r.ingestion_ts DESC, r.source_line DESC, r.revision DESC LIMIT 1) latest ON true
+  LEFT JOIN LATERAL (
+        SELECT max(r.revision) AS revision FROM raw.contributions r
+         WHERE r.declaration_id = i.declaration_id AND r.file_date = i.file_date
+           AND r.record_hash = i.record_hash) same ON true
+ WHERE latest.record_hash IS DISTINCT FROM i.record_hash
+"""
+"""The slow path's insert (migration 0010): each incoming row against the states its declaration
+already has for the file's date, found through raw's unique index. The latest of them (the latest
+arrival; a withdrawn file's rows do not count, so a corrected re-send of a withdrawn file loads)
+equal to the row: a no-op. Otherwise the row is a new arrival: revision 0 if this state was never
+there for this date, else one more than its greatest revision, so that a state present at all has
+its revision 0 and a fast-path COPY repeating it always hits the index. Declarations are unique
+within a file, and loads never overlap (RAW_WRITER_LOCK), so no two rows here compete."""
 _QUARANTINE_COLUMNS = (
     "source_sha256", "source_line", "source_file", "file_date", "raw_line", "reasons", "run_id",
 )
@@ -511,7 +537,7 @@ class _Load:
     def _copy_good(self, prepared: Prepared) -> None:
         """COPY straight into raw, inside a savepoint; a chunk that hits the unique index, and each
         one after it until one skips nothing, goes through ``incoming_rows`` and
-        ``ON CONFLICT DO NOTHING`` instead. A chunk that fails to store goes to the safety net.
+        ``_INSERT_NEW_STATES`` instead. A chunk that fails to store goes to the safety net.
 
         Each round trip to the server costs the loading thread a wait for the GIL, which the
         preparing thread may hold for the whole switch interval (5 ms) while the server sits idle:
@@ -555,11 +581,9 @@ class _Load:
         self.optimistic = inserted == rows
 
     def _insert_incoming(self) -> int:
-        """The rows of ``incoming_rows`` that raw does not hold yet, inserted; how many."""
-        return self.conn.execute(
-            f"INSERT INTO raw.contributions ({', '.join(RAW_COLUMNS)}) "
-            f"SELECT {', '.join(RAW_COLUMNS)} FROM incoming_rows ON CONFLICT DO NOTHING"
-        ).rowcount
+        """The rows of ``incoming_rows`` that are new states for their file date, inserted
+        (``_INSERT_NEW_STATES``); how many."""
+        return self.conn.execute(_INSERT_NEW_STATES).rowcount
 
     def _close_savepoint(self) -> None:
         if self.savepoint:

@@ -7,10 +7,16 @@ identifier that holds a comma or a double quote is quoted as CSV quotes it, so t
 share a text; no other value can hold one. It is stored as a ``uuid``: 16 bytes, compared with
 memcmp.
 
-Ingest computes it, so that each chunk can be sent to PostgreSQL in the order of raw's one unique
-index, ``(declaration_id, record_hash)`` (migration 0009): the index then takes its entries in order
-instead of at random pages, which is most of the cost of a load. The source numbers its
-declarations in the order it sends them, so a day's new rows land at the index's right edge.
+It identifies a state, not an arrival: the same declaration in the same state on two file dates
+(a reversal DUE -> PAID -> DUE) has one hash and two rows. raw's one unique index is
+``(declaration_id, file_date, record_hash, revision)`` (migration 0010; ingest.py says how a state
+that returns within one file date gets its revision).
+
+Ingest computes it, so that each chunk can be sent to PostgreSQL in the order of that index: a
+file has one file date and a COPY one revision (0), so sorting by declaration_id, then record hash,
+is the index's order, and the index takes its entries in order instead of at random pages, which is
+most of the cost of a load. The source numbers its declarations in the order it sends them, so a
+day's new rows land at the index's right edge.
 ``raw.record_hash()`` is the same definition in SQL, for audits; the tests prove the two agree.
 """
 

@@ -212,7 +212,8 @@ def summary(settings: Settings, day: dt.date) -> str:
     for step, status, seconds, rows_in, loaded, rejected, source, details, error in rows:
         notes = []
         for key in ("models_ok", "models_failed", "tests_passed", "tests_failed", "freshness", "build_id",
-                    "fct_rows_inserted", "dim_rows", "waited_s", "rows_already_loaded"):
+                    "fct_rows_inserted", "fct_rows_removed", "dim_rows", "withdrawals_applied",
+                    "columns_widened", "waited_s", "rows_already_loaded"):
             if key in details:
                 notes.append(f"{key}={details[key]}")
         if source:

@@ -6,7 +6,8 @@ For each declaration (given by id, or every declaration of a pseudonymous taxpay
       <- staging.stg_contributions (the current version dbt chose)
       <- every state of the declaration in raw.contributions, in arrival order: file, sha256 (the
          ledger meta.source_file), line, ingestion time, the ingest run and the Argo workflow, task
-         and pod that loaded it (meta.etl_run)
+         and pod that loaded it (meta.etl_run), its revision (a state that returned within one file
+         date), and, for a withdrawn file's row, who withdrew it, when and why (meta.file_withdrawal)
       <- the quality checks of each of those files (ledger outcome, meta.data_quality_issue by rule
          and severity, and the issues on the declaration's own line)
     and the dbt tests of the run whose build analysts now see (meta.mart_build, meta.dbt_node_result).
@@ -15,7 +16,8 @@ Read-only, and meant for the ``contribflow_auditor`` role (migration 0008): it r
 which the analyst role may not. A raw taxpayer id is never an input and never an output.
 
 Indexes (docs/reference.md "contribflow trace"): raw by the leading column of its unique index
-``contributions_declaration_id_record_hash_key`` (migration 0009, which replaced 0008's own index),
+``contributions_declaration_id_file_date_record_hash_revision_key`` (migration 0010; 0009's index,
+which replaced 0008's own, had the same leading column),
 the staging view through the same index (the declaration_id condition is pushed below its
 DISTINCT ON), marts by ``fct_contributions_declaration_id``, meta.etl_run and
 meta.data_quality_issue by their run_id indexes. ``--taxpayer-key`` first finds the taxpayer's
@@ -55,8 +57,11 @@ SELECT r.declaration_id, r.taxpayer_key, r.event_date, r.amount, r.currency, r.c
        r.country, r.file_date, r.source_file, r.source_line, r.ingestion_ts, r.run_id, r.record_hash::text,
        f.sha256, f.outcome AS file_outcome,
        e.workflow_name, e.task_name, e.pod_name, e.ran_on, e.status AS ingest_status,
-       e.started_at AS ingest_started_at, e.db_login AS ingest_db_login
+       e.started_at AS ingest_started_at, e.db_login AS ingest_db_login, r.revision,
+       w.withdrawn_at, w.withdrawn_by_login, w.withdrawn_by_role, w.reason AS withdrawal_reason,
+       w.applied_build_id AS withdrawal_applied_by_build
   FROM raw.contributions r
+  LEFT JOIN meta.file_withdrawal w ON w.file_name = r.source_file AND w.run_id = r.run_id
   LEFT JOIN LATERAL (SELECT sha256, outcome FROM meta.source_file
                       WHERE run_id = r.run_id AND file_name = r.source_file AND outcome = 'LOADED'
                       ORDER BY id DESC LIMIT 1) f ON true
@@ -202,14 +207,22 @@ def render(trace: dict[str, Any]) -> str:
                            f"{m['currency']}  {m['contribution_type']}  event {m['event_date']}  "
                            f"from {m['source_file']} line {m['source_line']}  taxpayer_key {m['taxpayer_key']}")
         else:
-            out.append("  mart     not in marts.fct_contributions (not published yet)")
+            out.append("  mart     not in marts.fct_contributions (not published yet, or every file that "
+                       "mentioned it was withdrawn)")
         s = d["staging_row"]
         out.append("  staging  " + (f"staging.stg_contributions: status {s['status']}  amount {s['amount']}  "
                                     f"from {s['source_file']} line {s['source_line']}" if s else "no row"))
         out.append(f"  raw      {len(d['raw_states'])} state(s), in arrival order:")
         for r in d["raw_states"]:
             change = "; ".join(r["changed"]) if r["changed"] else "first arrival"
-            out.append(f"    #{r['state']} status {r['status']}  amount {r['amount']}  ({change})")
+            again = f"  revision {r['revision']} of this state for file date {r['file_date']}" if r["revision"] else ""
+            out.append(f"    #{r['state']} status {r['status']}  amount {r['amount']}  ({change}){again}")
+            if r["withdrawn_at"]:
+                applied = (f"applied by build {r['withdrawal_applied_by_build']}" if r["withdrawal_applied_by_build"]
+                           else "not published yet: the marts still show it until the next build")
+                out.append(f"       WITHDRAWN (not part of the declaration's state): at {r['withdrawn_at']} by "
+                           f"{r['withdrawn_by_login']} as {r['withdrawn_by_role']}, reason: "
+                           f"{r['withdrawal_reason']}; {applied}")
             out.append(f"       file {r['source_file']} line {r['source_line']}  sha256 {_n(r['sha256'])}")
             out.append(f"       ingested {r['ingestion_ts']}  run {r['run_id']}")
             by = (f"Argo workflow {r['workflow_name']} (uid {r['run_id']})" if r["workflow_name"]

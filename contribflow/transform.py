@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import sys
 from collections import Counter
@@ -161,6 +162,43 @@ def _record(settings: Settings, step: str, run_results: dict) -> list[dict]:
     return nodes
 
 
+NODES_EXPLAINED = 3
+"""How many failed nodes' causes a failure names (the rest by id only, up to NODES_LISTED)."""
+NODES_LISTED = 10
+CAUSE_LINES = 3
+CAUSE_CHARS = 300
+_QUOTED_KEY = re.compile(r"(Key \([^)]*\))=\((?:[^()]|\([^)]*\))*\)")
+_QUOTED_VALUE = re.compile(r':\s*"[^"]{0,200}"')
+_COMPILED_AT = re.compile(r"^\s*compiled (?:code|sql) at ", re.IGNORECASE)
+
+
+def cause(message: str | None) -> str:
+    """The database's message of a failed node, for meta.etl_run.error and the run summary: its first
+    few lines (dbt's "Database Error in model …", PostgreSQL's error and DETAIL), joined, bounded.
+    The values a message quotes are masked (a key's values; an input literal, PostgreSQL's ``: "…"``;
+    names of relations, columns and constraints are kept): the models never select
+    raw.contributions.taxpayer_id (tests/test_state_over_time.py holds them to it), and this keeps
+    any other value out of the audit trail too."""
+    lines = [line.strip() for line in (message or "").splitlines()
+             if line.strip() and not _COMPILED_AT.match(line)][:CAUSE_LINES]
+    text = "; ".join(lines)
+    text = _QUOTED_KEY.sub(r"\1=(…)", text)
+    text = _QUOTED_VALUE.sub(': "…"', text)
+    return text if len(text) <= CAUSE_CHARS else text[:CAUSE_CHARS - 1] + "…"
+
+
+def failure_text(command: str, failed: list[dict]) -> str:
+    """What a failed dbt step says: how many nodes failed, and for the first few the node and its
+    cause (the database's message), so that meta.etl_run.error, the run summary and ``contribflow
+    audit`` name it without a look into meta.dbt_node_result."""
+    if not failed:
+        return f"dbt {command}: failed: see the dbt log"
+    parts = [f"{n['unique_id']} ({cause(n.get('message')) or n['status']})" for n in failed[:NODES_EXPLAINED]]
+    parts += [n["unique_id"] for n in failed[NODES_EXPLAINED:NODES_LISTED]]
+    return (f"dbt {command}: {len(failed)} failed: " + ", ".join(parts)
+            + (" …" if len(failed) > NODES_LISTED else ""))
+
+
 def nodes_wall_s(results: list[dict]) -> float:
     """Seconds during which at least one of ``results``' nodes was being compiled or executed (the
     union of their timings; with several threads, their execution times overlap): the step's own
@@ -255,8 +293,7 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
                 "warnings": statuses["warn"],
             })
             if not ok or failed:
-                listed = ", ".join(failed[:10]) + (" …" if len(failed) > 10 else "")
-                raise StageError(f"dbt {command}: {len(failed)} failed: {listed or 'see dbt log'}")
+                raise StageError(failure_text(command, [n for n in nodes if n["status"] in _FAILED]))
         except StageError as exc:
             if isinstance(exc, DatabaseUnavailable):
                 raise  # transient: the build stays open for the retry

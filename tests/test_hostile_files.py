@@ -94,10 +94,12 @@ def _sent_twice(landing: Path, elsewhere: Path) -> Path:
 
 
 def _overlapping(landing: Path, elsewhere: Path) -> Path:
-    earlier = DAY - dt.timedelta(days=1)
-    first = landing / file_name(earlier)
+    # An earlier file of the same date (the same states for another date would be new arrivals,
+    # migration 0010), in a folder of the landing of its own.
+    first = landing / "earlier" / file_name(DAY)
+    first.parent.mkdir()
     first.write_text(text(row(1), row(2)))
-    assert cli.main(["ingest", "--date", earlier.isoformat(), "--file", str(first)]) == 0
+    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(first)]) == 0
     path = landing / file_name(DAY)
     path.write_text(text(row(1), row(2), row(3)))
     return path

@@ -198,8 +198,9 @@ def test_ingest_computes_the_record_hash_that_sql_defines(database, sql, tmp_pat
     respelled = [r[:3] + [f"{float(r[3]):.2f}"] + r[4:] for r in rows]
     assert [r[3] for r in respelled] != amounts
     _, lines = _file_for(DAY, respelled, list(COLUMNS), quoted)
-    later = write_source(tmp_path / "landing", DAY + dt.timedelta(days=1), lines)
-    assert cli.main(["ingest", "--date", (DAY + dt.timedelta(days=1)).isoformat(), "--file", str(later)]) == 0
+    # Re-sent for the same date (another file date would be a new arrival, migration 0010).
+    later = write_source(tmp_path / "landing" / "resent", DAY, lines)
+    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(later)]) == 0
     assert sql("select count(*) from raw.contributions") == [(len(rows),)]
 
 
@@ -228,7 +229,7 @@ def test_raw_defaults_let_copy_insert_in_batches_and_keep_loads_in_order(databas
 def test_chunks_that_meet_known_rows_skip_only_those_and_the_load_goes_back_to_plain_copy(
         database, sql, tmp_path, monkeypatch, batch_rows, batch_chars):
     """The optimistic COPY's savepoint across chunks: new rows (plain COPY), then a chunk that repeats
-    rows already in raw (rolled back to its savepoint, loaded through ON CONFLICT), one that repeats
+    rows already in raw (rolled back to its savepoint, loaded through the slow path), one that repeats
     nothing (plain COPY again), and bad rows spread over every chunk written in batches. Every row
     is accounted for: loaded, already there, or quarantined with its reasons."""
     from contribflow import ingest
@@ -242,19 +243,21 @@ def test_chunks_that_meet_known_rows_skip_only_those_and_the_load_goes_back_to_p
     monkeypatch.setenv("CONTRIBFLOW_REJECT_THRESHOLD", "0.5")
     landing = tmp_path / "landing"
     assert cli.main(["init-db"]) == 0
-    first_day = write_source(landing, DAY - dt.timedelta(days=1), [good_row(n) for n in range(100, 110)])
-    assert cli.main(["ingest", "--date", (DAY - dt.timedelta(days=1)).isoformat(), "--file", str(first_day)]) == 0
+    # An earlier file of the same date (the same state for another date would be a new arrival).
+    earlier = write_source(landing / "earlier", DAY, [good_row(n) for n in range(100, 110)])
+    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(earlier)]) == 0
 
     rows = [good_row(n) for n in range(1, 21)]          # lines 2-21: new (first chunk is 1 row)
-    rows += [good_row(n) for n in range(100, 110)]      # lines 22-31: loaded yesterday
+    rows += [good_row(n) for n in range(100, 110)]      # lines 22-31: loaded by the earlier file
     rows += [good_row(n) for n in range(200, 230)]      # lines 32-61: new again
     for line in (3, 12, 25, 40, 50, 60):                # a bad amount in most chunks
         rows[line - 2][3] = "-1.0"
     path = write_source(landing, DAY, rows)
     assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
 
-    loaded = sql("select count(*) from raw.contributions where source_file = %s", (path.name,))[0][0]
-    assert loaded == 60 - 6 - 9  # line 25's row is bad, the other 9 of yesterday's are there already
+    loaded = sql("select count(*) from raw.contributions where run_id = "
+                 "(select run_id from meta.source_file order by id desc limit 1)")[0][0]
+    assert loaded == 60 - 6 - 9  # line 25's row is bad, the other 9 of the earlier file's are there already
     assert sql("select count(*) from raw.contributions") == [(10 + loaded,)]
     quarantined = sql("select source_line, reasons from raw.contributions_quarantine order by source_line")
     assert [line for line, _ in quarantined] == [3, 12, 25, 40, 50, 60]
@@ -264,6 +267,6 @@ def test_chunks_that_meet_known_rows_skip_only_those_and_the_load_goes_back_to_p
     assert [n for n in written if n] == ([4, 2] if batch_rows == 4 else [2, 1, 1, 1, 1])
     details = sql("select details from meta.etl_run where step = 'ingest' order by id desc limit 1")[0][0]
     assert details["rows_already_loaded"] == 9
-    # Chunks of lines 2, 3-12, 13-22, 23-32, 33-42, 43-52, 53-61: the two that hold yesterday's rows
-    # and the next one (which finds nothing to skip) go through ON CONFLICT; the last two are COPYed.
+    # Chunks of lines 2, 3-12, 13-22, 23-32, 33-42, 43-52, 53-61: the two that hold earlier file's rows
+    # and the next one (which finds nothing to skip) go through the slow path; the last two are COPYed.
     assert details["chunks_deduplicated"] == 3

@@ -108,9 +108,13 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
     owners = sql("select n.nspname, c.relname, pg_get_userbyid(c.relowner) from pg_class c "
                  "join pg_namespace n on n.oid = c.relnamespace "
                  "where n.nspname in ('staging', 'marts', 'marts_build') and c.relkind in ('r', 'v')")
+    # marts.dim_taxpayer is a table of its own since issue 25 (publish writes its changed rows; the
+    # build's stays in marts_build), and the build has the withdrawals' two tables.
     assert {o[:2] for o in owners} == {("staging", "stg_contributions"), ("marts", "fct_contributions"),
                                        ("marts", "dim_taxpayer"), ("marts_build", "fct_contributions_delta"),
-                                       ("marts_build", "fct_contributions")}
+                                       ("marts_build", "fct_contributions"), ("marts_build", "dim_taxpayer"),
+                                       ("marts_build", "fct_contributions_removed"),
+                                       ("marts_build", "file_withdrawals_applied")}
     assert {o[2] for o in owners} == {"contribflow_transformer"}
 
     with login(database, *logins["analyst"]) as analyst:
@@ -119,7 +123,7 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
         for forbidden in ("raw.contributions", "raw.contributions_quarantine", "meta.etl_run",
                           "meta.source_file", "meta.data_quality_issue", "staging.stg_contributions",
                           "marts_build.fct_contributions", "marts_build.fct_contributions_delta",
-                          "meta.mart_build"):
+                          "meta.mart_build", "meta.file_withdrawal", "marts_build.fct_contributions_removed"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 analyst.execute(f"select 1 from {forbidden} limit 1")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -141,6 +145,18 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
             transformer.execute("insert into raw.contributions_quarantine select * from raw.contributions_quarantine")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             transformer.execute("select raw_line from raw.contributions_quarantine")
+        # Withdrawals: the transformer reads them and records the build that applied one, nothing else.
+        assert transformer.execute("select count(*) from meta.file_withdrawal").fetchone() == (0,)
+        for forbidden in ("insert into meta.file_withdrawal (source_file_id, file_name, sha256, file_date, run_id, "
+                          "raw_rows, reason) select id, file_name, sha256, file_date, run_id, 0, 'x' from meta.source_file",
+                          "update meta.file_withdrawal set reason = 'x'", "delete from meta.file_withdrawal"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                transformer.execute(forbidden)
+            transformer.rollback()
+    with login(database, *logins["loader"]) as loader:
+        assert loader.execute("select count(*) from meta.file_withdrawal").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            loader.execute("update meta.file_withdrawal set applied_build_id = null")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         login(database, logins["loader"][0], "not-the-password")
     assert sql("select count(*) from raw.contributions")[0][0] > 1000

@@ -10,6 +10,7 @@ import decimal
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -350,7 +351,7 @@ def test_a_failing_dbt_test_fails_the_step_and_is_listed_in_meta_and_in_the_audi
         ["audit", "--date", DAY.isoformat()], env).stdout
 
 
-def test_a_failing_model_build_leaves_the_published_marts_intact(database, sql):
+def test_a_failing_model_build_leaves_the_published_marts_intact(database, sql, tmp_path):
     env = dict(os.environ)
     assert cli(["init-db"], env).returncode == 0
     assert cli(["generate", "--date", DAY.isoformat(), "--rows", "300"], env).returncode == 0
@@ -364,17 +365,25 @@ def test_a_failing_model_build_leaves_the_published_marts_intact(database, sql):
     relations_before = sql("select relname, relfilenode from pg_class where relnamespace = 'marts'::regnamespace "
                            "and relkind = 'r' order by 1")
 
-    # Valid rows, each within numeric(14,2), whose sum overflows dim_taxpayer's numeric(16,2) total.
+    # Valid rows, each within numeric(14,2), whose sum overflows a numeric(16,2) total. Since issue 25
+    # dim_taxpayer's totals are numeric(38,2) and hold any contract-valid data (test_state_over_time),
+    # so the failing model is dim_taxpayer as it was: a copy of the project with its old total type.
     for n in range(200):
         sql(INSERT_RAW, _raw_row(f"DHUGE{n:04d}", amount="999999999999.99"))
-    failing = dict(env, CONTRIBFLOW_RUN_ID="run-dbt-model")
+    project = tmp_path / "dbt"
+    shutil.copytree(ROOT / "dbt", project, ignore=shutil.ignore_patterns("target", "logs"))
+    for name in ("dim_taxpayer.sql", "_marts.yml"):
+        model = project / "models" / "marts" / name
+        model.write_text(model.read_text().replace("numeric(38, 2)", "numeric(16, 2)")
+                         .replace("numeric(38,2)", "numeric(16,2)"))
+    failing = dict(env, CONTRIBFLOW_RUN_ID="run-dbt-model", CONTRIBFLOW_DBT_PROJECT_DIR=str(project))
     done = cli(["dbt-build", "--date", DAY.isoformat()], failing)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     results = dict(sql("select unique_id, status from meta.dbt_node_result where run_id = 'run-dbt-model'"))
     assert results["model.contribflow.dim_taxpayer"] == "error"
     assert results["model.contribflow.fct_contributions_delta"] == "success"
     error = sql("select error from meta.etl_run where run_id = 'run-dbt-model'")[0][0]
-    assert "model.contribflow.dim_taxpayer" in error
+    assert "model.contribflow.dim_taxpayer" in error and "numeric field overflow" in error, error
     assert sql("select status from meta.mart_build where run_id = 'run-dbt-model'") == [("BUILD_FAILED",)]
     done = cli(["publish", "--date", DAY.isoformat()], failing)
     assert done.returncode == 1 and "BUILD_FAILED, not TESTED" in done.stderr

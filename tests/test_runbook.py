@@ -145,3 +145,50 @@ def test_deleting_records_after_their_retention_is_possible_only_as_the_runbook_
     assert sql("select file_date, count(*) from raw.contributions group by 1") == [(NEXT, 5)]
     with pytest.raises(Exception, match="append-only"):  # the trigger is back
         sql("DELETE FROM raw.contributions")
+
+
+def test_withdrawing_a_loaded_file_as_the_runbook_says(database, sql, capsys):
+    """docs/runbook.md "Withdraw a loaded file": day 2's file re-sent two declarations in a new
+    state and brought a new one; withdrawn, the first two fall back to day 1, the third leaves."""
+    import os
+    import subprocess
+    import sys
+
+    landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
+
+    def run_day(day: dt.date, run_id: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "contribflow", "run", "--date", day.isoformat(),
+                               "--no-generate"], env=dict(os.environ, CONTRIBFLOW_RUN_ID=run_id), cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    write_source(landing, DAY, [good_row(1), good_row(2), good_row(3)])
+    run_day(DAY, "rb-day1")
+    write_source(landing, NEXT, [good_row(1, status="PAID"), good_row(2, status="CANCELLED"), good_row(4)])
+    run_day(NEXT, "rb-day2")
+    marts = "select declaration_id, status, file_date from marts.fct_contributions order by 1"
+    assert [r[1] for r in sql(marts)] == ["PAID", "CANCELLED", "DUE", "DUE"]
+
+    # 1. find the load; 2. record the withdrawal, as the owner, with the reason
+    audit = subprocess.run([sys.executable, "-m", "contribflow", "audit", "--date", NEXT.isoformat()],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "contributions_20261103.csv" in audit.stdout and "rb-day2" in audit.stdout
+    assert cli.main(["withdraw-file", "--file", "contributions_20261103.csv",
+                     "--reason", "test export sent by mistake"]) == 0
+    assert "--no-generate" in capsys.readouterr().out
+    assert [r[1] for r in sql(marts)] == ["PAID", "CANCELLED", "DUE", "DUE"]  # not yet published
+    # 3. publish it by re-running the day
+    out = run_day(NEXT, "rb-rerun")
+    assert "withdrawals_applied=1" in out and "fct_rows_removed=1" in out, out
+    assert sql(marts) == [("DEC_20261101_000001", "DUE", DAY), ("DEC_20261101_000002", "DUE", DAY),
+                          ("DEC_20261101_000003", "DUE", DAY)]
+    assert sql("select count(*) from raw.contributions") == [(6,)]  # raw keeps every row
+    # 4. check: trace and audit show it
+    trace = subprocess.run([sys.executable, "-m", "contribflow", "trace", "--declaration", "DEC_20261101_000004"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "WITHDRAWN" in trace.stdout and "test export sent by mistake" in trace.stdout
+    assert "applied by build" in trace.stdout
+    audit = subprocess.run([sys.executable, "-m", "contribflow", "audit", "--date", NEXT.isoformat()],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "test export sent by mistake" in audit.stdout and "applied by build" in audit.stdout

@@ -234,7 +234,7 @@ def test_trace_by_declaration_uses_indexes_not_a_scan_of_raw(warehouse):
             plan = "\n".join(r[0] for r in auditor.execute("EXPLAIN " + query, ([declaration],)))
             assert "Seq Scan on contributions" not in plan, plan
         raw_plan = "\n".join(r[0] for r in auditor.execute("EXPLAIN " + trace._RAW, ([declaration],)))
-        assert "contributions_declaration_id_record_hash_key" in raw_plan, raw_plan
+        assert "contributions_declaration_id_file_date_record_hash_revision_key" in raw_plan, raw_plan
 
 
 def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:

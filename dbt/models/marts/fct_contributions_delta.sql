@@ -12,7 +12,10 @@
     the view of what marts.fct_contributions would then hold. marts.fct_contributions is never
     copied: a day's build and publication cost the day's rows, not the history.
     With --full-refresh, or before the first publication, the delta is every current declaration
-    (and publish replaces the published rows with it). -#}
+    (and publish replaces the published rows with it).
+    Withdrawn files (meta.file_withdrawal): their rows are no declaration's state (the macro
+    current_declarations); the declarations a withdrawal not yet published touches are restated
+    here from what remains, or removed (fct_contributions_removed). -#}
 {#- A daily build costs the day's rows, not the history: only raw rows that arrived after the newest
     one already published are read, through raw's btree index on ingestion_ts (migration 0005; a BRIN
     index excluded nothing until VACUUM summarized the newest pages, so all of raw was scanned).
@@ -34,6 +37,7 @@
 {%- set published = adapter.get_relation(database=target.database, schema='marts',
                                           identifier='fct_contributions') if execute else none %}
 -- depends_on: {{ ref('stg_contributions') }}
+-- depends_on: {{ ref('file_withdrawals_applied') }}
 {% if published is not none and not flags.FULL_REFRESH %}
 {%- set watermark_sql -%}
 select to_char(max(raw_loaded_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') from {{ published }}
@@ -44,7 +48,19 @@ with arrived as (
     {{ current_declarations(source('raw', 'contributions'),
                             where="ingestion_ts > " ~ watermark ~ " and ingestion_ts <= ("
                                   ~ "select max(ingestion_ts) from " ~ source('raw', 'contributions') ~ ")") }}
+),
+{#- A withdrawal this build applies: each declaration it touches is restated from all of its raw
+    rows outside withdrawn files (the state of the latest remaining file), whatever the watermark;
+    one with none left is in fct_contributions_removed instead. #}
+touched as (
+    {{ withdrawn_declarations() }}
+),
+restated as (
+    {{ current_declarations(source('raw', 'contributions'),
+                            where="declaration_id in (select declaration_id from touched)") }}
 )
+select * from restated
+union all
 select arrived.*
 from arrived
 {#- One index lookup per arrived row (the limit keeps the planner from hashing all of the table). #}
@@ -54,8 +70,11 @@ left join lateral (
     where here.declaration_id = arrived.declaration_id
     limit 1
 ) as known on true
-where known.found is null
-   or (arrived.file_date, arrived.raw_loaded_at) >= (known.file_date, known.raw_loaded_at)
+where not exists (select from touched where touched.declaration_id = arrived.declaration_id)
+  {#- The macro's order: a later file date wins, then a later arrival (a state that returned
+      within one file date arrived later: ingestion_ts orders revisions too). #}
+  and (known.found is null
+       or (arrived.file_date, arrived.raw_loaded_at) >= (known.file_date, known.raw_loaded_at))
 {% else %}
 select * from {{ ref('stg_contributions') }}
 {% endif %}
