@@ -164,10 +164,9 @@ def cmd_withdraw_file(args: argparse.Namespace, settings: Settings) -> int:
     print(f"withdraw-file: {d['file']} (sha256 {d['sha256']}, file date {d['file_date']}, loaded by run "
           f"{d['loaded_by_run']}, {d['raw_rows']} rows in raw) withdrawn by {d['withdrawn_by']} "
           f"(withdrawal {d['withdrawal_id']}); raw.contributions untouched")
-    if d.get("later_same_date"):
-        print(f"withdraw-file: warning: a later file of {d['file_date']} was loaded after it: "
-              f"{d['later_same_date']}; states it repeated from the withdrawn file were not stored again and "
-              "are withdrawn with it: have the source send the corrected file again (docs/runbook.md)")
+    if d.get("kept_by_later_files"):
+        print(f"withdraw-file: {d['kept_by_later_files']} of its declarations were repeated by a later file of "
+              f"{d['file_date']}: they keep that state, from the later file")
     print("withdraw-file: the marts still show it until the next build is published: re-run a day "
           f"(`contribflow run --date {d['file_date']} --no-generate`, or the next daily run); its publish "
           "step reports withdrawals_applied")

@@ -88,28 +88,43 @@ _COPY_RAW = f"COPY {{table}} ({', '.join(RAW_COLUMNS)}) FROM STDIN"
 _ADDED_COLUMNS = ("record_hash", "taxpayer_key", "source_line", "file_date", "source_file", "run_id")
 """What ingest adds in front of a plain line, which is then loaded as it is (comma-delimited)."""
 _INSERT_NEW_STATES = f"""
+WITH incoming AS (
+    SELECT i.*, latest.record_hash AS latest_hash, latest.revision AS latest_revision,
+           latest.source_file AS latest_file, latest.run_id AS latest_run
+      FROM incoming_rows i
+      LEFT JOIN LATERAL (
+            SELECT r.record_hash, r.revision, r.source_file, r.run_id FROM raw.contributions r
+             WHERE r.declaration_id = i.declaration_id AND r.file_date = i.file_date
+               AND NOT EXISTS (SELECT FROM meta.file_withdrawal w
+                                WHERE w.file_name = r.source_file AND w.run_id = r.run_id)
+             ORDER BY r.ingestion_ts DESC, r.source_line DESC, r.revision DESC LIMIT 1) latest ON true
+), restated AS (
+    INSERT INTO raw.contributions_restated (declaration_id, file_date, record_hash, revision, source_file,
+                                            source_line, run_id)
+    SELECT declaration_id, file_date, record_hash, latest_revision, source_file, source_line, run_id
+      FROM incoming
+     WHERE latest_hash = record_hash AND (latest_file, latest_run) IS DISTINCT FROM (source_file, run_id)
+    ON CONFLICT DO NOTHING
+)
 INSERT INTO raw.contributions ({', '.join(RAW_COLUMNS)}, revision)
 SELECT {', '.join('i.' + c for c in RAW_COLUMNS)}, coalesce(same.revision + 1, 0)
-  FROM incoming_rows i
-  LEFT JOIN LATERAL (
-        SELECT r.record_hash FROM raw.contributions r
-         WHERE r.declaration_id = i.declaration_id AND r.file_date = i.file_date
-           AND NOT EXISTS (SELECT FROM meta.file_withdrawal w
-                            WHERE w.file_name = r.source_file AND w.run_id = r.run_id)
-         ORDER BY r.ingestion_ts DESC, r.source_line DESC, r.revision DESC LIMIT 1) latest ON true
+  FROM incoming i
   LEFT JOIN LATERAL (
         SELECT max(r.revision) AS revision FROM raw.contributions r
          WHERE r.declaration_id = i.declaration_id AND r.file_date = i.file_date
            AND r.record_hash = i.record_hash) same ON true
- WHERE latest.record_hash IS DISTINCT FROM i.record_hash
+ WHERE i.latest_hash IS DISTINCT FROM i.record_hash
 """
 """The slow path's insert (migration 0010): each incoming row against the states its declaration
 already has for the file's date, found through raw's unique index. The latest of them (the latest
 arrival; a withdrawn file's rows do not count, so a corrected re-send of a withdrawn file loads)
-equal to the row: a no-op. Otherwise the row is a new arrival: revision 0 if this state was never
-there for this date, else one more than its greatest revision, so that a state present at all has
-its revision 0 and a fast-path COPY repeating it always hits the index. Declarations are unique
-within a file, and loads never overlap (RAW_WRITER_LOCK), so no two rows here compete."""
+equal to the row: not stored again, but recorded as restated by this file (raw.contributions_restated,
+migration 0012), which the marts then name as the latest file that mentioned the declaration, and
+which keeps the state if the earlier file is withdrawn. Otherwise the row is a new arrival: revision
+0 if this state was never there for this date, else one more than its greatest revision, so that a
+state present at all has its revision 0 and a fast-path COPY repeating it always hits the index.
+Declarations are unique within a file, and loads never overlap (RAW_WRITER_LOCK), so no two rows
+here compete. The statement's row count is the rows inserted into raw.contributions."""
 _QUARANTINE_COLUMNS = (
     "source_sha256", "source_line", "source_file", "file_date", "raw_line", "reasons", "run_id",
 )
@@ -745,11 +760,9 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
                           "error" if settings.volume_action == "fail" else "warning")
             if refusal:
                 # Only this transaction's own, never-committed rows: raw stays append-only.
-                conn.execute(
-                    "DELETE FROM raw.contributions WHERE run_id = %s AND source_file = %s "
-                    "AND ingestion_ts >= now()",
-                    (settings.run_id, path.name),
-                )
+                for table in ("raw.contributions", "raw.contributions_restated"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id = %s AND source_file = %s "
+                                 "AND ingestion_ts >= now()", (settings.run_id, path.name))
                 outcome.rows_withheld, outcome.rows_loaded = outcome.rows_loaded, 0
                 outcome.refusal = refusal
                 ledger.record(conn, settings, day, path.name, facts, outcome.counts, "REJECTED", refusal)

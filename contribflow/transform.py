@@ -170,17 +170,22 @@ CAUSE_CHARS = 300
 _QUOTED_KEY = re.compile(r"(Key \([^)]*\))=\((?:[^()]|\([^)]*\))*\)")
 _QUOTED_VALUE = re.compile(r':\s*"[^"]{0,200}"')
 _COMPILED_AT = re.compile(r"^\s*compiled (?:code|sql) at ", re.IGNORECASE)
+_DBT_WRAPPER = re.compile(r"^(?:(?:Runtime|Database|Compilation) Error(?: in .*)?"
+                          r"|An error occurred during execution of unit test .*)$")
+"""dbt's own lines around a cause ("Runtime Error in unit_test x (file)", "Database Error in model
+y"): the node is named already, so they would only crowd the cause out of the bounded text."""
 
 
 def cause(message: str | None) -> str:
     """The database's message of a failed node, for meta.etl_run.error and the run summary: its first
-    few lines (dbt's "Database Error in model …", PostgreSQL's error and DETAIL), joined, bounded.
+    few lines but dbt's wrappers (PostgreSQL's error and DETAIL, dbt's own cause), joined, bounded.
     The values a message quotes are masked (a key's values; an input literal, PostgreSQL's ``: "…"``;
     names of relations, columns and constraints are kept): the models never select
     raw.contributions.taxpayer_id (tests/test_state_over_time.py holds them to it), and this keeps
     any other value out of the audit trail too."""
     lines = [line.strip() for line in (message or "").splitlines()
-             if line.strip() and not _COMPILED_AT.match(line)][:CAUSE_LINES]
+             if line.strip() and not _COMPILED_AT.match(line)]
+    lines = ([line for line in lines if not _DBT_WRAPPER.match(line)] or lines)[:CAUSE_LINES]
     text = "; ".join(lines)
     text = _QUOTED_KEY.sub(r"\1=(…)", text)
     text = _QUOTED_VALUE.sub(': "…"', text)

@@ -39,9 +39,9 @@ class Withdrawal:
     withdrawn_by_login: str
     withdrawn_by_role: str
     withdrawn_at: dt.datetime
-    later_same_date: list[tuple[str, int]]
-    """(run, rows it found already in raw) of each file of the same date loaded after this one: the
-    states it repeated from this file were not stored again, and go with this withdrawal."""
+    kept_by_later_files: int
+    """Declarations whose state in this file a later file of the same date repeated
+    (raw.contributions_restated): they keep that state, from the later file."""
 
 
 _LOADED = """SELECT id, file_name, sha256, file_date, run_id, rows_loaded, seen_at FROM meta.source_file
@@ -92,12 +92,14 @@ def record(conn: psycopg.Connection, name: str, run_id: str | None, reason: str)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
            RETURNING id, withdrawn_by_login, withdrawn_by_role, withdrawn_at""",
         (source_id, file_name, sha256, file_date, run, rows, first, last, reason.strip())).fetchone()
-    later = conn.execute(
-        """SELECT run_id, coalesce(rows_in, 0) - coalesce(rows_loaded, 0) - coalesce(rows_rejected, 0)
-             FROM meta.source_file WHERE file_date = %s AND outcome = 'LOADED' AND id > %s ORDER BY id""",
-        (file_date, source_id)).fetchall()
-    return Withdrawal(row[0], file_name, sha256, file_date, run, rows, row[1], row[2], row[3],
-                      [(r, n) for r, n in later])
+    kept = conn.execute(
+        """SELECT count(DISTINCT m.declaration_id) FROM raw.contributions_restated m
+             JOIN raw.contributions r USING (declaration_id, file_date, record_hash, revision)
+            WHERE r.source_file = %s AND r.run_id = %s
+              AND NOT EXISTS (SELECT FROM meta.file_withdrawal w
+                               WHERE w.file_name = m.source_file AND w.run_id = m.run_id)""",
+        (file_name, run)).fetchone()[0]
+    return Withdrawal(row[0], file_name, sha256, file_date, run, rows, row[1], row[2], row[3], kept)
 
 
 def run(settings: Settings, name: str, run_id: str | None, reason: str) -> StepRun:
@@ -113,7 +115,6 @@ def run(settings: Settings, name: str, run_id: str | None, reason: str) -> StepR
         step.details = {"withdrawal_id": w.id, "file": w.file_name, "sha256": w.sha256,
                         "file_date": w.file_date.isoformat(), "loaded_by_run": w.run_id, "raw_rows": w.raw_rows,
                         "withdrawn_by": f"{w.withdrawn_by_login} as {w.withdrawn_by_role}"}
-        if w.later_same_date:
-            step.details["later_same_date"] = "; ".join(f"run {r} ({n} rows already in raw)"
-                                                        for r, n in w.later_same_date)
+        if w.kept_by_later_files:
+            step.details["kept_by_later_files"] = w.kept_by_later_files
     return step

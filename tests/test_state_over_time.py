@@ -339,8 +339,8 @@ def test_a_withdrawal_recorded_after_a_build_waits_for_the_next_and_a_same_day_r
         database, sql, source):
     """A build applies the withdrawals recorded before it started: one recorded between dbt-build and
     publish stays pending (the marts still show the file) and the next run applies it. And withdrawing
-    a file whose states a later file of the same date repeated warns that those states (stored once,
-    as the withdrawn file's) go with it."""
+    a file whose states a later file of the same date repeated keeps those states, from the later
+    file (stored once in raw, as the withdrawn file's; the repeat recorded in contributions_restated)."""
     source.send(D1, [row(1, "DUE", "1.0"), row(2, "DUE", "2.0")])
     run_day(D1, "late-w-1")
     source.send(D1, [row(1, "DUE", "1.0"), row(3, "PAID", "3.0")])  # repeats row 1's state for D1
@@ -353,7 +353,7 @@ def test_a_withdrawal_recorded_after_a_build_waits_for_the_next_and_a_same_day_r
 
     done = cli("withdraw-file", "--file", source.files[0][2], "--run", "late-w-1", "--reason", "wrong export")
     assert done.returncode == 0, done.stderr
-    assert "warning: a later file of 2026-11-02 was loaded after it: run late-w-2 (1 rows already in raw)" \
+    assert "1 of its declarations were repeated by a later file of 2026-11-02: they keep that state" \
         in done.stdout, done.stdout
     for stage in ("dbt-test", "publish"):
         done = cli(stage, "--date", D2.isoformat(), env=env)
@@ -365,6 +365,9 @@ def test_a_withdrawal_recorded_after_a_build_waits_for_the_next_and_a_same_day_r
     run_day(D2, "late-w-4")
     [(build,)] = sql("select id from meta.mart_build where run_id = 'late-w-4'")
     assert sql("select applied_build_id from meta.file_withdrawal") == [(build,)]
-    # Row 1's DUE for D1 was stored once, as late-w-1's: it goes with the withdrawal, as warned.
+    # Row 1's DUE for D1 was stored once, as late-w-1's, and repeated by late-w-2: it stays, from
+    # late-w-2's file and line; row 2 (only in the withdrawn file) leaves.
+    assert sql("select declaration_id, status, run_id from marts.fct_contributions f join raw.contributions_restated m "
+               "using (declaration_id, source_file, source_line) order by 1") == [("DEC_20261101_000001", "DUE", "late-w-2")]
     assert sql("select declaration_id from marts.fct_contributions order by 1") == [
-        ("DEC_20261101_000003",), ("DEC_20261101_000004",)]
+        ("DEC_20261101_000001",), ("DEC_20261101_000003",), ("DEC_20261101_000004",)]

@@ -152,3 +152,19 @@ def test_fingerprint_names_the_line_of_invalid_utf8(tmp_path):
     facts = fingerprint(path)
     assert facts.problem and "line 3" in facts.problem
     assert facts.sha256 == hashlib.sha256(b"a\nb\nc\xff\n").hexdigest()
+
+
+def test_a_failed_nodes_cause_keeps_the_databases_words_not_dbts_wrappers():
+    from contribflow import transform
+
+    unit = ("Runtime Error in unit_test x (models/staging/stg_contributions.yml)\n"
+            "  An error occurred during execution of unit test 'x'. There may be an error in the unit test "
+            "definition: check the data types.\n   Runtime Error\n"
+            "    Relation name 'x' is longer than 63 characters")
+    assert transform.cause(unit) == "Relation name 'x' is longer than 63 characters"
+    database = ("Database Error in model dim_taxpayer (models/marts/dim_taxpayer.sql)\n  numeric field overflow\n"
+                "  DETAIL:  A field with precision 16, scale 2 must round to an absolute value less than 10^14.\n"
+                "  compiled code at target/run/contribflow/models/marts/dim_taxpayer.sql")
+    assert transform.cause(database) == ("numeric field overflow; DETAIL:  A field with precision 16, scale 2 must "
+                                         "round to an absolute value less than 10^14.")
+    assert transform.cause("Runtime Error") == "Runtime Error"  # nothing but a wrapper: kept

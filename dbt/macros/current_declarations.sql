@@ -1,11 +1,16 @@
-{#- The current version of each declaration among `relation`'s rows (raw.contributions): the state
-    of the latest file that mentioned it (the greatest file_date), then the latest arrival
-    (ingestion_ts: a state that returned within one file date, migration 0010's revision, arrived
-    later), then the later line. Rows of a withdrawn file (meta.file_withdrawal, `contribflow
-    withdraw-file`) are not part of any declaration's state. Shared by stg_contributions (all
-    history) and the incremental branch of fct_contributions_delta (the rows that arrived since the
-    last publication, and the declarations a withdrawal touches). -#}
-{% macro current_declarations(relation, where=none) %}
+{#- The current version of each declaration: the state of the latest file that mentioned it (the
+    greatest file_date), then the latest arrival (ingestion_ts: a state that returned within one
+    file date, migration 0010's revision, arrived later), then the later line. A file mentions a
+    declaration by a row of raw.contributions, or, when it repeated a state already stored for the
+    same file date, by a row of raw.contributions_restated (migration 0012): that state, with the
+    repeating file's name, line and time. Rows of a withdrawn file (meta.file_withdrawal,
+    `contribflow withdraw-file`) are no declaration's state.
+    `since`: only the mentions that arrived after this timestamp (a SQL expression), up to the
+    newest of each table (the incremental fact build); `among`: only these declarations (a query
+    of declaration ids). Shared by stg_contributions (all history) and fct_contributions_delta. -#}
+{% macro current_declarations(since=none, among=none) %}
+    {%- set raw = source('raw', 'contributions') -%}
+    {%- set restated = source('raw', 'contributions_restated') -%}
     select distinct on (declaration_id)
         declaration_id,
         taxpayer_key,
@@ -18,15 +23,52 @@
         file_date,
         source_file,
         source_line,
-        ingestion_ts as raw_loaded_at
-    from {{ relation }} as r
-    where {{ not_withdrawn('r') }}
-    {% if where %}and ({{ where }}){% endif %}
-    order by declaration_id, file_date desc, ingestion_ts desc, source_line desc
+        raw_loaded_at
+    from (
+        select
+            r.declaration_id, r.taxpayer_key, r.event_date, r.amount, r.currency, r.contribution_type,
+            r.status, r.country, r.file_date, r.source_file, r.source_line, r.ingestion_ts as raw_loaded_at
+        from {{ raw }} as r
+        where {{ not_withdrawn('r') }}
+        {%- if since %}
+            and r.ingestion_ts > {{ since }} and r.ingestion_ts <= (select max(ingestion_ts) from {{ raw }})
+        {%- endif %}
+        {%- if among %}
+            and r.declaration_id in ({{ among }})
+        {%- endif %}
+        union all
+        select
+            r.declaration_id, r.taxpayer_key, r.event_date, r.amount, r.currency, r.contribution_type,
+            r.status, r.country, m.file_date, m.source_file, m.source_line, m.ingestion_ts as raw_loaded_at
+        from {{ restated }} as m
+        inner join {{ raw }} as r
+            on r.declaration_id = m.declaration_id and r.file_date = m.file_date
+            and r.record_hash = m.record_hash and r.revision = m.revision
+        where {{ not_withdrawn('m') }}
+        {%- if since %}
+            and m.ingestion_ts > {{ since }} and m.ingestion_ts <= (select max(ingestion_ts) from {{ restated }})
+        {%- endif %}
+        {%- if among %}
+            and m.declaration_id in ({{ among }})
+        {%- endif %}
+    ) as mentions
+    order by declaration_id, file_date desc, raw_loaded_at desc, source_line desc
 {% endmacro %}
 
-{#- Whether raw row `alias` belongs to no withdrawn file (raw rows are tied to their file by
-    (source_file, run_id)). meta.file_withdrawal is small: a hash anti-join. -#}
+{#- Whether declaration `declaration_id` has a state left outside withdrawn files: a row of raw, or
+    a repeat of one, whose file is not withdrawn. -#}
+{% macro has_state(declaration_id) %}
+    (exists (
+        select from {{ source('raw', 'contributions') }} as r
+        where r.declaration_id = {{ declaration_id }} and {{ not_withdrawn('r') }}
+    ) or exists (
+        select from {{ source('raw', 'contributions_restated') }} as m
+        where m.declaration_id = {{ declaration_id }} and {{ not_withdrawn('m') }}
+    ))
+{% endmacro %}
+
+{#- Whether the row `alias` of raw (or of its repeats) belongs to no withdrawn file (rows are tied to
+    their file by (source_file, run_id)). meta.file_withdrawal is small: a hash anti-join. -#}
 {% macro not_withdrawn(alias) %}
     not exists (
         select from {{ source('meta', 'file_withdrawal') }} as withdrawn
@@ -41,22 +83,24 @@
     and a build with no withdrawal to apply (every ordinary day) does not read raw here at all; a
     join with the table instead let the planner, without statistics, scan all of raw. -#}
 {% macro withdrawn_declarations() %}
-    {%- set spans = [] -%}
+    {%- set withdrawals = [] -%}
     {%- if execute -%}
-        {%- set spans_sql -%}
+        {%- set withdrawals_sql -%}
             select file_name, run_id,
                    to_char(first_loaded_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
                    to_char(last_loaded_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')
             from {{ ref('file_withdrawals_applied') }}
-            where first_loaded_at is not null
             order by id
         {%- endset -%}
-        {%- set spans = run_query(spans_sql).rows -%}
+        {%- set withdrawals = run_query(withdrawals_sql).rows -%}
     {%- endif -%}
-    {%- if spans | length == 0 %}
+    {%- set spans = [] -%}
+    {%- for w in withdrawals if w[2] -%}{%- do spans.append(w) -%}{%- endfor -%}
+    {%- if withdrawals | length == 0 %}
     select cast(null as text) as declaration_id
     where false
     {%- else %}
+    {%- if spans | length > 0 %}
     select distinct r.declaration_id
     from {{ source('raw', 'contributions') }} as r
     where
@@ -67,5 +111,16 @@
          and r.source_file = '{{ span[0] | replace("'", "''") }}'
          and r.run_id = '{{ span[1] | replace("'", "''") }}')
         {%- endfor %}
+    union
+    {%- endif %}
+    {#- A withdrawn file's repeats of states stored earlier (raw.contributions_restated: a small
+        table, read whole). #}
+    select distinct m.declaration_id
+    from {{ source('raw', 'contributions_restated') }} as m
+    where (m.source_file, m.run_id) in (
+        {%- for w in withdrawals %}
+        ('{{ w[0] | replace("'", "''") }}', '{{ w[1] | replace("'", "''") }}'){% if not loop.last %},{% endif %}
+        {%- endfor %}
+    )
     {%- endif %}
 {% endmacro %}

@@ -45,9 +45,7 @@ select to_char(max(raw_loaded_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'
 {%- set newest = run_query(watermark_sql).columns[0].values()[0] if execute else none -%}
 {%- set watermark = "timestamp '" ~ (newest or '-infinity') ~ "' at time zone 'UTC'" %}
 with arrived as (
-    {{ current_declarations(source('raw', 'contributions'),
-                            where="ingestion_ts > " ~ watermark ~ " and ingestion_ts <= ("
-                                  ~ "select max(ingestion_ts) from " ~ source('raw', 'contributions') ~ ")") }}
+    {{ current_declarations(since=watermark) }}
 ),
 {#- A withdrawal this build applies: each declaration it touches is restated from all of its raw
     rows outside withdrawn files (the state of the latest remaining file), whatever the watermark;
@@ -56,8 +54,7 @@ touched as (
     {{ withdrawn_declarations() }}
 ),
 restated as (
-    {{ current_declarations(source('raw', 'contributions'),
-                            where="declaration_id in (select declaration_id from touched)") }}
+    {{ current_declarations(among='select declaration_id from touched') }}
 )
 select * from restated
 union all

@@ -5,7 +5,8 @@
   )
 }}
 {#- The declarations that leave marts.fct_contributions with this build: a withdrawal it applies
-    took their every remaining state (each row of theirs in raw is in a withdrawn file). `contribflow
+    took their every remaining state (each row of theirs in raw, and each repeat of one, is in a
+    withdrawn file). `contribflow
     publish` deletes them from marts.fct_contributions; the audit view (fct_contributions) leaves
     them out. A declaration touched by a withdrawal that keeps a state is in the delta instead.
     Empty on a full refresh, which replaces every published row. -#}
@@ -21,10 +22,7 @@ with touched as (
 )
 select touched.declaration_id
 from touched
-where not exists (
-    select from {{ source('raw', 'contributions') }} as r
-    where r.declaration_id = touched.declaration_id and {{ not_withdrawn('r') }}
-)
+where not {{ has_state('touched.declaration_id') }}
 {% else %}
 select cast(null as text) as declaration_id
 where false

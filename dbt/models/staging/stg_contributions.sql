@@ -1,1 +1,1 @@
-{{ current_declarations(source('raw', 'contributions')) }}
+{{ current_declarations() }}
