@@ -42,9 +42,16 @@ from contribflow.settings import Settings
 BLOCK = 1 << 20
 RESENT_RULE = "resent_file"
 EARLIER_SQL = """
-SELECT outcome, file_name, file_date, run_id, rows_in, rows_rejected FROM meta.source_file
+SELECT id, outcome, file_name, file_date, run_id, rows_in, rows_rejected FROM meta.source_file
  WHERE sha256 = %s AND outcome IN ('LOADED', 'DUPLICATE') ORDER BY id
 """
+_NEWER_FOR_DATE = """
+SELECT EXISTS (SELECT FROM meta.source_file s
+                WHERE s.file_date = %s AND s.outcome = 'LOADED' AND s.id > %s AND s.sha256 <> %s
+                  AND NOT EXISTS (SELECT FROM meta.file_withdrawal w
+                                   WHERE w.file_name = s.file_name AND w.run_id = s.run_id))
+"""
+"""Whether another content was loaded for the date after a given load (and not withdrawn)."""
 _LEDGER_SQL = """
 INSERT INTO meta.source_file (file_name, sha256, file_date, size_bytes, rows_in, rows_loaded,
                               rows_already_in_raw, rows_rejected, rows_withheld, outcome, detail, run_id)
@@ -117,13 +124,22 @@ class Earlier:
 
 
 def earlier_load(conn: psycopg.Connection, sha256: str, day: dt.date, name: str) -> Earlier | None:
-    """The LOADED ledger row of this content, if any (at most one: source_file_loaded_once)."""
+    """The LOADED ledger row of this content that answers this file, if any: its latest load for
+    this date, else its first load for another date (a re-sent export).
+
+    None, so that the file loads, also when this content was loaded for this date but another
+    content was loaded for it since: a day's file corrected (v2) and then sent back as it was (v1
+    again) is the newest arrival of that date, and its states win again (migration 0012: the ledger
+    may hold one content as LOADED more than once; loads never overlap, ingest.RAW_WRITER_LOCK)."""
     rows = conn.execute(EARLIER_SQL, (sha256,)).fetchall()
-    loaded = [r for r in rows if r[0] == "LOADED"]
+    loaded = [r for r in rows if r[1] == "LOADED"]
     if not loaded:
         return None
-    _, file_name, file_date, run_id, rows_in, rejected = loaded[0]
-    recorded = any(r[0] == "DUPLICATE" and (r[2], r[1]) == (day, name) for r in rows)
+    this_date = [r for r in loaded if r[3] == day]
+    if this_date and conn.execute(_NEWER_FOR_DATE, (day, this_date[-1][0], sha256)).fetchone()[0]:
+        return None
+    _, _, file_name, file_date, run_id, rows_in, rejected = (this_date or loaded)[-1 if this_date else 0]
+    recorded = any(r[1] == "DUPLICATE" and (r[3], r[2]) == (day, name) for r in rows)
     return Earlier(file_name, file_date, run_id, rows_in or 0, rejected or 0, recorded)
 
 

@@ -94,6 +94,33 @@ def test_a_days_file_corrected_in_place_twice_and_back(database, sql, source, ex
                ([r.declaration_id for r in rest],)) == [(len(rest),)]
 
 
+def test_a_corrected_day_then_its_first_version_withdrawn(database, sql, source, expect):
+    """The source corrects a day's file in place (v2 repeats x, drops y, adds z); the operator then
+    withdraws v1. x stays, now from v2 (which repeated it: stored once, the repeat recorded); y,
+    only in v1, leaves the marts; raw keeps every row."""
+    from contribflow import cli
+
+    x = Row("DEC_20261102_900005", "TAXP_30007", status="DUE")
+    y = Row("DEC_20261102_900006", "TAXP_30007", status="DUE", amount="2.0")
+    z = Row("DEC_20261102_900007", "TAXP_30008", status="PAID", amount="3.0")
+    v1 = source.send(D1, [x, y])
+    expect.load(v1)
+    assert ok(run_day(D1))
+    v2 = source.send(D1, [z, x])
+    expect.load(v2)
+    assert ok(run_day(D1))
+    assert_published(sql, expect, "the corrected day")  # x is named from v2, its latest mention
+    assert sql("select count(*) from raw.contributions") == [(3,)]  # x stored once
+    first = sql("select run_id from meta.source_file where outcome = 'LOADED' order by id")[0][0]
+    assert cli.main(["withdraw-file", "--file", v1.name, "--run", first, "--reason", "v1 was a wrong export"]) == 0
+    expect.withdraw(v1)
+    assert ok(run_day(D1))
+    assert_published(sql, expect, "v1 withdrawn")
+    assert sql("select declaration_id from marts.fct_contributions order by 1") == [(x.declaration_id,),
+                                                                                 (z.declaration_id,)]
+    assert sql("select count(*) from raw.contributions") == [(3,)]
+
+
 def test_a_rejected_day_then_a_good_day_then_the_rejected_day_reprocessed_late(database, sql, source, expect,
                                                                                monkeypatch):
     x = Row("DEC_20261102_900003", "TAXP_30005", status="DUE")

@@ -47,3 +47,10 @@ ALTER TABLE raw.contributions_restated OWNER TO contribflow_migrator;
 -- DELETE only for what raw.contributions has it for: a REJECTED file's own, uncommitted rows.
 GRANT SELECT, INSERT, DELETE ON raw.contributions_restated TO contribflow_loader;
 GRANT SELECT ON raw.contributions_restated TO contribflow_transformer, contribflow_auditor;
+
+-- The same content may now be LOADED more than once, for the date it was loaded for: a day's file
+-- corrected (v2) and then sent back as it was (v1's bytes again) is the newest arrival of that date,
+-- and must load again so that its states win (contribflow/ledger.py, earlier_load). Loads never
+-- overlap (ingest's raw-writer lock), which is what kept a content from being claimed twice at once.
+DROP INDEX meta.source_file_loaded_once;
+CREATE INDEX source_file_loaded_sha256 ON meta.source_file (sha256) WHERE outcome = 'LOADED';
