@@ -94,13 +94,11 @@ def _sent_twice(landing: Path, elsewhere: Path) -> Path:
 
 
 def _overlapping(landing: Path, elsewhere: Path) -> Path:
-    # An earlier file of the same date (the same states for another date would be new arrivals,
-    # migration 0010), in a folder of the landing of its own.
-    first = landing / "earlier" / file_name(DAY)
-    first.parent.mkdir()
-    first.write_text(text(row(1), row(2)))
-    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(first)]) == 0
+    # An earlier version of the same date's file, corrected in place (the same states for another
+    # date would be new arrivals, migration 0010).
     path = landing / file_name(DAY)
+    path.write_text(text(row(1), row(2)))
+    assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(path)]) == 0
     path.write_text(text(row(1), row(2), row(3)))
     return path
 
