@@ -17,14 +17,15 @@ from pathlib import Path
 import psycopg
 
 from contribflow import __version__, imagemap, logs
-from contribflow.contract import parse_date
+from contribflow.contract import file_date, parse_date
 from contribflow.db import TRANSIENT_SQLSTATES, libpq_env, transient
 from contribflow.errors import DatabaseUnavailable, FileChanged, FileNotYetArrived, StageError
-from contribflow.settings import Settings, SettingsError
+from contribflow.settings import RUN_ID, Settings, SettingsError
 
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _WHOLE = re.compile(r"-?[0-9]+", re.ASCII)
 _DECLARATION = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _REGISTRY = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", re.ASCII)
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
 MAX_ROWS = 100_000_000
@@ -76,6 +77,25 @@ def _declaration(text: str) -> str:
         raise argparse.ArgumentTypeError("a declaration id is 1 to 64 characters, no control character, "
                                          "no surrounding spaces")
     return text
+
+
+def _source_file_name(text: str) -> str:
+    """A source file's name as the ledger holds it (no folder): contributions_YYYYMMDD.csv."""
+    try:
+        file_date(Path(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if Path(text).name != text:
+        raise argparse.ArgumentTypeError(f"{text!r} is a path: give the file's name, as meta.source_file has it")
+    return text
+
+
+def _reason(text: str) -> str:
+    """Why an operator acts, recorded in meta: some words, no control character, at most 1000 characters."""
+    if not text.strip() or len(text) > 1000 or _CONTROL.search(text):
+        raise argparse.ArgumentTypeError("a reason is 1 to 1000 characters of text (not only spaces, no control "
+                                         "character): say why, it is recorded with who and when")
+    return text.strip()
 
 
 def _matching(pattern: re.Pattern[str], what: str):
@@ -394,10 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "declaration falls back to the latest remaining file that mentioned it, or "
                                    "leaves the marts. raw.contributions is never touched. Run as the "
                                    "warehouse's owner (the migrator login); docs/runbook.md.")
-    p.add_argument("--file", required=True, help="the file name, as meta.source_file has it "
-                                                 "(contributions_YYYYMMDD.csv)")
-    p.add_argument("--run", default=None, help="the run that loaded it, when more than one run loaded that name")
-    p.add_argument("--reason", required=True, help="why it is withdrawn (recorded; not empty)")
+    p.add_argument("--file", required=True, type=_source_file_name,
+                   help="the file name, as meta.source_file has it (contributions_YYYYMMDD.csv)")
+    p.add_argument("--run", default=None, type=_matching(RUN_ID, "a run id"),
+                   help="the run that loaded it, when more than one run loaded that name")
+    p.add_argument("--reason", required=True, type=_reason, help="why it is withdrawn (recorded; not empty)")
     p.set_defaults(handler=cmd_withdraw_file)
 
     p = sub.add_parser("trace", help="trace a mart row back to its file lines, runs, checks and tests",

@@ -38,7 +38,7 @@ MIN_PRODUCTION_KEY_CHARS = 32
 
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 """A run id names a folder (<state>/runs/<run id>) and is an Argo uid in the cluster: no slash, no
 ``..``, no space or control character."""
 _LABEL = re.compile(r"[^\x00-\x1f\x7f]{0,253}")
@@ -162,7 +162,7 @@ def _run_id(env: dict[str, str]) -> str:
     raw = env.get("CONTRIBFLOW_RUN_ID")
     if not raw:
         return str(uuid.uuid4())
-    if not _RUN_ID.fullmatch(raw):
+    if not RUN_ID.fullmatch(raw):
         raise SettingsError(f"CONTRIBFLOW_RUN_ID={raw[:80]!r} is not a run id: 1 to 128 letters, digits, "
                             "'.', '_' or '-', starting with a letter or digit")
     return raw

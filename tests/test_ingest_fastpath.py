@@ -199,7 +199,7 @@ def test_ingest_computes_the_record_hash_that_sql_defines(database, sql, tmp_pat
     assert [r[3] for r in respelled] != amounts
     _, lines = _file_for(DAY, respelled, list(COLUMNS), quoted)
     # Re-sent for the same date (another file date would be a new arrival, migration 0010).
-    later = write_source(tmp_path / "landing" / "resent", DAY, lines)
+    later = write_source(tmp_path / "landing", DAY, lines)  # the day's file corrected in place
     assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(later)]) == 0
     assert sql("select count(*) from raw.contributions") == [(len(rows),)]
 
@@ -244,7 +244,7 @@ def test_chunks_that_meet_known_rows_skip_only_those_and_the_load_goes_back_to_p
     landing = tmp_path / "landing"
     assert cli.main(["init-db"]) == 0
     # An earlier file of the same date (the same state for another date would be a new arrival).
-    earlier = write_source(landing / "earlier", DAY, [good_row(n) for n in range(100, 110)])
+    earlier = write_source(landing, DAY, [good_row(n) for n in range(100, 110)])  # then corrected in place
     assert cli.main(["ingest", "--date", DAY.isoformat(), "--file", str(earlier)]) == 0
 
     rows = [good_row(n) for n in range(1, 21)]          # lines 2-21: new (first chunk is 1 row)

@@ -30,17 +30,17 @@ def _ingest(landing, day, rows) -> None:
     assert cli.main(["ingest", "--date", day.isoformat(), "--file", str(path)]) == 0
 
 
-def _loaded_as_before(sql, day, rows) -> None:
-    """Rows in raw as an ingest of the schema before 0009 left them (today's ingest writes the
-    ledger columns of later migrations, so it cannot run against that schema)."""
+def _loaded_as_before(sql, day, rows, source_file: str = "old.csv") -> None:
+    """Rows in raw as an ingest of an older schema left them (today's ingest writes the ledger
+    columns and tables of later migrations, so it cannot run against that schema)."""
     for line, row in enumerate(rows, 2):
         sql("""insert into raw.contributions (declaration_id, taxpayer_id, taxpayer_key, event_date, amount,
                    currency, contribution_type, status, country, file_date, source_file, source_line, run_id,
                    record_hash)
-               select d, t, md5(t), e::date, a::numeric, c, k, s, n, %s, 'old.csv', %s, 'old-run',
+               select d, t, md5(t), e::date, a::numeric, c, k, s, n, %s, %s, %s, 'old-run',
                       raw.record_hash(d, t, e::date, a::numeric, c, k, s, n)
                  from (values (%s, %s, %s, %s, %s, %s, %s, %s)) v (d, t, e, a, c, k, s, n)""",
-            (day, line, *row))
+            (day, source_file, line, *row))
 
 
 @pytest.mark.integration
@@ -103,8 +103,9 @@ def test_0010_upgrade_keeps_rows_and_hashes_dedups_keeps_reversals_and_traces_th
     assert any(version.startswith("0010") for version, _ in shipped)
     monkeypatch.setattr(migrate, "migration_files", lambda: [m for m in shipped if m[0] < "0010"])
     assert cli.main(["init-db"]) == 0
-    _ingest(landing, DAY, [good_row(n) for n in range(1, 6)])
-    _ingest(landing, DAY + dt.timedelta(days=1), [good_row(1, status="PAID"), good_row(6)])
+    _loaded_as_before(sql, DAY, [good_row(n) for n in range(1, 6)], "contributions_20261102.csv")
+    _loaded_as_before(sql, DAY + dt.timedelta(days=1), [good_row(1, status="PAID"), good_row(6)],
+                      "contributions_20261103.csv")
     before = sql("select declaration_id, file_date, record_hash, ingestion_ts, source_line from raw.contributions "
                  "order by 1, 4")
 

@@ -139,6 +139,12 @@ ARGUMENTS: list[tuple[list[str], int, str]] = [
     *_dates(["audit", "--from", D], "--to", ["--html", "<new html>"]),
     (["audit", "--from", D, "--to", D, "--html", "<folder>"], 2, "argument --html: "),
     *_dates(["purge-quarantine"], "--before", []),
+    *[(["withdraw-file", "--file", v, "--reason", "wrong export"], 2, "argument --file: ")
+      for v in ["", "x.csv", "../contributions_20261120.csv", "contributions_20261320.csv", "contributions_20261120.CSV"]],
+    *[(["withdraw-file", "--file", "contributions_20261120.csv", "--run", v, "--reason", "x"], 2, "argument --run: ")
+      for v in ["", "../x", "a b", "r" * 129]],
+    *[(["withdraw-file", "--file", "contributions_20261120.csv", "--reason", v], 2, "argument --reason: ")
+      for v in ["", "   ", "a\x00b", "line\nbreak", "x" * 1001]],
     *[(["trace", "--declaration", v], 2, "argument --declaration: a declaration id is 1 to 64 characters")
       for v in ["", "a\tb", "x" * 65, " DEC_1"]],
     (["trace", "--taxpayer-key", "TAXP_12345"], 2, "argument --taxpayer-key: a taxpayer key is the 64"),
