@@ -193,7 +193,7 @@ def test_any_row_validation_admits_is_stored_and_reads_back_equal(database, sql,
     landing.mkdir(parents=True, exist_ok=True)
     if not sql("select to_regclass('meta.source_file') is not null")[0][0]:
         assert cli.main(["init-db"]) == 0
-    sql("truncate meta.source_file")
+    sql("truncate meta.source_file cascade")
     sql("alter table raw.contributions disable trigger contributions_append_only")
     sql("delete from raw.contributions")
     sql("alter table raw.contributions enable trigger contributions_append_only")
