@@ -264,8 +264,10 @@ class Bench:
             walls.append(wall)
             peaks.append(rss)
         source.unlink()
-        # The re-send of the same day, in a folder of its own (the first file stays for the baseline).
-        overlap = landing / "resent" / file_name(DAY)
+        # The re-send of the same day: written aside now, put in place of the first file (ingest reads
+        # only files directly in the landing folder) for its own run, then the first file is back
+        # for the baseline.
+        overlap = self.files / "resent" / file_name(DAY)
         overlap.parent.mkdir(exist_ok=True)
         write_file(overlap, _overlapping_rows(first, size))
 
@@ -286,7 +288,15 @@ class Bench:
         self.check(f"re-ingest {size}: no row added", f"{before} -> {after}", before == after)
 
         self.checkpoint(env)
-        wall, rss = self.run(["ingest", "--date", DAY.isoformat(), "--file", str(overlap)], env)
+        kept = self.files / "first" / first.name
+        kept.parent.mkdir(exist_ok=True)
+        os.replace(first, kept)
+        os.replace(overlap, first)
+        try:
+            wall, rss = self.run(["ingest", "--date", DAY.isoformat(), "--file", str(first)], env)
+        finally:
+            os.replace(first, overlap)
+            os.replace(kept, first)
         _, new_loaded, _ = self.ledger(env, overlap.name, latest=True)
         self.measures.append(Measure.of("overlap ½", size, [wall], peak_rss_mb=rss, floor_s=floor,
                                         note=f"{new_loaded} new rows loaded"))
