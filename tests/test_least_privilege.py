@@ -123,7 +123,8 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
         for forbidden in ("raw.contributions", "raw.contributions_quarantine", "meta.etl_run",
                           "meta.source_file", "meta.data_quality_issue", "staging.stg_contributions",
                           "marts_build.fct_contributions", "marts_build.fct_contributions_delta",
-                          "meta.mart_build", "meta.file_withdrawal", "marts_build.fct_contributions_removed"):
+                          "meta.mart_build", "meta.file_withdrawal", "marts_build.fct_contributions_removed",
+                          "raw.contributions_restated"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 analyst.execute(f"select 1 from {forbidden} limit 1")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -157,6 +158,21 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
         assert loader.execute("select count(*) from meta.file_withdrawal").fetchone() == (0,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             loader.execute("update meta.file_withdrawal set applied_build_id = null")
+        # A later file's repeats (migration 0012): the loader appends them, and may not rewrite them.
+        loader.execute("insert into raw.contributions_restated (declaration_id, file_date, record_hash, revision, "
+                       "source_file, source_line, run_id) select declaration_id, file_date, record_hash, revision, "
+                       "'later.csv', 2, 'later-run' from raw.contributions limit 1")
+        loader.commit()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            loader.execute("update raw.contributions_restated set source_line = 3")
+        loader.rollback()
+        with pytest.raises(psycopg.errors.RaiseException, match="raw.contributions_restated is append-only"):
+            loader.execute("delete from raw.contributions_restated")
+        loader.rollback()
+    with login(database, *logins["transformer"]) as transformer:
+        assert transformer.execute("select count(*) from raw.contributions_restated").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            transformer.execute("insert into raw.contributions_restated select * from raw.contributions_restated")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         login(database, logins["loader"][0], "not-the-password")
     assert sql("select count(*) from raw.contributions")[0][0] > 1000
