@@ -1,9 +1,10 @@
 """Correct over time: sequences of days run through the whole graph, each day's published marts
 compared row for row with what the files say (tests/days.py works that out from the files alone).
 
-A day is not a file: reversals, corrections of a day's file, re-sent exports, a rejected day then a
-good one and the rejected day re-processed late, files arriving out of order, and readers that keep
-reading while days are published.
+A day is not a file: a day's file corrected and then sent back as it was, a corrected day whose
+first version is withdrawn, a rejected day then a good one and the rejected day re-processed late,
+and readers that keep reading while days are published. (Reversals over days, late files, the
+largest amounts and withdrawals of whole days are in tests/test_state_over_time.py.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import subprocess
 import threading
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -27,7 +27,7 @@ from days import Expectation, Row, Source, assert_published
 
 pytestmark = pytest.mark.integration
 
-D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (2, 3, 4, 5))
+D1, D2, D3 = (dt.date(2026, 11, d) for d in (2, 3, 4))
 
 
 def run_day(day: dt.date, **env: str) -> dict[str, str]:
@@ -63,21 +63,6 @@ def others(day: dt.date, n: int = 3, taxpayer: str = "TAXP_20002") -> list[Row]:
     """A few unrelated declarations first sent on ``day``."""
     return [Row(f"DEC_{day:%Y%m%d}_{i:06d}", taxpayer, day.isoformat(), f"{10 * i}.5", status="DUE",
                 country=("LU", "FR", "DE", "BE")[i % 4]) for i in range(1, n + 1)]
-
-
-def test_a_reversed_payment_is_what_the_marts_show(database, sql, source, expect):
-    """Observation 1: DUE/100.00, then PAID/120.00, then DUE/100.0 again (a payment reversed)."""
-    x = Row("DEC_20261102_900001", "TAXP_30003", "2026-11-02", "100.00", status="DUE")
-    days = [(D1, [x, *others(D1)]), (D2, [x.but(status="PAID", amount="120.00"), *others(D2)]),
-            (D3, [x.but(amount="100.0"), *others(D3)])]
-    for day, rows in days:
-        expect.load(source.send(day, rows))
-        assert ok(run_day(day)), day
-        assert_published(sql, expect, f"day {day}")
-    status, amount, file_date = sql("select status, amount, file_date from marts.fct_contributions "
-                                    "where declaration_id = %s", (x.declaration_id,))[0]
-    assert (status, amount, file_date) == ("DUE", Decimal("100.00"), D3)
-    assert sql("select count(*) from raw.contributions where declaration_id = %s", (x.declaration_id,)) == [(3,)]
 
 
 def test_a_days_file_corrected_in_place_twice_and_back(database, sql, source, expect):
@@ -142,32 +127,6 @@ def test_a_rejected_day_then_a_good_day_then_the_rejected_day_reprocessed_late(d
     assert_published(sql, expect, "day 2 re-processed after day 3")
     assert sql("select status from marts.fct_contributions where declaration_id = %s",
                (x.declaration_id,)) == [("CANCELLED",)]
-
-
-def test_days_arriving_out_of_order(database, sql, source, expect):
-    x = Row("DEC_20261102_900004", "TAXP_30006", status="DUE")
-    expect.load(source.send(D1, [x, *others(D1)]))
-    assert ok(run_day(D1))
-    expect.load(source.send(D3, [x.but(status="PAID", amount="7.0"), *others(D3)]))
-    assert ok(run_day(D3))
-    expect.load(source.send(D2, [x.but(status="CANCELLED"), *others(D2)]))  # a backfill, after day 3
-    assert ok(run_day(D2))
-    assert_published(sql, expect, "day 2 loaded after day 3")
-    assert sql("select status from marts.fct_contributions where declaration_id = %s", (x.declaration_id,)) == [("PAID",)]
-
-
-def test_amounts_at_the_contracts_limit_publish_and_do_not_block_later_days(database, sql, source, expect):
-    """Observation 4: 101 rows of 999999999999.99 for one taxpayer."""
-    big = [Row(f"DEC_20261102_{i:06d}", "TAXP_40004", amount="999999999999.99", status="DUE")
-           for i in range(1, 102)]
-    expect.load(source.send(D1, big))
-    assert ok(run_day(D1))
-    expect.load(source.send(D2, others(D2)))
-    assert ok(run_day(D2))
-    assert_published(sql, expect, "a day of the largest amounts, then a clean day")
-    due = sql("select amount_due from marts.dim_taxpayer where taxpayer_key = %s",
-              (expect.taxpayer_key("TAXP_40004"),))[0][0]
-    assert due == Decimal("999999999999.99") * 101
 
 
 def _reader(conninfo: dict, stop: threading.Event, seen: list, errors: list) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+import days
 from conftest import TEST_KEY
-from helpers import write_source
 
 pytestmark = pytest.mark.integration
 
@@ -48,46 +48,32 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @dataclass
 class Source:
-    """What the source sent, in arrival order; withdrawn files are left out of the expectation."""
+    """What the source sent, in arrival order (each file is loaded); withdrawn files (positions in
+    ``files``) are left out of the expectation, which tests/days.py works out from the files alone."""
 
     landing: Path
     files: list[tuple[dt.date, list[list[str]], str]] = field(default_factory=list)
-    withdrawn: set[int] = field(default_factory=set)
+    feed: days.Source = field(init=False)
+    expect: days.Expectation = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.feed = days.Source(self.landing)
+        self.expect = days.Expectation(TEST_KEY.encode())
+
+    @property
+    def withdrawn(self) -> set[int]:
+        return self.expect.withdrawn
 
     def send(self, day: dt.date, rows: list[list[str]]) -> Path:
-        path = write_source(self.landing, day, rows)
-        self.files.append((day, rows, path.name))
-        return path
-
-    def expected_fct(self) -> dict[str, tuple]:
-        latest: dict[str, tuple] = {}
-        for number, (day, rows, _) in enumerate(self.files):
-            if number in self.withdrawn:
-                continue
-            for r in rows:
-                if r[0] not in latest or (day, number) >= latest[r[0]][0]:
-                    latest[r[0]] = ((day, number), r)
-        return {d: (r[6], decimal.Decimal(r[3]).quantize(decimal.Decimal("0.01")), r[5], key(r[1]), day)
-                for d, ((day, _), r) in latest.items()}
-
-    def expected_dim(self) -> dict[str, tuple]:
-        by_taxpayer: dict[str, list[tuple]] = {}
-        for status, amount, kind, taxpayer_key, _ in self.expected_fct().values():
-            by_taxpayer.setdefault(taxpayer_key, []).append((status, amount, kind))
-        zero = decimal.Decimal("0.00")
-        return {k: (len(v),
-                    sum((a for s, a, t in v if s == "PAID" and t != "REFUND"), zero),
-                    sum((a for s, a, _ in v if s == "DUE"), zero))
-                for k, v in by_taxpayer.items()}
-
-
-FCT = "select declaration_id, status, amount, contribution_type, taxpayer_key, file_date from marts.fct_contributions"
-DIM = "select taxpayer_key, declarations, amount_paid, amount_due from marts.dim_taxpayer"
+        sent = self.feed.send(day, [days.Row(*r) for r in rows])
+        self.expect.load(sent)
+        self.files.append((day, rows, sent.name))
+        return self.landing / sent.name
 
 
 def assert_marts_match(sql, source: Source) -> None:
-    assert {r[0]: r[1:] for r in sql(FCT)} == source.expected_fct()
-    assert {r[0]: r[1:] for r in sql(DIM)} == source.expected_dim()
+    """Both marts, row for row (file and line included), against what the files say."""
+    days.assert_published(sql, source.expect, f"{len(source.files)} files")
     # What was published is what was tested: the build's audit view holds the same rows.
     assert sql("select count(*) from (select * from marts.fct_contributions except all "
                "select * from marts_build.fct_contributions) d") == [(0,)]
