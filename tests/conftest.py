@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,12 +29,41 @@ def pg_server() -> Iterator[dict[str, str]]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+DATABASE = f"cf_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+"""The name of each test's fresh database: one name for the session (one per xdist worker), so that the
+dbt parse saved once for it (dbt_saved_parse) stays valid in every test, as the dbt image's does in
+every pod; dbt keeps a saved parse only for the database it was made with."""
+
+
+@pytest.fixture(scope="session")
+def dbt_saved_parse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dbt's saved parse of the project for DATABASE, made once per session as the dbt image makes it
+    (transform.save_parse); each test's empty target folder starts from it (CONTRIBFLOW_DBT_SAVED_PARSE),
+    so no test parses the whole project again unless it changed the project."""
+    from contribflow import transform
+    from contribflow.settings import Settings
+
+    target = tmp_path_factory.mktemp("dbt-saved-parse") / "target"
+    before = os.environ.get("PGDATABASE")
+    os.environ["PGDATABASE"] = DATABASE
+    try:
+        return transform.save_parse(Settings(dbt_project_dir=ROOT / "dbt", dbt_target_dir=target,
+                                             state_dir=target.parent / "state"))
+    finally:
+        if before is None:
+            os.environ.pop("PGDATABASE", None)
+        else:
+            os.environ["PGDATABASE"] = before
+
+
 @pytest.fixture
-def database(pg_server: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
+def database(pg_server: dict[str, str], dbt_saved_parse: Path, monkeypatch: pytest.MonkeyPatch,
+             tmp_path: Path) -> Iterator[dict[str, str]]:
     """A fresh database, and an environment (also applied to os.environ) that selects it."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+    name = DATABASE
     admin = psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"],
                             dbname=pg_server["PGDATABASE"], autocommit=True)
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.execute(f'CREATE DATABASE "{name}"')
     for var in ("CONTRIBFLOW_DSN", "PGSERVICE", "PGHOSTADDR", "PGPORT", "PGPASSWORD"):
         monkeypatch.delenv(var, raising=False)
@@ -45,9 +73,13 @@ def database(pg_server: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_pat
         "CONTRIBFLOW_LANDING_DIR": str(tmp_path / "landing"),
         "CONTRIBFLOW_STATE_DIR": str(tmp_path / "state"),
         "CONTRIBFLOW_DBT_PROJECT_DIR": str(ROOT / "dbt"),
+        "CONTRIBFLOW_DBT_SAVED_PARSE": str(dbt_saved_parse),
         "CONTRIBFLOW_PSEUDONYM_KEY": TEST_KEY,
         "CONTRIBFLOW_DB_CONNECT_ATTEMPTS": "2",
         "CONTRIBFLOW_DB_CONNECT_BACKOFF_S": "0.1",
+        # Tests write each day's file whole before its run, most without a manifest: pick need not
+        # watch it for the 30 s stability window (tests/test_completion.py sets its own windows).
+        "CONTRIBFLOW_STABLE_S": "0",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
