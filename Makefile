@@ -21,7 +21,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml setup.py contribflow/_copyrows.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py contribflow/ingest/_copyrows.c | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $@
 
@@ -89,7 +89,7 @@ TEST_CHECKS += check-rendered
 
 # --- images ----------------------------------------------------------------------------------------
 # Every target here reads the image list from the one image map (`contribflow images`,
-# contribflow/imagemap.py): adding an image there is all it takes. IMAGE_REGISTRY and IMAGE_TAG
+# contribflow/cluster/imagemap.py): adding an image there is all it takes. IMAGE_REGISTRY and IMAGE_TAG
 # default to the map's own (the tag is the package version).
 
 DOCKER         ?= docker
@@ -352,8 +352,7 @@ DOCS_DIR ?= build/dbt-docs
 docs: install ## dbt's static docs site into DOCS_DIR (default build/dbt-docs, git-ignored): open static_index.html
 	@if [ -z "$$PGHOST$$PGSERVICE$$CONTRIBFLOW_DSN" ]; then eval "$$($(BIN)/contribflow db env)"; fi; \
 	env -u CONTRIBFLOW_PSEUDONYM_KEY $(BIN)/dbt docs generate --static --project-dir dbt --profiles-dir dbt \
-	  --target-path "$(abspath $(DOCS_DIR))" --log-path "$(abspath $(DOCS_DIR))/logs" \
-	  --vars '{"run_date": "$(DATE)"}'
+	  --target-path "$(abspath $(DOCS_DIR))" --log-path "$(abspath $(DOCS_DIR))/logs"
 	@echo "dbt docs: $(DOCS_DIR)/static_index.html (one file, open it in a browser)"
 
 # --- performance -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pandas as pd
 import psycopg
 
 from contribflow import contract
-from contribflow.recordhash import canonical_amount
+from contribflow.ingest.recordhash import canonical_amount
 
 COLUMNS = ("declaration_id", "taxpayer_id", "taxpayer_key", "event_date", "amount", "currency",
            "contribution_type", "status", "country", "file_date", "source_file", "source_line",

@@ -64,10 +64,10 @@ from typing import NamedTuple
 import psycopg
 from psycopg import sql
 
-from contribflow import embedded
 from contribflow.contract import file_name
 from contribflow.generate import declaration, rows_for, write_file
-from contribflow.ingest import RAW_COLUMNS
+from contribflow.ingest.load import RAW_COLUMNS
+from contribflow.local import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRIBFLOW = [sys.executable, "-m", "contribflow"]
@@ -441,7 +441,7 @@ class Bench:
         """`contribflow trace` of one declaration that day ``day`` re-sent (two raw states), on the
         warehouse the dbt cases left (history + one day, published): the queries of trace.collect,
         in process, median of the repeats; and which indexes the plan of its raw lookup uses."""
-        from contribflow import trace
+        from contribflow.audit import trace
 
         with self.connect(db) as conn:
             conn.execute("ANALYZE raw.contributions")  # as autovacuum would have, on a settled warehouse

@@ -12,15 +12,26 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 
-from contribflow import __version__, imagemap, logs
+from contribflow import __version__, lineage, logs
+from contribflow.cluster import imagemap
 from contribflow.contract import file_date, parse_date
 from contribflow.db import TRANSIENT_SQLSTATES, libpq_env, transient
-from contribflow.errors import DatabaseUnavailable, FileChanged, FileNotYetArrived, StageError
+from contribflow.errors import (
+    EXIT_FAILED,
+    EXIT_LATE,
+    EXIT_TRANSIENT,
+    DatabaseUnavailable,
+    FileChanged,
+    FileNotYetArrived,
+    StageError,
+)
 from contribflow.settings import RUN_ID, Settings, SettingsError
+from contribflow.step import add_listener
 
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _WHOLE = re.compile(r"-?[0-9]+", re.ASCII)
@@ -113,7 +124,7 @@ def _today() -> dt.date:
 
 
 def cmd_init_db(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import migrate
+    from contribflow.warehouse import migrate
 
     step = migrate.run(settings, args.date)
     print(f"init-db: {step.details['migrations_applied']} migration(s) applied")
@@ -129,7 +140,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pick(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import pick
+    from contribflow.ingest import pick
 
     step = pick.run(settings, args.date, args.wait)
     print(f"pick: {step.details['file']}")
@@ -137,9 +148,9 @@ def cmd_pick(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import ledger  # a known or refused file is answered before pandas is imported
+    from contribflow.ingest import stage  # a known or refused file is answered before pandas is imported
 
-    step = ledger.run(settings, args.date, args.file)
+    step = stage.run(settings, args.date, args.file)
     d = step.details
     already = d.get("already_ingested_by")
     earlier = (f"{step.rows_in} rows: {d['rows_already_loaded']} already in raw, "
@@ -163,7 +174,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_purge_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import purge
+    from contribflow.warehouse import purge
 
     step = purge.run(settings, args.before)
     d = step.details
@@ -177,7 +188,7 @@ def cmd_purge_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_withdraw_file(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import withdraw
+    from contribflow.warehouse import withdraw
 
     step = withdraw.run(settings, args.file, args.run, args.reason)
     d = step.details
@@ -207,7 +218,7 @@ def cmd_contract(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dbt(command: str):
     def handler(args: argparse.Namespace, settings: Settings) -> int:
-        from contribflow import transform
+        from contribflow.warehouse import transform
 
         step = transform.run(settings, args.date, command, getattr(args, "full_refresh", False))
         print(f"dbt-{command}: " + ", ".join(f"{k}={v}" for k, v in step.details.items()))
@@ -217,7 +228,7 @@ def _dbt(command: str):
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import publish
+    from contribflow.warehouse import publish
 
     step = publish.run(settings, args.date)
     print("publish: " + ", ".join(f"{k}={v}" for k, v in step.details.items()))
@@ -233,7 +244,7 @@ def cmd_finish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import embedded, runner
+    from contribflow.local import embedded, runner
 
     env = dict(os.environ)
     if not embedded.configured(env):
@@ -250,7 +261,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import embedded
+    from contribflow.local import embedded
 
     data_dir = settings.state_dir / "pgdata"
     if args.action == "psql":
@@ -284,12 +295,12 @@ def cmd_dates(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import audit_report
+    from contribflow.audit import report as audit_report
 
     if args.html is not None or args.first is not None or args.last is not None:
         if args.date is not None or args.html is None or args.first is None or args.last is None:
             raise ValueError("the evidence pack takes --from, --to and --html together (and no --date)")
-        from contribflow import evidence_pack
+        from contribflow.audit import evidence_pack
 
         print(evidence_pack.run(settings, args.first, args.last, args.html))
         return 0
@@ -300,7 +311,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _taxpayer_key(text: str) -> str:
-    from contribflow.trace import TAXPAYER_KEY
+    from contribflow.audit.trace import TAXPAYER_KEY
 
     if not TAXPAYER_KEY.match(text):
         raise argparse.ArgumentTypeError(
@@ -310,14 +321,14 @@ def _taxpayer_key(text: str) -> str:
 
 
 def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import trace
+    from contribflow.audit import trace
 
     print(trace.run(settings, args.declaration, args.taxpayer_key, args.json))
     return 0
 
 
 def cmd_images(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow import imagemap
+    from contribflow.cluster import imagemap
 
     if args.format == "json":
         print(imagemap.as_json(args.registry, args.tag))
@@ -378,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defect-rate", type=_share, default=0.01, help="share of defective rows, 0 to 1 (default 0.01)")
     p.add_argument("--no-generate", action="store_true", help="use the file already in the landing folder")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("run-stages", help="several stages in one process, as `contribflow run` starts them "
+                       "(a JSON spec the local runner writes)")
+    p.add_argument("spec", type=Path)
+    p.set_defaults(handler=cmd_run_stages)
 
     p = sub.add_parser("dates", help="the dates of a backfill range, as a JSON list (Argo withParam)")
     p.add_argument("--from", dest="first", type=_date, required=True, help="first date, YYYY-MM-DD")
@@ -454,22 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="psql: a psql shell in the local warehouse ($PG* if set, else the embedded server)")
     p.set_defaults(handler=cmd_db)
 
-    from contribflow import cluster  # imports `kubernetes` only when a cluster command runs
+    from contribflow.cluster import client as cluster  # imports `kubernetes` only when a cluster command runs
 
     cluster.add_commands(sub, _date)
     return parser
 
 
-EXIT_FAILED = 1
-EXIT_TRANSIENT = 75
-"""EX_TEMPFAIL: a failure a retry may pass: the database could not be reached or the connection was
-lost, a SQLSTATE of db.TRANSIENT_SQLSTATES (server shutting down or starting, too many connections,
-a serialization failure or deadlock), or the source file changed while ingest read it. The only
-failure Argo's retryStrategy retries (with pick's 76); a data-quality failure, a statement timeout,
-any other database error, and a login the server refuses, exit 1 and are never retried."""
-EXIT_LATE = 76
-"""The run date's file has not arrived yet and its deadline has not passed: Argo retries pick with
-backoff. After the deadline pick exits 1, "file for D is late"."""
 EXIT_BROKEN_PIPE = 128 + 13
 """What a command killed by SIGPIPE exits with, as users of ``… | head`` expect."""
 
@@ -496,7 +502,7 @@ server, as ``contribflow run`` does (outside production)."""
 def _embedded_when_unconfigured(command: str, settings: Settings) -> None:
     """Point libpq at the local embedded server when nothing selects a server: a local
     ``contribflow audit`` finds the warehouse ``contribflow run`` filled. Never in production."""
-    from contribflow import embedded
+    from contribflow.local import embedded
 
     if command not in WAREHOUSE_COMMANDS or embedded.configured() or settings.environment == "production":
         return
@@ -537,8 +543,32 @@ def _stderr(line: str) -> None:
         print(line, file=sys.stderr)
 
 
+def cmd_run_stages(args: argparse.Namespace, settings: Settings) -> int:
+    """Several stages of the local runner in this one process (contribflow/local/runner.py,
+    _process_group): each through main, with its own environment, exit code and timings, reported
+    in the spec's report file; the first failure stops the chain."""
+    spec = json.loads(args.spec.read_text())
+    done: list[dict] = []
+    for item in spec["stages"]:
+        os.environ.update(item["env"])
+        started, cpu = time.monotonic(), time.process_time()
+        try:
+            code = main([item["name"], *item["args"]])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        done.append({"stage": item["name"], "code": code, "wall_s": time.monotonic() - started,
+                     "cpu_s": time.process_time() - cpu})
+        Path(spec["report"]).write_text(json.dumps(done))
+        if code != 0:
+            return code
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    add_listener(lineage.LISTENER)  # OpenLineage events of every step, when a transport is configured
     try:
         logs.setup(args.command, os.environ.get("CONTRIBFLOW_RUN_ID", ""))
         settings = Settings.from_env()

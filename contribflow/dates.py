@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from contribflow.audit import write_outputs
 from contribflow.settings import Settings
+from contribflow.step import write_outputs
 
 MAX_DAYS = 366
 """A longer range is almost certainly a typo (a wrong year); split it into several backfills."""

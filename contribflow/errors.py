@@ -43,3 +43,16 @@ class FileChanged(StageError):
     is committed, and the step is retried (exit 75) once the file is complete again."""
 
     error_class = "transient"
+
+
+# The CLI's exit codes, which Argo's retry strategies (workflows/steps.py) are written against.
+EXIT_FAILED = 1
+EXIT_TRANSIENT = 75
+"""EX_TEMPFAIL: a failure a retry may pass: the database could not be reached or the connection was
+lost, a SQLSTATE of db.TRANSIENT_SQLSTATES (server shutting down or starting, too many connections,
+a serialization failure or deadlock), or the source file changed while ingest read it. The only
+failure Argo's retryStrategy retries (with pick's 76); a data-quality failure, a statement timeout,
+any other database error, and a login the server refuses, exit 1 and are never retried."""
+EXIT_LATE = 76
+"""The run date's file has not arrived yet and its deadline has not passed: Argo retries pick with
+backoff. After the deadline pick exits 1, "file for D is late"."""

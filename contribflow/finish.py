@@ -6,11 +6,11 @@ import datetime as dt
 
 import psycopg
 
-from contribflow import publish
-from contribflow.audit import StepRun
 from contribflow.db import connect
 from contribflow.errors import StageError
 from contribflow.settings import Settings
+from contribflow.step import StepRun
+from contribflow.warehouse import build_slot
 
 SUCCEEDED = "Succeeded"
 
@@ -26,7 +26,7 @@ def run(settings: Settings, day: dt.date, status: str) -> StepRun:
     not_ok = sorted(step for step, state, _ in steps if state != "SUCCESS")
     errors = [f"{step}: {error}" for step, state, error in steps if state != "SUCCESS" and error]
     try:  # a build this run left open (killed, retries exhausted) must not hold the slot
-        abandoned = publish.abandon_open(settings)
+        abandoned = build_slot.abandon_open(settings)
     except psycopg.errors.UndefinedTable:  # init-db never ran
         abandoned = 0
     with StepRun(settings, "finish", day) as step:

@@ -3,7 +3,7 @@
 It stands in for the source system, so it writes exactly what that system's export (pandas'
 ``to_csv``) writes: ids like ``DEC_20260112_000001`` and ``TAXP_63976``, and each amount as pandas
 prints a float rounded to cents (``343.3``, ``461.26``, ``0.0``, ``12.0``); and it delivers the file
-as a well-behaved source does: renamed into place whole, then its manifest (contribflow/completion.py),
+as a well-behaved source does: renamed into place whole, then its manifest (contribflow/ingest/completion.py),
 so pick need not wait out a stability window.
 
 Each declaration is a pure function of (seed, day, index), so a later day can re-send an earlier
@@ -21,11 +21,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from contribflow import completion
-from contribflow.audit import StepRun
 from contribflow.contract import COLUMNS, CONTRIBUTION_TYPES, COUNTRIES, file_name
 from contribflow.errors import StageError
+from contribflow.ingest import completion
 from contribflow.settings import PRODUCTION, Settings, SettingsError
+from contribflow.step import Dataset, StepRun
 
 RESEND_SHARE = 0.10
 RESEND_LOOKBACK_DAYS = 7
@@ -153,7 +153,9 @@ def run(settings: Settings, day: dt.date, rows: int, seed: int, defect_rate: flo
     path = out or settings.landing_dir / file_name(day)
     with StepRun(settings, "generate", day) as step:
         path.parent.mkdir(parents=True, exist_ok=True)
-        step.rows_in = write_file(path, rows_for(day, rows, seed, defect_rate))
+        written = Dataset(path.name, kind="file")
+        step.writes.append(written)
+        step.rows_in = written.rows = write_file(path, rows_for(day, rows, seed, defect_rate))
         step.source_file = path.name
         step.details = {"path": str(path), "seed": seed, "defect_rate": str(defect_rate)}
     return step

@@ -8,13 +8,15 @@ any error is a logged warning.
 
 Each stage is an OpenLineage job ``contribflow.<stage>`` in namespace ``contribflow`` (or
 ``OPENLINEAGE_NAMESPACE``); its run (a fresh UUID per attempt) names the Argo workflow (its uid,
-``settings.run_id``) as parent run. Datasets: the source file (``file://landing``, the file name)
-→ ``raw.contributions`` → the dbt staging view → ``marts_build`` → ``marts`` (``postgres://host:port``,
-``database.schema.table``). Facets: ``outputStatistics`` (row counts), ``dataQualityAssertions``
-(ingest's rules from meta.data_quality_issue on the file's content; dbt tests on the tested
-models). Facets carry counts, rules and error texts, which name no raw value (contribflow/redact.py).
-The dbt models' own lineage is read from dbt's artifacts (manifest.json, run_results.json): one
-child run per model, its inputs the model's parents.
+``settings.run_id``) as parent run. It is a listener of the step record (contribflow/step.py) and
+knows no stage: each stage declares the datasets it reads and writes on its step — the source file
+(``file://landing``, the file name) → ``raw.contributions`` → ``marts_build`` → ``marts``
+(``postgres://host:port``, ``database.schema.table``) — with their row counts and checks, which become
+``outputStatistics`` and ``dataQualityAssertions`` facets (ingest's rules from meta.data_quality_issue
+on the file's content; dbt tests on the tested models). Facets carry counts, rules and error texts,
+which name no raw value (contribflow/redact.py). The dbt models' own lineage is read from dbt's
+artifacts (manifest.json, run_results.json): one child run per model, its inputs the model's
+parents.
 """
 
 from __future__ import annotations
@@ -24,21 +26,18 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contribflow import logs
 
 if TYPE_CHECKING:  # pragma: no cover
-    from contribflow.audit import StepRun
+    from contribflow.step import Dataset, StepRun
 
 log = logs.get("lineage")
 PRODUCER = "https://github.com/contribflow/contribflow"
 DEFAULT_NAMESPACE = "contribflow"
 PARENT_JOB = "contribflow-daily"
 FILE_NAMESPACE = "file://landing"
-PUBLISHED = {"fct_contributions_delta": "fct_contributions", "dim_taxpayer": "dim_taxpayer"}
-"""What publish applies: marts_build.<key> → marts.<value> (contribflow/publish.py)."""
 
 
 def configured(environ: Mapping[str, str] | None = None) -> bool:
@@ -132,48 +131,77 @@ def _event(state: str, settings, run_id: str, job: str, inputs=(), outputs=(), r
                     job=Job(namespace=namespace(), name=job), inputs=list(inputs), outputs=list(outputs))
 
 
-def start(step: StepRun) -> LineageRun | None:
-    if not configured():
-        return None
-    try:
-        from openlineage.client.uuid import generate_new_uuid
+class LineageListener:
+    """Listens to every step (contribflow/step.py): a START event when it starts, COMPLETE or FAIL
+    when it ends, with the datasets the stage declared on its step and, for a dbt step, the models
+    and tests of its artifacts. Off (and free) when no transport is configured."""
 
-        run = LineageRun(str(generate_new_uuid()), f"contribflow.{step.step}")
-        inputs, outputs = _datasets(step, final=False)
-        _emit(_event("START", step.settings, run.run_id, run.job, inputs, outputs))
-        return run
-    except Exception as exc:  # lineage never fails a stage
-        log.warning(f"{step.step}: OpenLineage START not emitted: {exc}")
-        return None
+    def step_started(self, step: StepRun) -> None:
+        if not configured():
+            return
+        try:
+            from openlineage.client.uuid import generate_new_uuid
+
+            run = LineageRun(str(generate_new_uuid()), f"contribflow.{step.step}")
+            _emit(_event("START", step.settings, run.run_id, run.job,
+                         [_dataset(step.settings, d) for d in step.reads],
+                         [_dataset(step.settings, d, output=True) for d in step.writes]))
+            step.listened[KEY] = run
+        except Exception as exc:  # lineage never fails a stage
+            log.warning(f"{step.step}: OpenLineage START not emitted: {exc}")
+
+    def step_finished(self, step: StepRun) -> None:
+        run = step.listened.get(KEY)
+        if run is None:
+            return
+        state = "COMPLETE" if step.status == "SUCCESS" else "FAIL"
+        try:
+            from openlineage.client.generated import error_message_run
+
+            inputs = [_dataset(step.settings, d, final=True) for d in step.reads]
+            outputs = [_dataset(step.settings, d, output=True, final=True) for d in step.writes]
+            if step.artifacts is not None and (step.artifacts / "run_results.json").is_file():
+                more_in, more_out = dbt_datasets(step, run)
+                inputs, outputs = inputs + more_in, outputs + more_out
+            facets = {}
+            if step.status != "SUCCESS":
+                facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                    message=step.error or "failed", programmingLanguage="python")
+            _emit(_event(state, step.settings, run.run_id, run.job, inputs, outputs, facets))
+        except Exception as exc:
+            log.warning(f"{step.step}: OpenLineage {state} not emitted: {exc}")
 
 
-def finish(step: StepRun) -> None:
-    run = step.lineage
-    if run is None:
-        return
-    try:
-        from openlineage.client.generated import error_message_run
-
-        inputs, outputs = _datasets(step, final=True)
-        facets = {}
-        if step.status != "SUCCESS":
-            facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-                message=step.error or "failed", programmingLanguage="python")
-        _emit(_event("COMPLETE" if step.status == "SUCCESS" else "FAIL", step.settings, run.run_id,
-                     run.job, inputs, outputs, facets))
-    except Exception as exc:
-        log.warning(f"{step.step}: OpenLineage {('COMPLETE' if step.status == 'SUCCESS' else 'FAIL')} "
-                    f"not emitted: {exc}")
+LISTENER = LineageListener()
+KEY = "lineage"
+"""Where this listener keeps its run on a step (``StepRun.listened``)."""
 
 
 # --- datasets ------------------------------------------------------------------------------------
 
-def _file(name: str, input_facets: dict | None = None, output_facets: dict | None = None, output=False):
+def _dataset(settings, dataset: Dataset, output: bool = False, final: bool = False):
+    """A declared dataset as an OpenLineage one; its row count and checks only when the step ends."""
     from openlineage.client.event_v2 import InputDataset, OutputDataset
+    from openlineage.client.generated import data_quality_assertions_dataset as dq
+    from openlineage.client.generated import output_statistics_output_dataset as stats
 
+    if dataset.kind == "file":
+        namespace_, name = FILE_NAMESPACE, dataset.name
+    else:
+        namespace_, database = warehouse(settings)
+        name = f"{database}.{dataset.name}"
     if output:
-        return OutputDataset(namespace=FILE_NAMESPACE, name=name, outputFacets=output_facets or {})
-    return InputDataset(namespace=FILE_NAMESPACE, name=name, inputFacets=input_facets or {})
+        facets: dict[str, Any] = {}
+        if final and dataset.rows is not None:
+            facets["outputStatistics"] = stats.OutputStatisticsOutputDatasetFacet(rowCount=dataset.rows)
+        return OutputDataset(namespace=namespace_, name=name, outputFacets=facets)
+    input_facets: dict[str, Any] = {}
+    if final and dataset.checks is not None:
+        input_facets["dataQualityAssertions"] = dq.DataQualityAssertionsDatasetFacet(assertions=[
+            dq.Assertion(assertion=c.name, success=c.success, column=c.column, actual=c.actual,
+                         **({"expected": c.expected} if c.expected is not None else {}))
+            for c in dataset.checks()])
+    return InputDataset(namespace=namespace_, name=name, inputFacets=input_facets)
 
 
 def _table(settings, relation: str, output=False, rows: int | None = None, input_facets=None):
@@ -190,69 +218,11 @@ def _table(settings, relation: str, output=False, rows: int | None = None, input
     return InputDataset(namespace=ns, name=name, inputFacets=input_facets or {})
 
 
-def _ingest_assertions(step: StepRun) -> dict:
-    """ingest's rules, as checked against the file: every rule with issues failed; the checks
-    that found none passed (the rule names the contract knows of are not listed here)."""
-    from openlineage.client.generated import data_quality_assertions_dataset as dq
-
-    from contribflow.db import connect
-
-    with connect(step.settings) as conn:
-        # The issues of the file's content, whichever run first stored them: a re-ingest finds
-        # the same issues again and stores none (contribflow/ledger.py, ISSUE_IS_NEW).
-        rows = conn.execute(
-            """SELECT rule, column_name, count(*) FROM meta.data_quality_issue
-                WHERE source_file = %(file)s AND source_sha256 IN (
-                      SELECT sha256 FROM meta.source_file WHERE run_id = %(run)s AND file_name = %(file)s)
-                GROUP BY rule, column_name ORDER BY 1, 2""",
-            {"run": step.settings.run_id, "file": step.source_file or ""}).fetchall()
-    assertions = [dq.Assertion(assertion=rule, success=False, column=column, actual=str(n))
-                  for rule, column, n in rows]
-    if step.rows_rejected is not None:
-        assertions.append(dq.Assertion(assertion="rows_rejected_within_threshold",
-                                       success=step.status == "SUCCESS", actual=str(step.rows_rejected),
-                                       expected=f"<= {step.settings.reject_threshold:g} of rows_in"))
-    return {"dataQualityAssertions": dq.DataQualityAssertionsDatasetFacet(assertions=assertions)}
-
-
-def _datasets(step: StepRun, final: bool) -> tuple[list, list]:
-    s, name = step.settings, step.step
-    if name == "generate":
-        path = step.details.get("path")
-        if not path:
-            return [], []
-        from openlineage.client.event_v2 import OutputDataset
-        from openlineage.client.generated import output_statistics_output_dataset as stats
-
-        facets: dict[str, Any] = {}
-        if final and step.rows_in is not None:
-            facets["outputStatistics"] = stats.OutputStatisticsOutputDatasetFacet(rowCount=step.rows_in)
-        return [], [OutputDataset(namespace=FILE_NAMESPACE, name=Path(path).name, outputFacets=facets)]
-    if name == "pick":
-        return ([_file(step.source_file)] if step.source_file else []), []
-    if name == "ingest":
-        if not step.source_file:
-            return [], []
-        inputs = [_file(step.source_file, _ingest_assertions(step) if final else None)]
-        return inputs, [_table(s, "raw.contributions", output=True, rows=step.rows_loaded if final else None),
-                        _table(s, "raw.contributions_quarantine", output=True,
-                               rows=step.rows_rejected if final else None)]
-    if name == "publish":
-        from contribflow.publish import BUILD_SCHEMA
-
-        return ([_table(s, f"{BUILD_SCHEMA}.{m}") for m in PUBLISHED],
-                [_table(s, f"marts.{m}", output=True) for m in PUBLISHED.values()])
-    if name in ("dbt-build", "dbt-test") and final:
-        return dbt_datasets(step)
-    return [], []
-
-
 # --- dbt: lineage from its own artifacts -----------------------------------------------------------
 
 def _artifacts(step: StepRun) -> tuple[dict, dict]:
-    from contribflow.transform import target_dir
-
-    target = target_dir(step.settings)
+    target = step.artifacts
+    assert target is not None
     manifest = json.loads((target / "manifest.json").read_text())
     results = json.loads((target / "run_results.json").read_text())
     return manifest, results
@@ -271,22 +241,24 @@ def _node_relation(manifest: dict, unique_id: str) -> str | None:
     return _relation(node)
 
 
-def dbt_datasets(step: StepRun) -> tuple[list, list]:
-    """dbt-build: inputs the sources, outputs every model built, and one child run per model (its
-    parents as inputs) so the graph has staging → marts edges. dbt-test: the tested models as
-    inputs, each with its tests as dataQualityAssertions."""
+def dbt_datasets(step: StepRun, parent: LineageRun | None) -> tuple[list, list]:
+    """From dbt's artifacts of the step: the models built are outputs (with one child run each, its
+    parents as inputs, so the graph has staging → marts edges) and their sources inputs; the models
+    tested are inputs, each with its tests as dataQualityAssertions."""
     from openlineage.client.generated import data_quality_assertions_dataset as dq
     from openlineage.client.uuid import generate_new_uuid
 
     s = step.settings
     manifest, results = _artifacts(step)
     by_id = {r["unique_id"]: r for r in results.get("results", [])}
-    if step.step == "dbt-test":
-        tests: dict[str, list] = {}
-        for uid, r in by_id.items():
-            node = manifest["nodes"].get(uid)
-            if not node or node.get("resource_type") != "test":
-                continue
+    tests: dict[str, list] = {}
+    sources: set[str] = set()
+    outputs: list = []
+    for uid, r in sorted(by_id.items()):
+        node = manifest["nodes"].get(uid)
+        if not node:
+            continue
+        if node.get("resource_type") == "test":
             parents = [p for p in node.get("depends_on", {}).get("nodes", []) if p.startswith("model.")]
             target = node.get("attached_node") or (parents[0] if parents else None)
             if not target:
@@ -297,17 +269,8 @@ def dbt_datasets(step: StepRun) -> tuple[list, list]:
                 column=node.get("column_name"), name=node["name"],
                 severity=(node.get("config") or {}).get("severity", "ERROR").lower(),
                 actual=None if r.get("failures") is None else str(r["failures"])))
-        inputs = [_table(s, rel, input_facets={"dataQualityAssertions": dq.DataQualityAssertionsDatasetFacet(
-                      assertions=assertions)})
-                  for uid, assertions in sorted(tests.items()) if (rel := _node_relation(manifest, uid))]
-        return inputs, []
-    # dbt-build
-    sources: set[str] = set()
-    outputs: list = []
-    parent = step.lineage
-    for uid, r in sorted(by_id.items()):
-        node = manifest["nodes"].get(uid)
-        if not node or node.get("resource_type") != "model":
+            continue
+        if node.get("resource_type") != "model":
             continue
         deps = node.get("depends_on", {}).get("nodes", [])
         sources.update(d for d in deps if d.startswith("source."))
@@ -324,8 +287,12 @@ def dbt_datasets(step: StepRun) -> tuple[list, list]:
             _emit(_event("START", s, child, job, ins, [out], facets))
             _emit(_event(state, s, child, job, ins, [out], facets))
         except Exception as exc:
-            log.warning(f"dbt-build: OpenLineage events of {node['name']} not emitted: {exc}")
-    return [_table(s, rel) for d in sorted(sources) if (rel := _node_relation(manifest, d))], outputs
+            log.warning(f"{step.step}: OpenLineage events of {node['name']} not emitted: {exc}")
+    inputs = [_table(s, rel) for d in sorted(sources) if (rel := _node_relation(manifest, d))]
+    inputs += [_table(s, rel, input_facets={"dataQualityAssertions": dq.DataQualityAssertionsDatasetFacet(
+                   assertions=assertions)})
+               for uid, assertions in sorted(tests.items()) if (rel := _node_relation(manifest, uid))]
+    return inputs, outputs
 
 
 def _child_parent(parent: LineageRun):

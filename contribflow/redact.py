@@ -19,7 +19,7 @@ cannot be a taxpayer id:
   ``header_looks_like_data``) and the name looks like a column name (``header_name``);
 * a database error's text keeps its message without the value it quotes (``database_error``).
 
-``contribflow/migrations/0011_truthful_ledger_and_masked_meta.sql`` holds the same ``describe`` and
+``contribflow/warehouse/migrations/0011_truthful_ledger_and_masked_meta.sql`` holds the same ``describe`` and
 shapes in SQL, to mask what older versions stored; tests/test_masking.py proves the two agree.
 """
 

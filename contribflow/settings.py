@@ -31,7 +31,7 @@ SCHEMA_DRIFT_POLICIES = ("refuse", "keep")
 VOLUME_ACTIONS = ("warn", "fail")
 RESENT_FILE_POLICIES = ("warn", "refuse")
 COMPLETION_POLICIES = ("auto", "control", "manifest", "stable")
-"""How pick knows a source file is complete (contribflow/completion.py)."""
+"""How pick knows a source file is complete (contribflow/ingest/completion.py)."""
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 MIN_PRODUCTION_KEY_CHARS = 32
 """A shorter HMAC key is guessable; the chart generates 64 characters."""
@@ -207,7 +207,7 @@ class Settings:
     dbt_target_dir: Path | None = None
     dbt_saved_parse: Path | None = None
     """A saved dbt parse (partial_parse.msgpack) to start an empty target folder from: the dbt image
-    ships one made at build time (contribflow/transform.py)."""
+    ships one made at build time (contribflow/warehouse/transform.py)."""
     db_connect_attempts: int = 5
     db_connect_backoff_s: float = 1.0
     stale_after_s: int = 3600

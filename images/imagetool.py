@@ -208,7 +208,7 @@ def extras_requirements(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, 
 
 def forbidden_packages(image_name: str) -> set[str]:
     """Packages other images' extras bring and this image must not contain."""
-    from contribflow.imagemap import IMAGES
+    from contribflow.cluster.imagemap import IMAGES
 
     extras = extras_requirements()
     own = set().union(*(extras[e] for e in IMAGES[image_name].extras))
@@ -248,7 +248,7 @@ def _must(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess[st
 
 def builder_context(image_name: str, into: Path) -> Path:
     """Copy into ``into`` exactly what the builder stage of the image's Dockerfile COPYs."""
-    from contribflow.imagemap import IMAGES
+    from contribflow.cluster.imagemap import IMAGES
 
     stages = parse_dockerfile((ROOT / IMAGES[image_name].dockerfile).read_text())
     rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
@@ -283,7 +283,7 @@ def pip_env() -> dict[str, str]:
 
 def install_image(image_name: str, venv: Path, python: str) -> None:
     """What the Dockerfile's builder does, into ``venv``."""
-    from contribflow.imagemap import IMAGES
+    from contribflow.cluster.imagemap import IMAGES
 
     extras = ",".join(IMAGES[image_name].extras)
     fresh_venv(venv, python)
@@ -307,7 +307,7 @@ def installed(venv: Path, python: str) -> dict[str, str]:
 # --- lock --------------------------------------------------------------------------------------------
 
 def lock(image_names: list[str], work: Path, python: str) -> None:
-    from contribflow.imagemap import IMAGES
+    from contribflow.cluster.imagemap import IMAGES
 
     for name in image_names:
         image = IMAGES[name]
@@ -333,7 +333,7 @@ def lock(image_names: list[str], work: Path, python: str) -> None:
 
 def check_image(name: str, venv: Path, python: str) -> list[str]:
     """Problems with the image's virtualenv; empty when it holds what its stages need and no more."""
-    from contribflow.imagemap import IMAGES
+    from contribflow.cluster.imagemap import IMAGES
 
     problems = []
     have = {n: v for n, v in installed(venv, python).items() if n != "contribflow"}
@@ -357,9 +357,9 @@ def check_image(name: str, venv: Path, python: str) -> list[str]:
     if not where.stdout.strip().startswith(str(venv)):
         problems.append(f"contribflow is not installed into the venv (editable?): {where.stdout}{where.stderr}")
     if "ingest" in IMAGES[name].stages:
-        compiled = _run([str(venv / "bin" / "python"), "-I", "-c", "import contribflow._copyrows"], cwd=venv)
+        compiled = _run([str(venv / "bin" / "python"), "-I", "-c", "import contribflow.ingest._copyrows"], cwd=venv)
         if compiled.returncode != 0:
-            problems.append("ingest's compiled encoder (contribflow._copyrows) was not built: "
+            problems.append("ingest's compiled encoder (contribflow.ingest._copyrows) was not built: "
                             f"{compiled.stderr.strip()[-300:]}")
     for stage in IMAGES[name].stages:
         result = _run([str(venv / "bin" / "contribflow"), stage, "--help"], cwd=venv)
@@ -412,7 +412,7 @@ class ImageFilesystem:
 
     def add_files(self, name: str) -> None:
         """What the final stage COPYs from the build context (the dbt project), as Docker sends it."""
-        from contribflow.imagemap import IMAGES
+        from contribflow.cluster.imagemap import IMAGES
 
         rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
         for instruction in parse_dockerfile((ROOT / IMAGES[name].dockerfile).read_text())[-1].all("COPY"):
@@ -429,7 +429,7 @@ class ImageFilesystem:
     def env(self, name: str, venv: Path) -> dict[str, str]:
         """The image's ENV with its paths mapped (``$PATH`` in its PATH is this machine's PATH).
         CONTRIBFLOW_OUTPUTS_DIR is left to the runner, as the workflow sets it per step."""
-        from contribflow.imagemap import IMAGES
+        from contribflow.cluster.imagemap import IMAGES
 
         env = env_of(parse_dockerfile((ROOT / IMAGES[name].dockerfile).read_text())[-1])
         env.pop("CONTRIBFLOW_OUTPUTS_DIR", None)
@@ -445,9 +445,9 @@ def run_pipeline(venvs: dict[str, Path], work: Path) -> list[str]:
     its image's ENV (paths mapped by ImageFilesystem), from the images' working folder /app. Nothing
     may be written under /app or into the venvs: in the cluster they are on the read-only root
     filesystem; only /tmp (an emptyDir) and the landing volume are writable."""
-    from contribflow import embedded, runner
+    from contribflow.cluster.imagemap import image_for
     from contribflow.graph import EXIT_STAGE, STAGES, by_name
-    from contribflow.imagemap import image_for
+    from contribflow.local import embedded, runner
     from contribflow.settings import Settings
 
     stages = by_name((*STAGES, EXIT_STAGE))
@@ -461,7 +461,6 @@ def run_pipeline(venvs: dict[str, Path], work: Path) -> list[str]:
            if not k.startswith(("CONTRIBFLOW_", "PG", "VIRTUAL_ENV", "PYTHONPATH", "DBT_"))}
     env.update(db, CONTRIBFLOW_STATE_DIR=str(work / "runner"), CONTRIBFLOW_PSEUDONYM_KEY="image-check-key-not-a-secret")
     saved = os.environ.copy()
-    original = runner.cli_command
     os.environ.clear()
     os.environ.update(env)
     os.chdir(fs.app)
@@ -471,12 +470,11 @@ def run_pipeline(venvs: dict[str, Path], work: Path) -> list[str]:
             image_env = [f"{k}={v}" for k, v in fs.env(name, venvs[name]).items()]
             return ["env", *image_env, str(venvs[name] / "bin" / "contribflow"), stage.name, *args]
 
-        runner.cli_command = cli_command
         settings = Settings.from_env()
         day = dt.date(2026, 1, 15)
-        results = runner.run_graph(settings, {"run-date": day.isoformat(), "rows": "500", "defect-rate": "0.01"})
+        results = runner.run_graph(settings, {"run-date": day.isoformat(), "rows": "500", "defect-rate": "0.01"},
+                                   command=cli_command)
     finally:
-        runner.cli_command = original
         os.chdir(ROOT)
         os.environ.clear()
         os.environ.update(saved)
@@ -521,7 +519,7 @@ def check(image_names: list[str], work: Path, python: str, pipeline: bool) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
-    from contribflow.imagemap import IMAGES
+    from contribflow.cluster.imagemap import IMAGES
 
     parser = argparse.ArgumentParser(prog="imagetool", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("lock", "check"))

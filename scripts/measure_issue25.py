@@ -4,7 +4,7 @@
 2. publish at ROWS declarations of history (90,000 taxpayers, as the generator makes them), after a
    day that changes DAY rows (half new declarations, half new states): the publication as it was
    (fct delete+insert, then dim_taxpayer dropped and the build's moved in) and as it is now
-   (contribflow.publish.apply: DML only, dim_taxpayer's changed rows).
+   (contribflow.warehouse.publish.apply: DML only, dim_taxpayer's changed rows).
 
     .venv/bin/python scripts/measure_issue25.py [ROWS] [DAY]
 
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import psycopg
 
-from contribflow import embedded, migrate, publish
+from contribflow.local import embedded
+from contribflow.warehouse import migrate, publish
 
 RAW_ROWS = """
 INSERT INTO raw.contributions (declaration_id, taxpayer_id, taxpayer_key, event_date, amount, currency,
@@ -103,7 +104,7 @@ def build(conn: psycopg.Connection, day: int) -> None:
 
 
 def old_apply(conn: psycopg.Connection) -> None:
-    """The publication as it was before issue 25 (contribflow/publish.py at 9d5aa6c)."""
+    """The publication as it was before issue 25 (contribflow/warehouse/publish.py at 9d5aa6c)."""
     cols = ", ".join(publish.FCT_COLUMNS)
     conn.execute("DELETE FROM marts.fct_contributions WHERE declaration_id = ANY(ARRAY("
                  "SELECT declaration_id FROM marts_build.fct_contributions_delta))")

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from contribflow import embedded
+from contribflow.local import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CONTRIBFLOW_SHARED_DIR", ROOT.parent / "shared"))
@@ -40,8 +40,8 @@ def dbt_saved_parse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dbt's saved parse of the project for DATABASE, made once per session as the dbt image makes it
     (transform.save_parse); each test's empty target folder starts from it (CONTRIBFLOW_DBT_SAVED_PARSE),
     so no test parses the whole project again unless it changed the project."""
-    from contribflow import transform
     from contribflow.settings import Settings
+    from contribflow.warehouse import transform
 
     target = tmp_path_factory.mktemp("dbt-saved-parse") / "target"
     before = os.environ.get("PGDATABASE")

@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from contribflow import k8s  # noqa: E402
+from contribflow.cluster import k8s  # noqa: E402
 from contribflow.contract import file_name  # noqa: E402
 
 from argo_replay import Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402

@@ -35,8 +35,9 @@ from chart_render import (
 )
 
 sys.path.insert(0, str(ROOT / "helm" / "tools"))
-from contribflow import contract, k8s  # noqa: E402
-from contribflow.imagemap import IMAGES  # noqa: E402
+from contribflow import contract  # noqa: E402
+from contribflow.cluster import k8s
+from contribflow.cluster.imagemap import IMAGES  # noqa: E402
 from contribflow.settings import Settings  # noqa: E402
 
 import to_chart  # noqa: E402
@@ -474,7 +475,7 @@ def test_argocd_application_syncs_the_chart_with_kind_values():
 
 
 def _pg_bin() -> Path:
-    from contribflow import embedded
+    from contribflow.local import embedded
 
     return embedded.bin_dir()
 

@@ -113,6 +113,10 @@ def test_backfill_with_the_dates_the_wrong_way_round_or_no_parallelism_is_refuse
     state, run = standin.state, standin.run
     assert run("backfill", "--from", "2026-11-05", "--to", "2026-11-01") == 1
     assert "--from 2026-11-05 is after --to 2026-11-01" in capsys.readouterr().err
+    # the same range, and the same cap, as `contribflow dates` (one date_range)
+    assert run("backfill", "--from", "2024-01-01", "--to", "2026-01-01") == 1
+    assert "at most 366 per backfill" in capsys.readouterr().err
+    assert not state.created
     with pytest.raises(SystemExit) as refused:  # an argument out of range: argparse's usage error
         run("backfill", "--from", "2026-11-01", "--to", "2026-11-02", "--parallel", "0")
     assert refused.value.code == 2

@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from contribflow import embedded, runner
 from contribflow.graph import EXIT_STAGE, STAGES, topological_order
+from contribflow.local import embedded, runner
 from contribflow.settings import Settings
 
 from conftest import ROOT

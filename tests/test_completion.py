@@ -4,7 +4,7 @@ a real writer process that writes the source file in place while pick and ingest
 Observation 3: with the source writing in place, a run started at a third of the file published a
 third of it, exit 0. Now pick waits for the file's completion signal (manifest, control file) or a
 stability window, ingest re-checks and never commits a file that changed while it read it, and a
-manifest that disagrees with the file refuses it (contribflow/completion.py)."""
+manifest that disagrees with the file refuses it (contribflow/ingest/completion.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from contribflow import generate, runner
+from contribflow import generate
 from contribflow.contract import COLUMNS, file_name
+from contribflow.local import runner
 from contribflow.settings import Settings
 
 pytestmark = pytest.mark.integration

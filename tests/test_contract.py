@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contribflow import cli, contract, runner
+from contribflow import cli, contract
 from contribflow.contract import COLUMNS
 from contribflow.generate import rows_for
+from contribflow.local import runner
 from contribflow.settings import Settings, SettingsError
 
 from conftest import ROOT

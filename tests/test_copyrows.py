@@ -1,4 +1,4 @@
-"""contribflow/_copyrows.c, the compiled encoder of ingest's usual path, against its definition in
+"""contribflow/ingest/_copyrows.c, the compiled encoder of ingest's usual path, against its definition in
 Python: the same SHA-256, the same HMAC, and its binary COPY loads exactly the rows the Python
 path's text COPY loads, sent in the same order.
 
@@ -17,11 +17,12 @@ import numpy as np
 import psycopg
 import pytest
 
-from contribflow import cli, ingest
+from contribflow import cli
 from contribflow.contract import file_name
 from contribflow.generate import rows_for, write_file
-from contribflow.pseudonym import Pseudonymiser
-from contribflow.reader import chunks
+from contribflow.ingest import load as ingest
+from contribflow.ingest.pseudonym import Pseudonymiser
+from contribflow.ingest.reader import chunks
 from contribflow.settings import Settings
 
 DAY = dt.date(2026, 11, 24)
@@ -31,7 +32,7 @@ compiled = ingest._copyrows
 
 def test_the_compiled_encoder_is_built_where_the_tests_run():
     assert compiled is not None, (
-        "contribflow._copyrows was not built (no C compiler or Python headers at install time?); "
+        "contribflow.ingest._copyrows was not built (no C compiler or Python headers at install time?); "
         "ingest falls back to Python, and these tests would not cover the path production takes"
     )
 

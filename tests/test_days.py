@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from contribflow import runner
+from contribflow.local import runner
 from contribflow.settings import Settings
 
 from conftest import TEST_KEY
@@ -166,7 +166,7 @@ def _reader(conninfo: dict, stop: threading.Event, seen: list, errors: list) -> 
 
 
 def test_readers_in_repeatable_read_and_pg_dump_during_days_of_publishing(database, sql, source, expect, tmp_path):
-    from contribflow import embedded
+    from contribflow.local import embedded
 
     conninfo = {"host": database["PGHOST"], "user": database["PGUSER"], "dbname": database["PGDATABASE"]}
     expect.load(source.send(D1, others(D1, 40)))

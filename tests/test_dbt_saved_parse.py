@@ -1,6 +1,6 @@
 """dbt's saved parse, shipped in the dbt image: an empty target folder (a new pod's emptyDir) seeded
 from it does not parse the project again, wherever the warehouse is and whoever logs in
-(contribflow/transform.py). No database is needed: dbt parse never connects."""
+(contribflow/warehouse/transform.py). No database is needed: dbt parse never connects."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from contribflow import transform
 from contribflow.settings import Settings
+from contribflow.warehouse import transform
 
 from conftest import ROOT
 

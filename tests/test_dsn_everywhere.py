@@ -18,9 +18,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from contribflow import embedded, generate
+from contribflow import generate
 from contribflow.contract import file_name
 from contribflow.db import libpq_env
+from contribflow.local import embedded
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ import psutil
 import psycopg
 import pytest
 
-from contribflow import embedded
+from contribflow.local import embedded
 
 pytestmark = pytest.mark.integration
 

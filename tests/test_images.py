@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from contribflow import __version__, cli, k8s, transform
+from contribflow import __version__, cli
+from contribflow.cluster import k8s
+from contribflow.cluster.imagemap import DEFAULT_REGISTRY, IMAGES
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, by_name, render_args
-from contribflow.imagemap import DEFAULT_REGISTRY, IMAGES
+from contribflow.warehouse import transform
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("imagetool", ROOT / "images" / "imagetool.py")
@@ -128,8 +130,8 @@ def test_ingest_builder_imports_the_extension_from_the_venv_and_requires_it():
     builder = stages_of("ingest")[0]
     run = " ".join(i.value for i in builder.all("RUN") if "_copyrows" in i.value)
     assert "CONTRIBFLOW_REQUIRE_EXTENSION=1 python -m pip" in run
-    check = run[run.index("import contribflow._copyrows") - 80:]
-    assert re.search(r"/opt/venv/bin/python -I -c \"import contribflow._copyrows as m; "
+    check = run[run.index("import contribflow.ingest._copyrows") - 80:]
+    assert re.search(r"/opt/venv/bin/python -I -c \"import contribflow.ingest._copyrows as m; "
                      r"assert m.__file__.startswith\('/opt/venv/'\)", check), check
 
 
@@ -138,9 +140,9 @@ def test_a_compile_error_of_the_encoder_fails_the_build_only_when_required(requi
     """setup.py on a copy of the tree whose encoder does not compile: optional by default (a warning,
     exit 0), an error under CONTRIBFLOW_REQUIRE_EXTENSION=1, as the ingest image builds it."""
     shutil.copy(ROOT / "setup.py", tmp_path / "setup.py")
-    (tmp_path / "contribflow").mkdir()
-    source = (ROOT / "contribflow" / "_copyrows.c").read_text()
-    (tmp_path / "contribflow" / "_copyrows.c").write_text(source + "\n#error deliberately broken\n")
+    (tmp_path / "contribflow" / "ingest").mkdir(parents=True)
+    source = (ROOT / "contribflow" / "ingest" / "_copyrows.c").read_text()
+    (tmp_path / "contribflow" / "ingest" / "_copyrows.c").write_text(source + "\n#error deliberately broken\n")
     env = {k: v for k, v in os.environ.items() if k != "CONTRIBFLOW_REQUIRE_EXTENSION"}
     if required:
         env["CONTRIBFLOW_REQUIRE_EXTENSION"] = required
@@ -245,7 +247,7 @@ def test_dbt_image_ships_the_saved_parse_made_with_the_final_stage_s_project_ven
     assert (["/opt/venv"], "/opt/venv", {"from": stages[0].name}) in copies
     assert (["dbt/"], env_of(last)["CONTRIBFLOW_DBT_PROJECT_DIR"] + "/", {}) in copies
     (run,) = parse.all("RUN")
-    assert "/opt/venv/bin/python -m contribflow.transform --save-parse" in run.value
+    assert "/opt/venv/bin/python -m contribflow.warehouse.transform --save-parse" in run.value
     assert "CONTRIBFLOW_DBT_PROJECT_DIR=/app/dbt " in run.value and 'PGDATABASE="${DBT_PARSE_DATABASE}"' in run.value
     assert not re.search(r"PG(HOST|PORT|USER|PASSWORD|SSLMODE)=", run.value), "only the database is built in"
     shipped = [(s, d) for s, d, flags in (imagetool.copy_sources(i) for i in last.all("COPY")) if flags.get("from") == "parse"]
@@ -311,7 +313,7 @@ def test_dockerignore_keeps_local_state_and_secrets_out(path: str):
 
 
 @pytest.mark.parametrize("path", [
-    "pyproject.toml", "README.md", "contribflow/cli.py", "contribflow/migrations/0001_raw_and_meta.sql",
+    "pyproject.toml", "README.md", "contribflow/cli.py", "contribflow/warehouse/migrations/0001_raw_and_meta.sql",
     "dbt/dbt_project.yml", "dbt/models/marts/fct_contributions.sql", "images/dbt/requirements.txt",
 ])
 def test_dockerignore_sends_what_the_builds_need(path: str):
@@ -353,7 +355,7 @@ def test_builder_context_is_what_the_dockerfile_copies(tmp_path: Path):
     imagetool.builder_context("dbt", tmp_path)
     sent = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
     assert {"pyproject.toml", "README.md", "contribflow/cli.py", "images/dbt/requirements.txt"} <= sent
-    assert any(p.startswith("contribflow/migrations/") for p in sent)
+    assert any(p.startswith("contribflow/warehouse/migrations/") for p in sent)
     assert not any("__pycache__" in p or p.startswith(("dbt/", "tests/")) for p in sent)
 
 

@@ -17,8 +17,8 @@ import pytest
 from contribflow import cli
 from contribflow.contract import COLUMNS
 from contribflow.errors import FileRefused
-from contribflow.ingest import SeenKeys
-from contribflow.reader import chunks, records
+from contribflow.ingest.load import SeenKeys
+from contribflow.ingest.reader import chunks, records
 
 from helpers import good_row, write_source
 
@@ -232,7 +232,7 @@ def test_chunks_that_meet_known_rows_skip_only_those_and_the_load_goes_back_to_p
     rows already in raw (rolled back to its savepoint, loaded through the slow path), one that repeats
     nothing (plain COPY again), and bad rows spread over every chunk written in batches. Every row
     is accounted for: loaded, already there, or quarantined with its reasons."""
-    from contribflow import ingest
+    from contribflow.ingest import load as ingest
 
     monkeypatch.setattr(ingest, "_QUARANTINE_BATCH", batch_rows)
     monkeypatch.setattr(ingest, "_QUARANTINE_BATCH_BYTES", batch_chars)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from contribflow import generate, runner
+from contribflow import generate
 from contribflow.contract import file_name
+from contribflow.local import runner
 from contribflow.settings import Settings
 
 pytestmark = pytest.mark.integration

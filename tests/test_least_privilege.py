@@ -22,8 +22,8 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
-from contribflow import dbroles
-from contribflow.migrate import migration_files
+from contribflow import roles
+from contribflow.warehouse.migrate import migration_files
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def logins(pg_server, database, password_auth):
         for role in (*STAGE_ROLES, "analyst"):
             name, password = f"{LOGIN_PREFIX}{role}_{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(24)
             conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-                pgsql.Identifier(name), pgsql.Literal(password), pgsql.Identifier(dbroles.group_role(role))))
+                pgsql.Identifier(name), pgsql.Literal(password), pgsql.Identifier(roles.group_role(role))))
             made[role] = (name, password)
         try:
             yield made
@@ -87,7 +87,7 @@ def login(database: dict[str, str], user: str, password: str) -> psycopg.Connect
 def run_as_stage_logins(logins, tmp_path: Path, key: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, CONTRIBFLOW_PSEUDONYM_KEY=key)
     for role in STAGE_ROLES:
-        user_var, password_var = dbroles.login_vars(role)
+        user_var, password_var = roles.login_vars(role)
         env[user_var], env[password_var] = logins[role]
     return cli(["run", "--date", DAY.isoformat(), "--rows", "2000", "--defect-rate", "0.02"], env)
 
@@ -104,7 +104,7 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
     assert [s[0] for s in steps] == ["init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish"]
     for step, db_login, db_role, status in steps:
         role = expected_role.get(step, "loader")
-        assert (db_login, db_role, status) == (logins[role][0], dbroles.group_role(role), "SUCCESS"), step
+        assert (db_login, db_role, status) == (logins[role][0], roles.group_role(role), "SUCCESS"), step
     owners = sql("select n.nspname, c.relname, pg_get_userbyid(c.relowner) from pg_class c "
                  "join pg_namespace n on n.oid = c.relnamespace "
                  "where n.nspname in ('staging', 'marts', 'marts_build') and c.relkind in ('r', 'v')")
@@ -206,7 +206,7 @@ def test_no_password_and_no_pseudonym_key_in_any_output_artifact_log_or_audit_ro
 @pytest.fixture(scope="module")
 def roleless_server():
     """A server of its own, where no contribflow role exists yet (roles are server-wide)."""
-    from contribflow import embedded
+    from contribflow.local import embedded
 
     data_dir = Path(tempfile.gettempdir()) / f"cf-roles-pg-{os.getpid()}"
     env = embedded.start(data_dir)
@@ -217,7 +217,7 @@ def roleless_server():
 
 def test_init_db_without_createrole_stops_with_a_clear_message_until_an_admin_creates_the_roles(
         roleless_server, tmp_path):
-    group_roles = [dbroles.group_role(r) for r in ("migrator", "loader", "transformer", "analyst")]
+    group_roles = [roles.group_role(r) for r in ("migrator", "loader", "transformer", "analyst")]
     ident = pgsql.Identifier
 
     def init_db(user: str, dbname: str) -> subprocess.CompletedProcess:

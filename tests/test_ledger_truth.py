@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from contribflow import cli, ingest
+from contribflow import cli
+from contribflow.ingest import load as ingest
 from contribflow.settings import Settings, SettingsError
+from contribflow.step import StepRun
 
 from helpers import good_row, write_source
 
@@ -152,7 +154,9 @@ def test_yesterdays_export_resent_under_todays_name_is_recorded_as_duplicate_wit
                 in out and "recorded as DUPLICATE; nothing loaded (30 rows: 28 already in raw, "
                 "2 quarantined when first seen)" in out), out
     else:  # the same content loaded meanwhile, found again under the raw-writer lock
-        ingest.run(Settings.from_env(), NEXT, today)
+        settings = Settings.from_env()
+        with StepRun(settings, "ingest", NEXT) as step:
+            ingest.load_into(step, settings, NEXT, today)
     assert _ledger(sql, today.name) == [(today.name, NEXT, "DUPLICATE", 30, 0, 28, 2, 0)]
     assert sql("select count(*), max(ingestion_ts) from raw.contributions") == raw_before
     assert sql("select count(*) from raw.contributions where file_date = %s", (NEXT,)) == [(0,)]

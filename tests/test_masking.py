@@ -27,7 +27,7 @@ import pytest
 
 from contribflow import contract, redact
 from contribflow.generate import DEFECTS, rows_for
-from contribflow.reader import read_header
+from contribflow.ingest.reader import read_header
 
 from conftest import ROOT
 
@@ -266,7 +266,8 @@ def test_no_raw_taxpayer_id_of_a_hostile_day_reaches_meta_lineage_logs_audit_or_
 
 @pytest.mark.integration
 def test_migration_0011_completes_the_ledger_and_masks_what_older_versions_stored(database, sql, monkeypatch):
-    from contribflow import cli, migrate
+    from contribflow import cli
+    from contribflow.warehouse import migrate
 
     shipped = migrate.migration_files()
     assert any(v.startswith("0011") for v, _ in shipped)
@@ -324,7 +325,7 @@ def test_migration_0011_completes_the_ledger_and_masks_what_older_versions_store
                values ('f', 'c', '2026-11-12', 1, 10, 10, 1, 0, 0, 'LOADED', 'r9')""")
     sql("insert into meta.etl_run (run_id, step, logical_date, status) values ('r1', 'ingest', '2026-11-10', 'FAILED'),"
         " ('r2', 'ingest', '2026-11-10', 'SUCCESS')")
-    from contribflow import audit_report
+    from contribflow.audit import report as audit_report
     from contribflow.db import connect
     from contribflow.settings import Settings
 

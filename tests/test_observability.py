@@ -126,7 +126,7 @@ def validate(event: dict) -> None:
 # --- a full run, lineage to a file -----------------------------------------------------------------
 
 def _full_run(tmp_path: Path, extra_env: dict[str, str]) -> tuple[list[dict], str]:
-    from contribflow import runner
+    from contribflow.local import runner
     from contribflow.settings import Settings
 
     env = dict(os.environ, **extra_env)
@@ -197,7 +197,7 @@ def test_a_full_run_emits_valid_lineage_with_the_file_raw_staging_marts_graph(da
 
 @pytest.mark.integration
 def test_a_failing_stage_emits_fail_with_its_error_and_its_rejected_rows(database, tmp_path):
-    from contribflow import runner
+    from contribflow.local import runner
     from contribflow.settings import Settings
 
     events_file = tmp_path / "lineage.ndjson"

@@ -8,7 +8,8 @@ import hmac
 
 import pytest
 
-from contribflow import cli, runner
+from contribflow import cli
+from contribflow.local import runner
 from contribflow.settings import Settings
 
 from conftest import TEST_KEY

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from contribflow import cli, transform
+from contribflow import cli
 from contribflow.settings import Settings
+from contribflow.warehouse import transform
 
 pytestmark = pytest.mark.integration
 

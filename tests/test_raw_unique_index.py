@@ -13,7 +13,8 @@ import datetime as dt
 
 import pytest
 
-from contribflow import cli, migrate
+from contribflow import cli
+from contribflow.warehouse import migrate
 
 from helpers import good_row, write_source
 
@@ -76,7 +77,7 @@ def test_an_upgraded_warehouse_keeps_its_rows_and_dedups_and_traces_through_the_
         ("DEC_20261101_000001", 2), ("DEC_20261101_000002", 2), ("DEC_20261101_000003", 2),
         ("DEC_20261101_000004", 1), ("DEC_20261101_000005", 1), ("DEC_20261101_000006", 1)]
 
-    from contribflow import trace
+    from contribflow.audit import trace
     sql("set enable_seqscan = off")
     plan = "\n".join(r[0] for r in sql("EXPLAIN " + trace._RAW, (["DEC_20261101_000003"],)))
     assert name in plan, plan
@@ -134,7 +135,7 @@ def test_0010_upgrade_keeps_rows_and_hashes_dedups_keeps_reversals_and_traces_th
                ("DEC_20261101_000001",)) == [(DAY, "DUE"), (DAY + dt.timedelta(days=1), "PAID"),
                                              (DAY + dt.timedelta(days=2), "DUE")]
 
-    from contribflow import trace
+    from contribflow.audit import trace
     sql("set enable_seqscan = off")  # 9 rows: ask whether the index serves the lookup
     plan = "\n".join(r[0] for r in sql("EXPLAIN " + trace._RAW, (["DEC_20261101_000001"],)))
     assert f"using {name}" in plan, plan

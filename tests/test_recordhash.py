@@ -14,7 +14,7 @@ from decimal import Decimal
 import numpy as np
 
 from contribflow import contract
-from contribflow.recordhash import canonical_amount, canonical_amounts, digests, load_order
+from contribflow.ingest.recordhash import canonical_amount, canonical_amounts, digests, load_order
 
 
 def _amounts(n: int) -> list[str]:

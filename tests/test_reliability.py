@@ -430,7 +430,7 @@ def test_production_refuses_the_dev_pseudonym_key(database, sql, key, log_format
 # --- 8. contribflow audit -------------------------------------------------------------------------
 
 def test_audit_answers_for_a_date_runs_steps_file_sha256_issues_and_dbt(database, sql):
-    from contribflow import runner
+    from contribflow.local import runner
     from contribflow.settings import Settings
 
     results = runner.run_graph(Settings.from_env(), {"run-date": DAY.isoformat(), "rows": "1500",

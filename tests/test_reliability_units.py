@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from contribflow import dbroles, runner
+from contribflow import roles
 from contribflow.graph import STAGES, by_name
+from contribflow.local import runner
 from contribflow.settings import Settings
 
 LOGINS = {
@@ -20,7 +21,7 @@ LOGINS = {
 
 def test_a_stage_gets_its_own_login_acting_as_its_group_role_and_no_other_roles_secret():
     env = {"PGUSER": "admin", "PGPASSWORD": "admin-secret", "PGOPTIONS": "-c statement_timeout=0", **LOGINS}
-    out = dbroles.stage_env("loader", env)
+    out = roles.stage_env("loader", env)
     assert (out["PGUSER"], out["PGPASSWORD"]) == ("l", "l-secret")
     assert out["PGOPTIONS"] == "-c statement_timeout=0 -c role=contribflow_loader"
     assert not [k for k in out if k.startswith("CONTRIBFLOW_DB_")]
@@ -28,7 +29,7 @@ def test_a_stage_gets_its_own_login_acting_as_its_group_role_and_no_other_roles_
 
 
 def test_a_login_without_password_does_not_inherit_the_operators_password():
-    out = dbroles.stage_env("transformer", {"PGUSER": "admin", "PGPASSWORD": "admin-secret",
+    out = roles.stage_env("transformer", {"PGUSER": "admin", "PGPASSWORD": "admin-secret",
                                             "CONTRIBFLOW_DB_TRANSFORMER_USER": "t"})
     assert out["PGUSER"] == "t" and "PGPASSWORD" not in out
     assert out["PGOPTIONS"] == "-c role=contribflow_transformer"
@@ -36,9 +37,9 @@ def test_a_login_without_password_does_not_inherit_the_operators_password():
 
 def test_without_per_role_logins_the_environment_is_kept_but_other_secrets_are_dropped():
     env = {"PGUSER": "admin", "PGPASSWORD": "admin-secret", "CONTRIBFLOW_DB_LOADER_PASSWORD": "x"}
-    assert dbroles.stage_env("migrator", env) == {"PGUSER": "admin", "PGPASSWORD": "admin-secret"}
+    assert roles.stage_env("migrator", env) == {"PGUSER": "admin", "PGPASSWORD": "admin-secret"}
     with pytest.raises(ValueError, match="unknown database role 'root'"):
-        dbroles.group_role("root")
+        roles.group_role("root")
 
 
 def test_the_runner_gives_the_pseudonym_key_to_ingest_only(monkeypatch, tmp_path):
@@ -47,7 +48,7 @@ def test_the_runner_gives_the_pseudonym_key_to_ingest_only(monkeypatch, tmp_path
     settings = Settings(state_dir=tmp_path)
     env = {"CONTRIBFLOW_PSEUDONYM_KEY": "k", "PGUSER": "admin", **LOGINS}
     for stage in STAGES:
-        runner._run_stage(settings, stage, [], env)
+        runner._run_stage(settings, stage, [], env, runner.cli_command)
     assert {name for name, e in seen.items() if "CONTRIBFLOW_PSEUDONYM_KEY" in e} == {"ingest"}
     assert {name: e["PGUSER"] for name, e in seen.items()} == {
         s.name: {"migrator": "m", "loader": "l", "transformer": "t"}[by_name()[s.name].db_role] for s in STAGES}

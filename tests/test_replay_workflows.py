@@ -15,9 +15,11 @@ import psycopg
 import pytest
 import yaml
 
-from contribflow import dbroles, k8s, runner
+from contribflow import roles
+from contribflow.cluster import k8s
 from contribflow.contract import file_name
 from contribflow.graph import EXIT_STAGE, STAGES
+from contribflow.local import runner
 from contribflow.settings import Settings
 
 from argo_replay import Replay, ReplayResult
@@ -69,7 +71,7 @@ def stage_logins(database, pg_server) -> Iterator[dict[str, str]]:
     with psycopg.connect(host=pg_server["PGHOST"], user=pg_server["PGUSER"], dbname=dbname,
                          autocommit=True) as admin:
         for role, login in logins.items():
-            group = dbroles.group_role(role)
+            group = roles.group_role(role)
             if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone():
                 admin.execute(f'CREATE ROLE "{group}" NOLOGIN')
             admin.execute(f'CREATE ROLE "{login}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
@@ -79,10 +81,10 @@ def stage_logins(database, pg_server) -> Iterator[dict[str, str]]:
                 admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO "{group}"')
         # What migration 0002 asks an administrator for when the migrator may not create roles:
         # the migrator (acting as its group) may SET every group role, to grant and own for it.
-        migrator = dbroles.group_role("migrator")
+        migrator = roles.group_role("migrator")
         granted = []
         for role in k8s.DB_ROLES:
-            group = dbroles.group_role(role)
+            group = roles.group_role(role)
             if role != "migrator" and not admin.execute(
                     "SELECT pg_has_role(%s, %s, 'SET')", (migrator, group)).fetchone()[0]:
                 admin.execute(f'GRANT "{group}" TO "{migrator}" WITH INHERIT TRUE, SET TRUE')

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from contribflow import embedded
+from contribflow.local import embedded
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contribflow import cli, contract, ingest
+from contribflow import cli, contract
 from contribflow.contract import COLUMNS
-from contribflow.validate import is_calendar_date
+from contribflow.ingest import load as ingest
+from contribflow.ingest.validate import is_calendar_date
 
 pytestmark = pytest.mark.integration
 

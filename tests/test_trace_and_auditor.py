@@ -30,7 +30,8 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
-from contribflow import dbroles, k8s
+from contribflow import roles
+from contribflow.cluster import k8s
 
 pytestmark = pytest.mark.integration
 
@@ -79,10 +80,10 @@ def warehouse(pg_server, tmp_path_factory) -> Iterator[dict]:
                          autocommit=True) as db:
         for role, login in logins.items():
             db.execute(pgsql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
-                pgsql.Identifier(login), pgsql.Identifier(dbroles.group_role(role))))
+                pgsql.Identifier(login), pgsql.Identifier(roles.group_role(role))))
     stages = dict(env)
     for role in ("migrator", "loader", "transformer"):
-        stages[dbroles.login_vars(role)[0]] = logins[role]
+        stages[roles.login_vars(role)[0]] = logins[role]
     for day in (DAY1, DAY2):
         done = cli(["run", "--date", day.isoformat(), "--rows", str(ROWS), "--defect-rate", "0.02"], stages)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -229,7 +230,7 @@ def test_trace_by_declaration_uses_indexes_not_a_scan_of_raw(warehouse):
     declaration = resent_declaration(warehouse)
     with connect_as(warehouse, "auditor") as auditor:
         auditor.execute("SET enable_seqscan = off")  # a 3,000-row table: ask whether an index serves
-        from contribflow import trace
+        from contribflow.audit import trace
         for query in (trace._RAW, trace._STAGING, trace._MART):
             plan = "\n".join(r[0] for r in auditor.execute("EXPLAIN " + query, ([declaration],)))
             assert "Seq Scan on contributions" not in plan, plan

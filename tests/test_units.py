@@ -12,12 +12,14 @@ import pytest
 from contribflow import generate, graph
 from contribflow.contract import COLUMNS
 from contribflow.errors import FileRefused
-from contribflow.ingest import SeenKeys
-from contribflow.pseudonym import Pseudonymiser
-from contribflow.reader import fingerprint, records
+from contribflow.ingest.pseudonym import Pseudonymiser
+from contribflow.ingest.reader import records
+from contribflow.ingest.seenkeys import SeenKeys
+from contribflow.ingest.source import fingerprint
+from contribflow.ingest.validate import validate_chunk
 from contribflow.settings import DEV_PSEUDONYM_KEY, Settings, SettingsError
-from contribflow.validate import validate_chunk
 
+from conftest import ROOT
 from helpers import good_row, write_source
 
 DAY = dt.date(2026, 11, 25)
@@ -155,7 +157,7 @@ def test_fingerprint_names_the_line_of_invalid_utf8(tmp_path):
 
 
 def test_a_failed_nodes_cause_keeps_the_databases_words_not_dbts_wrappers():
-    from contribflow import transform
+    from contribflow.warehouse import transform
 
     unit = ("Runtime Error in unit_test x (models/staging/stg_contributions.yml)\n"
             "  An error occurred during execution of unit test 'x'. There may be an error in the unit test "
@@ -168,3 +170,23 @@ def test_a_failed_nodes_cause_keeps_the_databases_words_not_dbts_wrappers():
     assert transform.cause(database) == ("numeric field overflow; DETAIL:  A field with precision 16, scale 2 must "
                                          "round to an absolute value less than 10^14.")
     assert transform.cause("Runtime Error") == "Runtime Error"  # nothing but a wrapper: kept
+
+
+def test_the_marts_column_lists_are_the_ones_dbt_contracts_enforce():
+    """publish and trace use contribflow/warehouse/marts.py; dbt's enforced contracts must list the
+    same columns in the same order, wherever in dbt/models the model's yml is."""
+    import yaml
+
+    from contribflow.warehouse.marts import DIM_COLUMNS, FCT_COLUMNS
+
+    models = {}
+    for path in (ROOT / "dbt" / "models").rglob("*.yml"):
+        for model in (yaml.safe_load(path.read_text()) or {}).get("models", []) or []:
+            models[model["name"]] = model
+    expected = {"fct_contributions_delta": FCT_COLUMNS, "fct_contributions": FCT_COLUMNS,
+                "dim_taxpayer": DIM_COLUMNS}
+    for name, columns in expected.items():
+        model = models[name]
+        if name != "fct_contributions":  # the build's audit view: documented, not a contract
+            assert (model.get("config") or {}).get("contract", {}).get("enforced") is True, name
+        assert tuple(c["name"] for c in model["columns"]) == columns, name

@@ -18,9 +18,9 @@ import pytest
 from contribflow import contract
 from contribflow.contract import COLUMNS
 from contribflow.generate import rows_for, write_file
-from contribflow.reader import REPEATING, chunks
-from contribflow.seenkeys import SeenKeys
-from contribflow.validate import frame_of, validate_chunk
+from contribflow.ingest.reader import REPEATING, chunks
+from contribflow.ingest.seenkeys import SeenKeys
+from contribflow.ingest.validate import frame_of, validate_chunk
 
 
 def _regex(pattern: str):

@@ -20,10 +20,11 @@ from argo_schema import default_schema
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))  # the workflows/ package lives at the repo root, not in the installed package
-from contribflow import cli, k8s
+from contribflow import cli
+from contribflow.cluster import k8s
+from contribflow.cluster.imagemap import IMAGES, image_for
 from contribflow.dates import date_range
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, by_name, topological_order
-from contribflow.imagemap import IMAGES, image_for
 from contribflow.settings import DEV_PSEUDONYM_KEY
 from workflows import contribflow_backfill, contribflow_cron, contribflow_daily, render, steps
 

@@ -15,7 +15,7 @@ import time
 import psycopg
 import pytest
 
-from contribflow import runner
+from contribflow.local import runner
 from contribflow.settings import Settings
 
 pytestmark = pytest.mark.integration

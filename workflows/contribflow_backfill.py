@@ -14,9 +14,9 @@ import yaml
 from hera.workflows import DAG, Container, Parameter, Resource, Task, WorkflowTemplate
 from hera.workflows import models as m
 
-from contribflow import k8s
+from contribflow.cluster import k8s
+from contribflow.cluster.imagemap import image_for
 from contribflow.graph import PARAMETERS, Stage
-from contribflow.imagemap import image_for
 from workflows import contribflow_daily as daily
 from workflows import steps
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from hera.workflows import CronWorkflow, Parameter
 from hera.workflows import models as m
 
-from contribflow import k8s
+from contribflow.cluster import k8s
 from workflows import contribflow_daily as daily
 
 SCHEDULES = ["0 6 * * *"]

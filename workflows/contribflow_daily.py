@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from hera.workflows import DAG, Parameter, Task, WorkflowTemplate
 from hera.workflows import models as m
 
-from contribflow import k8s
+from contribflow.cluster import k8s
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, Stage, topological_order
 from workflows import metrics, steps
 

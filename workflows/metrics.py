@@ -15,7 +15,7 @@ Template level (emitted when a step's node ends):
   contribflow_dbt_tests_failed{run_date}            gauge, dbt-test's failed tests
   contribflow_late_files_total                      counter, pick failing because the file is late
 
-Their values come from the steps' output parameters (contribflow/audit.py writes them); a value an
+Their values come from the steps' output parameters (contribflow/step.py writes them); a value an
 attempt did not write is empty, and the controller skips that sample.
 """
 

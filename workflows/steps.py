@@ -13,17 +13,15 @@ from __future__ import annotations
 from hera.workflows import Container, Parameter, Resources, RetryStrategy
 from hera.workflows import models as m
 
-from contribflow import dbroles, k8s
+from contribflow import roles
+from contribflow.cluster import k8s
+from contribflow.cluster.imagemap import image_for
+from contribflow.errors import EXIT_LATE, EXIT_TRANSIENT
 from contribflow.graph import Stage, render_args
-from contribflow.imagemap import image_for
 from workflows import metrics
 
 COMMAND = "contribflow"
-EXIT_TRANSIENT = 75
-"""The CLI's exit code when the database cannot be reached (EX_TEMPFAIL): the only one retried."""
 RETRY_EXPRESSION = f"asInt(lastRetry.exitCode) == {EXIT_TRANSIENT}"
-EXIT_LATE = 76
-"""pick's exit code while the run date's file has not arrived and its deadline has not passed."""
 WAIT_RETRY_EXPRESSION = f"{RETRY_EXPRESSION} || asInt(lastRetry.exitCode) == {EXIT_LATE}"
 WAIT_RETRY_LIMIT = 20
 """With the backoff below (1m, 2m, 4m, 8m, then every 10m) 20 retries span about 3 hours: set
@@ -90,7 +88,7 @@ def env(stage: Stage) -> list[m.EnvVar]:
         m.EnvVar(name="CONTRIBFLOW_OUTPUTS_DIR", value=k8s.OUTPUTS_DIR),
         _secret("PGUSER", k8s.DB_SECRET, user_key),
         _secret("PGPASSWORD", k8s.DB_SECRET, password_key),
-        m.EnvVar(name="PGOPTIONS", value=f"-c role={dbroles.group_role(stage.db_role)}"),
+        m.EnvVar(name="PGOPTIONS", value=f"-c role={roles.group_role(stage.db_role)}"),
     ]
     if stage.needs_landing:
         values.append(m.EnvVar(name="CONTRIBFLOW_LANDING_DIR", value=k8s.LANDING_MOUNT))

@@ -1,10 +1,10 @@
 """Turn the Argo YAML rendered from the Hera modules (workflows/rendered/*.yaml) into Helm templates
-under helm/contribflow/templates/, so the Hera modules stay the one definition of the workflows.
+under helm/contribflow/audit/templates/, so the Hera modules stay the one definition of the workflows.
 
 What the chart's values decide is swapped in; everything else is copied as rendered:
-- each container's image (matched against contribflow/imagemap.py), pull policy and resources
+- each container's image (matched against contribflow/cluster/imagemap.py), pull policy and resources
   (``workflows.resources.<image>``, falling back to what Hera rendered);
-- the names the cluster agrees on (contribflow/k8s.py): Secrets and their keys, the settings
+- the names the cluster agrees on (contribflow/cluster/k8s.py): Secrets and their keys, the settings
   ConfigMap, the landing claim, the ServiceAccount, the WorkflowTemplate names and references;
 - the CronWorkflow's schedules, timezone and ``suspend``; the ``generate`` parameter's default;
 - the chart's labels on each object, and ``networkPolicy.clientLabels`` on the pods of each
@@ -36,8 +36,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from contribflow import k8s  # noqa: E402
-from contribflow.imagemap import IMAGES  # noqa: E402
+from contribflow.cluster import k8s  # noqa: E402
+from contribflow.cluster.imagemap import IMAGES  # noqa: E402
 
 RENDERED = ROOT / "workflows" / "rendered"
 TEMPLATES = ROOT / "helm" / "contribflow" / "templates"

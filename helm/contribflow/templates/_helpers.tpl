@@ -1,6 +1,6 @@
 {{/*
 Helpers shared by every template. Names follow `helm create`: with the release name `contribflow`
-every name below equals the one in contribflow/k8s.py (contribflow-db, contribflow-settings, …).
+every name below equals the one in contribflow/cluster/k8s.py (contribflow-db, contribflow-settings, …).
 */}}
 
 {{/*
@@ -157,7 +157,7 @@ Call with (dict "context" $ "image" "ingest"); an image missing from image.repos
 */}}
 {{- define "contribflow.stageImage" -}}
 {{- $values := .context.Values.image }}
-{{- $repository := required (printf "image.repositories.%s is required (see contribflow/imagemap.py)" .image) (get $values.repositories .image) }}
+{{- $repository := required (printf "image.repositories.%s is required (see contribflow/cluster/imagemap.py)" .image) (get $values.repositories .image) }}
 {{- printf "%s/%s:%s" $values.registry $repository (default .context.Chart.AppVersion $values.tag) }}
 {{- end }}
 

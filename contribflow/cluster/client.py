@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contribflow import k8s
+from contribflow.cluster import k8s
+from contribflow.dates import date_range
 
 GROUP = "argoproj.io"
 VERSION = "v1alpha1"
@@ -61,12 +62,6 @@ class Run:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def date_range(first: dt.date, last: dt.date) -> list[dt.date]:
-    if first > last:
-        raise ClusterError(f"--from {first} is after --to {last}")
-    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def parse_params(items: Iterable[str]) -> dict[str, str]:
@@ -428,7 +423,10 @@ def cmd_submit(args: Any, settings: Any = None) -> int:
 
 
 def cmd_backfill(args: Any, settings: Any = None) -> int:
-    dates = date_range(args.date_from, args.date_to)
+    try:
+        dates = date_range(args.date_from, args.date_to)  # the same range, and cap, as `contribflow dates`
+    except ValueError as exc:
+        raise ClusterError(str(exc)) from None
     params = parse_params(args.param)
     cluster = _connect(args)
     _stderr(f"backfill {dates[0]}..{dates[-1]}: {len(dates)} run(s), at most {args.parallel} at once, "

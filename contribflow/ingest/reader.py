@@ -20,7 +20,6 @@ import pandas as pd
 from contribflow import contract, redact
 from contribflow.contract import COLUMNS
 from contribflow.errors import FileRefused
-from contribflow.ledger import FileFacts, fingerprint  # noqa: F401  (their home was here)
 
 BLOCK = 1 << 20
 MAX_FIELD_BYTES = 16 << 20

@@ -1,9 +1,5 @@
-"""The light front of ``contribflow ingest``: the source file resolved and fingerprinted, and the
-ledger (meta.source_file) asked whether it was loaded already — before pandas, pandera or numpy are
-imported (~1 s of a process's start-up). A file already loaded, or refused outright (outside the
-landing folder, misnamed, empty, not UTF-8, not matching its manifest), is answered here; any other
-is handed, with its fingerprint, to contribflow.ingest, which looks the ledger up again under the
-raw-writer lock, and commits only if the file did not change while it was read (completion.py).
+"""The ledger: meta.source_file (what became of every file each run was given) and
+meta.data_quality_issue (each issue once per file content), written only here.
 
 The ledger's counts add up for every outcome: ``rows_in = rows_loaded + rows_already_in_raw +
 rows_rejected + rows_withheld`` (a CHECK of migration 0011). ``rows_loaded`` are the rows this
@@ -20,26 +16,17 @@ its own date as DUPLICATE, with a warning (meta.data_quality_issue ``resent_file
 
 from __future__ import annotations
 
-import codecs
-import dataclasses
 import datetime as dt
-import hashlib
-import os
-import stat
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 
-from contribflow import completion
-from contribflow.audit import StepRun
-from contribflow.contract import file_date, file_name
 from contribflow.db import connect
 from contribflow.errors import FileRefused
+from contribflow.ingest.source import FileFacts
 from contribflow.settings import Settings
+from contribflow.step import Check, StepRun
 
-BLOCK = 1 << 20
 RESENT_RULE = "resent_file"
 EARLIER_SQL = """
 SELECT id, outcome, file_name, file_date, run_id, rows_in, rows_rejected FROM meta.source_file
@@ -176,129 +163,28 @@ def report_earlier(step: StepRun, day: dt.date, name: str, earlier: Earlier) -> 
         step.details["duplicate_of_date"] = earlier.file_date.isoformat()
 
 
-@dataclass(frozen=True)
-class FileFacts:
-    sha256: str
-    size_bytes: int
-    problem: str | None = None
-    """Why the file is structurally unusable (not UTF-8, empty), found while hashing it."""
+def file_checks(step: StepRun) -> list[Check]:
+    """ingest's rules as checked against the step's file: every rule with issues failed (whichever
+    run first stored them: a re-ingest finds the same issues again and stores none, ISSUE_IS_NEW),
+    and the rejected share against CONTRIBFLOW_REJECT_THRESHOLD."""
+    with connect(step.settings) as conn:
+        rows = conn.execute(
+            """SELECT rule, column_name, count(*) FROM meta.data_quality_issue
+                WHERE source_file = %(file)s AND source_sha256 IN (
+                      SELECT sha256 FROM meta.source_file WHERE run_id = %(run)s AND file_name = %(file)s)
+                GROUP BY rule, column_name ORDER BY 1, 2""",
+            {"run": step.settings.run_id, "file": step.source_file or ""}).fetchall()
+    checks = [Check(rule, False, column, str(n)) for rule, column, n in rows]
+    if step.rows_rejected is not None:
+        checks.append(Check("rows_rejected_within_threshold", step.status == "SUCCESS", None,
+                            str(step.rows_rejected), f"<= {step.settings.reject_threshold:g} of rows_in"))
+    return checks
 
 
-def fingerprint(path: Path) -> FileFacts:
-    """sha256 and size, checking on the way that the file is non-empty UTF-8 text."""
-    digest = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    size = 0
-    line = 1
-    problem = None
-    try:
-        with open(path, "rb") as fh:
-            while block := fh.read(BLOCK):
-                digest.update(block)
-                # An ASCII block (most of them) is valid UTF-8 as it stands, when no character
-                # started in the block before: isascii() is ~20x faster than decoding it.
-                if problem is None and not (block.isascii() and not decoder.getstate()[0]):
-                    try:
-                        decoder.decode(block)
-                    except UnicodeDecodeError as exc:
-                        where = line + block[: exc.start].count(b"\n")
-                        problem = f"{path.name}: not valid UTF-8 at line {where} (byte {size + exc.start})"
-                if problem is None:
-                    line += block.count(b"\n")
-                size += len(block)
-    except OSError as exc:
-        raise FileRefused(f"{path.name}: cannot be read: {exc.strerror}") from None
-    if problem is None:
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            problem = f"{path.name}: not valid UTF-8 (a truncated character at the end of the file)"
-    if size == 0:
-        problem = f"{path.name}: the file is empty (no header, no rows)"
-    return FileFacts(digest.hexdigest(), size, problem)
-
-
-def resolve_source(settings: Settings, day: dt.date, path: Path) -> Path:
-    """``--file``, checked before anything is done: a regular file (not a link, a folder or a FIFO)
-    directly in the landing folder, named exactly ``contributions_YYYYMMDD.csv`` for ``day``."""
-    landing = settings.landing_dir.resolve()
-    given = path if path.is_absolute() else Path.cwd() / path
-    if given.name != file_name(day):
-        try:
-            named_for = file_date(given)
-        except ValueError as exc:
-            raise FileRefused(f"--file {path}: {exc} (exactly, lower case, the run date's)") from None
-        raise FileRefused(f"--file {path}: {given.name} is the file for {named_for}, not for the run date {day}")
-    if given.parent.resolve() != landing:
-        raise FileRefused(f"--file {path}: outside the landing folder {landing}; refusing to read it")
-    try:
-        mode = os.stat(given, follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        raise FileRefused(f"--file {path}: no such file in the landing folder") from None
-    except OSError as exc:
-        raise FileRefused(f"--file {path}: cannot be looked at: {exc.strerror}") from None
-    if stat.S_ISLNK(mode):
-        raise FileRefused(f"--file {path}: is a symbolic link; a source file must be a regular file in the "
-                          "landing folder (a link could point outside it, or at another day's file)")
-    if not stat.S_ISREG(mode):
-        raise FileRefused(f"--file {path}: is not a regular file (a folder, FIFO or device)")
-    return landing / given.name
-
-
-def checked_fingerprint(settings: Settings, source: Path) -> tuple[FileFacts, Callable[[int], None]]:
-    """The file's fingerprint, with its completion re-checked (contribflow/completion.py): a problem
-    when it does not match its manifest, and the check ingest runs once it has read every record
-    (``before_commit(rows_in)``): the file unchanged since before the fingerprint (else FileChanged,
-    exit 75), and the manifest's row count."""
-    before = completion.Signature.of(source)
-    facts = fingerprint(source)
-    completion.unchanged(source, before, "while ingest took its fingerprint")
-    try:
-        manifest = completion.for_ingest(settings, source)
-    except completion.ManifestInvalid as exc:
-        return dataclasses.replace(facts, problem=facts.problem or f"{source.name}: {exc}"), _no_check
-    if manifest is not None and facts.problem is None:
-        problem = manifest.content_problem(source.name, facts.sha256, facts.size_bytes)
-        facts = dataclasses.replace(facts, problem=problem)
-
-    def before_commit(rows_in: int) -> None:
-        completion.unchanged(source, before, "while ingest read it")
-        problem = manifest.rows_problem(source.name, rows_in) if manifest is not None else None
-        if problem:
-            raise FileRefused(problem)
-
-    return facts, before_commit
-
-
-def _no_check(rows_in: int) -> None:
-    return None
-
-
-def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
-    """``contribflow ingest``: a known or refused file answered without the data libraries."""
-    source = resolve_source(settings, day, path)  # an argument: refused before any work
-    with StepRun(settings, "ingest", day) as step:
-        step.source_file = path.name
-        facts, before_commit = checked_fingerprint(settings, source)
-        with connect(settings) as conn:
-            if facts.problem:  # as contribflow.ingest records it
-                record(conn, settings, day, source.name, facts, None, "REFUSED", facts.problem)
-                conn.commit()
-                raise FileRefused(facts.problem)
-            earlier = earlier_load(conn, facts.sha256, day, source.name)
-            if earlier is not None:
-                try:
-                    answer_earlier(conn, settings, day, source.name, facts, earlier)
-                except FileRefused as exc:
-                    conn.rollback()
-                    record(conn, settings, day, source.name, facts, None, "REFUSED", str(exc))
-                    conn.commit()
-                    raise
-                conn.commit()
-        if earlier is not None:
-            report_earlier(step, day, source.name, earlier)
-            return step
-        from contribflow import ingest  # numpy, pandas, pandera: only for a file to load
-
-        ingest.load_into(step, settings, day, source, facts, before_commit)
-    return step
+def mask_details(conn: psycopg.Connection, before: dt.date) -> int:
+    """The end of the quarantine's retention (``contribflow purge-quarantine``): the ledger's
+    details of the files before ``before`` keep no source value (meta.masked_message); how many."""
+    return conn.execute(
+        """UPDATE meta.source_file SET detail = meta.masked_message(detail)
+            WHERE file_date < %s AND detail IS DISTINCT FROM meta.masked_message(detail)""",
+        (before,)).rowcount

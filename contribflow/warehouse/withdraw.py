@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import psycopg
 
-from contribflow.audit import StepRun
 from contribflow.db import connect
 from contribflow.errors import StageError
-from contribflow.publish import DBT_LOCK
 from contribflow.settings import Settings
+from contribflow.step import StepRun
+from contribflow.warehouse.publish import DBT_LOCK
 
 
 @dataclass

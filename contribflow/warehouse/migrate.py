@@ -6,16 +6,16 @@ import datetime as dt
 import time
 from importlib import resources
 
-from contribflow.audit import StepRun
 from contribflow.db import connect
 from contribflow.settings import Settings
+from contribflow.step import StepRun
 
 LOCK_KEY = 0x434F4E54  # advisory lock: two init-db steps never migrate at once
 
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration shipped in the package, in version order."""
-    folder = resources.files("contribflow") / "migrations"
+    folder = resources.files("contribflow.warehouse") / "migrations"
     files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
 

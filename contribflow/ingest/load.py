@@ -51,23 +51,24 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from contribflow import ledger, logs, redact
-from contribflow.audit import StepRun
+from contribflow import logs, redact
 from contribflow.contract import COLUMNS
 from contribflow.db import connect
 from contribflow.errors import FileRefused, StageError
-from contribflow.ledger import FileFacts, fingerprint, resolve_source  # noqa: F401  (resolve_source: its home was here)
-from contribflow.pseudonym import Pseudonymiser
-from contribflow.reader import Chunk, chunks
-from contribflow.recordhash import digests, load_order
-from contribflow.seenkeys import SeenKeys
+from contribflow.ingest import ledger
+from contribflow.ingest.pseudonym import Pseudonymiser
+from contribflow.ingest.reader import Chunk, chunks
+from contribflow.ingest.recordhash import digests, load_order
+from contribflow.ingest.seenkeys import SeenKeys
+from contribflow.ingest.source import FileFacts, fingerprint
+from contribflow.ingest.validate import Issue, frame_of, validate_chunk
+from contribflow.ingest.volume import RULE as VOLUME_RULE
+from contribflow.ingest.volume import VolumeCheck, check_volume
 from contribflow.settings import Settings
-from contribflow.validate import Issue, frame_of, validate_chunk
-from contribflow.volume import RULE as VOLUME_RULE
-from contribflow.volume import VolumeCheck, check_volume
+from contribflow.step import StepRun
 
 try:
-    _copyrows: Any = importlib.import_module("contribflow._copyrows")
+    _copyrows: Any = importlib.import_module("contribflow.ingest._copyrows")
 except ImportError:  # built only where a C compiler was found (setup.py); the same rows in Python
     _copyrows = None
 
@@ -719,7 +720,7 @@ def _refusal(settings: Settings, outcome: Outcome) -> str | None:
 def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Connection,
                 facts: FileFacts | None = None, before_commit: Callable[[int], None] | None = None) -> Outcome:
     """``before_commit(rows_in)``: called once every record was read, before anything is recorded
-    (ledger.checked_fingerprint: the file unchanged while read, its manifest's row count)."""
+    (source.checked_fingerprint: the file unchanged while read, its manifest's row count)."""
     facts = facts or fingerprint(path)
     try:
         if facts.problem:
@@ -773,13 +774,6 @@ def ingest_file(settings: Settings, day: dt.date, path: Path, conn: psycopg.Conn
         with conn.transaction():
             ledger.record(conn, settings, day, path.name, facts, None, "REFUSED", str(exc))
         raise
-
-
-def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
-    with StepRun(settings, "ingest", day) as step:
-        step.source_file = path.name
-        load_into(step, settings, day, resolve_source(settings, day, path))
-    return step
 
 
 def load_into(step: StepRun, settings: Settings, day: dt.date, source: Path,

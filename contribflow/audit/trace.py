@@ -40,10 +40,9 @@ from psycopg.rows import dict_row
 from contribflow.db import connect
 from contribflow.errors import StageError
 from contribflow.settings import Settings
+from contribflow.warehouse.marts import FCT_COLUMNS
 
 TAXPAYER_KEY = re.compile(r"^[0-9a-f]{64}$")
-FCT_COLUMNS = ("declaration_id", "taxpayer_key", "event_date", "amount", "currency", "contribution_type",
-               "status", "country", "file_date", "source_file", "source_line", "raw_loaded_at")
 
 _DECLARATIONS_OF_TAXPAYER = """
 SELECT DISTINCT declaration_id FROM raw.contributions WHERE taxpayer_key = %s ORDER BY declaration_id

@@ -1,7 +1,13 @@
-"""meta.etl_run: one row per step of every run, RUNNING at start, then SUCCESS or FAILED.
+"""The step record: meta.etl_run, one row per step of every run, RUNNING at start, then SUCCESS or
+FAILED; and the listeners told when a step starts and ends.
 
 The row is written on its own autocommit connection, so it survives the rollback of the step's
 work, and a process killed mid-step leaves it RUNNING (reported as stale by ``contribflow audit``).
+
+Cross-cutting concerns (OpenLineage, contribflow/lineage.py) are listeners, as dlt's tracking is:
+each stage declares on its step the datasets it reads and writes (``reads``, ``writes``) and,
+for dbt, where its artifacts are; a listener reads those and knows no stage by name. The CLI
+registers the listeners (``add_listener``); a listener's failure never fails a step.
 """
 
 from __future__ import annotations
@@ -10,17 +16,72 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from psycopg.types.json import Jsonb
 
-from contribflow import lineage, logs, redact
+from contribflow import logs, redact
 from contribflow.db import connect, transient
 from contribflow.settings import Settings
 
 log = logs.get("step")
 COUNTERS = ("rows_in", "rows_loaded", "rows_rejected")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One data-quality check of a dataset, as the step that ran it saw it."""
+
+    name: str
+    success: bool
+    column: str | None = None
+    actual: str | None = None
+    expected: str | None = None
+
+
+@dataclass
+class Dataset:
+    """A file of the landing folder or a warehouse relation (``schema.table``) a step reads or writes."""
+
+    name: str
+    kind: str = "table"
+    """``file`` (the landing folder) or ``table`` (the warehouse)."""
+    rows: int | None = None
+    """Rows written, once the step knows them."""
+    checks: Callable[[], list[Check]] | None = None
+    """The data-quality checks of this dataset, asked for when the step ends (only by a listener
+    that wants them: they may query the warehouse)."""
+
+
+class StepListener(Protocol):
+    def step_started(self, step: StepRun) -> None: ...
+
+    def step_finished(self, step: StepRun) -> None: ...
+
+
+_LISTENERS: list[StepListener] = []
+
+
+def add_listener(listener: StepListener) -> None:
+    """Tell ``listener`` of every step this process runs from now on (once, however often added)."""
+    if listener not in _LISTENERS:
+        _LISTENERS.append(listener)
+
+
+def remove_listener(listener: StepListener) -> None:
+    if listener in _LISTENERS:
+        _LISTENERS.remove(listener)
+
+
+def _tell(event: str, step: StepRun) -> None:
+    for listener in list(_LISTENERS):
+        try:
+            getattr(listener, event)(step)
+        except Exception as exc:  # a listener never fails a step
+            log.warning(f"{step.step}: listener {type(listener).__name__}.{event} failed: {exc}")
 
 
 @dataclass
@@ -40,8 +101,14 @@ class StepRun:
     error_class: str | None = None
     """'late' (the file missed its deadline), 'waiting' (not arrived yet: retried), 'transient'."""
     row_id: int | None = None
-    lineage: Any = None
-    """This step's OpenLineage run (contribflow/lineage.py); None when lineage is off."""
+    reads: list[Dataset] = field(default_factory=list)
+    """The datasets the stage reads (its inputs for listeners)."""
+    writes: list[Dataset] = field(default_factory=list)
+    """The datasets the stage writes."""
+    artifacts: Path | None = None
+    """dbt's target folder (manifest.json, run_results.json) of a dbt step."""
+    listened: dict[str, Any] = field(default_factory=dict)
+    """Each listener's own state for this step (e.g. lineage's run id), by listener."""
     _conn: Any = None
     _t0: float = 0.0
 
@@ -58,7 +125,7 @@ class StepRun:
         ).fetchone()[0]
         log.info(f"{self.step}: started", extra={logs.LIFECYCLE: True, "event": "step_started",
                                                  "logical_date": str(self.logical_date)})
-        self.lineage = lineage.start(self)
+        _tell("step_started", self)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -88,7 +155,7 @@ class StepRun:
                     extra={logs.LIFECYCLE: True, "event": "step_finished", "status": self.status,
                            "duration_s": round(time.monotonic() - self._t0, 3),
                            "error_class": self.error_class, **logs.fields(self.outputs())})
-            lineage.finish(self)
+            _tell("step_finished", self)
 
     def outputs(self) -> dict[str, str]:
         """The values Argo shows as output parameters (and the local runner prints)."""

@@ -1,7 +1,7 @@
 """dbt-build and dbt-test: dbt in-process, each node's result kept in meta.dbt_node_result.
 
 dbt-build (``dbt run``) builds the marts into ``marts_build``, out of analysts' sight, after
-claiming the build slot (contribflow/publish.py); dbt-test (``dbt test``, then ``dbt source
+claiming the build slot (contribflow/warehouse/build_slot.py); dbt-test (``dbt test``, then ``dbt source
 freshness``, recorded in meta.source_freshness) tests that build, and marks it TESTED, or
 TEST_FAILED. Only ``contribflow publish`` changes what analysts read.
 
@@ -12,7 +12,7 @@ artifacts even by a careless ``env_var`` in a model.
 Each step parses the project once (``dbt parse``), then runs its dbt commands on that manifest. The
 parse starts from dbt's saved parse (``partial_parse.msgpack`` in the target folder) and, in an empty
 target folder (a new pod's emptyDir), from the one the dbt image ships (``CONTRIBFLOW_DBT_SAVED_PARSE``,
-made by ``python -m contribflow.transform --save-parse`` at build time), so no pod parses the whole
+made by ``python -m contribflow.warehouse.transform --save-parse`` at build time), so no pod parses the whole
 project. dbt keeps a saved parse only if its state check matches (dbt-core's
 ``ManifestLoader.build_manifest_state_check``): the dbt version, the command-line vars, ``--profile``/
 ``--target``, the env vars read in dbt_project.yml, dbt_project.yml itself, and a hash of the target's
@@ -37,18 +37,17 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from contribflow import logs, publish
-from contribflow.audit import StepRun
+from contribflow import logs
 from contribflow.db import connect, libpq_env
 from contribflow.errors import DatabaseUnavailable, StageError
 from contribflow.settings import Settings
+from contribflow.step import StepRun
+from contribflow.warehouse import build_slot
 
 log = logs.get("transform")
 
 _SCRUBBED_ENV = ("CONTRIBFLOW_PSEUDONYM_KEY",)
-RUN_DATE_ENV = "CONTRIBFLOW_RUN_DATE"
-"""The run date as dbt sees it (the ``run_date()`` macro), set only while dbt runs."""
-DBT_LOCK = publish.DBT_LOCK
+DBT_LOCK = build_slot.DBT_LOCK
 SAVED_PARSE = "partial_parse.msgpack"
 PARSE_CONNECTION = {"PGHOST": "dbt-parse-only", "PGPORT": "5432", "PGUSER": "dbt-parse-only",
                     "PGSSLMODE": "prefer", "PGPASSWORD": None}
@@ -63,52 +62,49 @@ def target_dir(settings: Settings) -> Path:
     return settings.dbt_target_dir or settings.state_dir / "dbt-target"
 
 
-def _invoke(settings: Settings, command: str, extra: list[str], *more: str, manifest=None,
-            day: dt.date | None = None, env: dict[str, str | None] | None = None):
-    """``dbt <command>`` in-process; dbt's result (``.success``, ``.result``). ``manifest``: one
-    parsed earlier in this process, so that dbt neither loads nor writes it again.
+@contextlib.contextmanager
+def _dbt_environment(settings: Settings, env: dict[str, str | None] | None = None) -> Iterator[None]:
+    """The process environment while dbt runs in-process, restored after: CONTRIBFLOW_DSN's parts as
+    libpq's PG* variables (db.libpq_env; dbt/profiles.yml reads those, so dbt reaches the server, the
+    database, the login, PGOPTIONS and sslmode the DSN names, as every other stage does), then ``env``
+    (None: unset), and without the pseudonymisation key, so that it cannot reach compiled SQL, logs
+    or artifacts even by a careless ``env_var`` in a model."""
+    wanted: dict[str, str | None] = {**libpq_env(settings.dsn), **(env or {}),
+                                     **{name: None for name in _SCRUBBED_ENV}}
+    before = {name: os.environ.get(name) for name in wanted}
+    try:
+        for name, value in wanted.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
-    The run date reaches dbt as CONTRIBFLOW_RUN_DATE, read by the ``run_date()`` macro at execution
-    time only, never as ``--vars``: dbt's partial parsing starts over from scratch whenever the
-    command-line vars change (its state check hashes them), so a var holding the date made every
-    daily run parse the whole project again (seconds), whereas the saved parse
-    (partial_parse.msgpack in the target folder) stays valid from one day to the next. ``env``:
-    variables set (None: unset) while dbt runs, restored after, on top of CONTRIBFLOW_DSN's parts
-    as PG* variables (db.libpq_env): dbt/profiles.yml reads those, so dbt reaches the server, the
-    database, the login, PGOPTIONS and sslmode the DSN names, as every other stage does."""
+
+def _invoke(settings: Settings, command: str, extra: list[str], *more: str, manifest=None,
+            env: dict[str, str | None] | None = None):
+    """``dbt <command>`` in-process (in _dbt_environment); dbt's result (``.success``, ``.result``).
+    ``manifest``: one parsed earlier in this process, so that dbt neither loads nor writes it again.
+    Nothing that changes from one day to the next reaches dbt as ``--vars``: dbt's partial parsing
+    starts over from scratch whenever the command-line vars change (its state check hashes them),
+    whereas the saved parse (partial_parse.msgpack in the target folder) stays valid day after day."""
     from dbt.cli.main import dbtRunner
 
-    env = {**libpq_env(settings.dsn), **(env or {})}
     target = target_dir(settings)
     target.mkdir(parents=True, exist_ok=True)
     project = str(settings.dbt_project_dir.resolve())
-    saved = {name: os.environ.pop(name) for name in _SCRUBBED_ENV if name in os.environ}
-    date_before = os.environ.get(RUN_DATE_ENV)
-    changed = {name: os.environ.get(name) for name in env or {}}
-    for name, value in (env or {}).items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    if day is not None:
-        os.environ[RUN_DATE_ENV] = day.isoformat()
-    try:
+    with _dbt_environment(settings, env):
         result = dbtRunner(manifest=manifest).invoke([
             *command.split(), "--project-dir", project, "--profiles-dir", project,
             "--target-path", str(target.resolve()), "--log-path", str((target / "logs").resolve()),
             *extra, *more,
         ])
-    finally:
-        for name, value in changed.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        os.environ.update(saved)
-        if date_before is None:
-            os.environ.pop(RUN_DATE_ENV, None)
-        else:
-            os.environ[RUN_DATE_ENV] = date_before
     if result.exception is not None:
         raise StageError(f"dbt {command} could not run: {result.exception}")
     return result
@@ -222,7 +218,7 @@ def nodes_wall_s(results: list[dict]) -> float:
     return total
 
 
-def _freshness(settings: Settings, step: StepRun, manifest=None, day: dt.date | None = None) -> None:
+def _freshness(settings: Settings, step: StepRun, manifest=None) -> None:
     """``dbt source freshness`` of raw.contributions, recorded in meta.source_freshness. Recorded and
     shown, not fatal: a file that has not arrived is pick's to report (late), and re-running an old
     day must not fail because raw has not grown since."""
@@ -230,7 +226,7 @@ def _freshness(settings: Settings, step: StepRun, manifest=None, day: dt.date | 
     (target / "sources.json").unlink(missing_ok=True)
     try:
         _invoke(settings, "source freshness", [], "--select", "source:raw.contributions",
-                manifest=manifest, day=day)
+                manifest=manifest)
     except StageError as exc:  # recorded, not fatal (see above)
         step.details["freshness"] = "not checked"
         log.warning(f"dbt-test: source freshness not checked: {exc}")
@@ -258,13 +254,13 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
     """``command`` is ``build`` (``dbt run`` into marts_build) or ``test`` (``dbt test`` of that build,
     then source freshness); the step fails when dbt reports any error or failure."""
     step_name = f"dbt-{command}"
-    with StepRun(settings, step_name, day) as step:
+    with StepRun(settings, step_name, day, artifacts=target_dir(settings)) as step:
         extra = (["--full-refresh"] if full_refresh else []) + _log_args()
         if command == "build":
-            build_id = publish.claim(settings, day, full_refresh)
+            build_id = build_slot.claim(settings, day, full_refresh)
         else:
             with connect(settings) as conn:
-                build = publish.this_runs_build(conn, settings)
+                build = build_slot.this_runs_build(conn, settings)
             if build is None or build[1] not in ("BUILT", "TESTED"):
                 raise StageError(f"run {settings.run_id} has no build to test"
                                  + (f" (its build {build[0]} is {build[1]})" if build else "")
@@ -274,20 +270,20 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
         try:
             with _one_dbt_at_a_time(settings):
                 if command == "build":
-                    kept = publish.keep_failed_build(settings, build_id)
+                    kept = build_slot.keep_failed_build(settings, build_id)
                     if kept:
                         step.details["kept_failed_build"] = kept
                 # One parse (see _parse) serves the step's dbt commands (dbt-test: test, source freshness).
                 manifest = _parse(settings)
                 ok = _invoke(settings, "run" if command == "build" else "test", extra,
-                             manifest=manifest, day=day).success
+                             manifest=manifest).success
                 results_file = target_dir(settings) / "run_results.json"
                 if not results_file.exists():
                     raise StageError(f"dbt {command} wrote no {results_file}")
                 nodes = _record(settings, step_name, json.loads(results_file.read_text()))
                 step.details["nodes_s"] = round(nodes_wall_s(nodes), 3)
                 if command == "test":
-                    _freshness(settings, step, manifest, day)
+                    _freshness(settings, step, manifest)
             statuses = Counter(n["status"] for n in nodes)
             passed = sum(statuses[s] for s in _PASSED)
             failed = [n["unique_id"] for n in nodes if n["status"] in _FAILED]
@@ -302,15 +298,15 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
         except StageError as exc:
             if isinstance(exc, DatabaseUnavailable):
                 raise  # transient: the build stays open for the retry
-            publish.mark(settings, build_id, "BUILD_FAILED" if command == "build" else "TEST_FAILED", str(exc))
+            build_slot.mark(settings, build_id, "BUILD_FAILED" if command == "build" else "TEST_FAILED", str(exc))
             raise
-        publish.mark(settings, build_id, "BUILT" if command == "build" else "TESTED")
+        build_slot.mark(settings, build_id, "BUILT" if command == "build" else "TESTED")
     return step
 
 
 def save_parse(settings: Settings) -> Path:
     """Parse the project into the target folder as _parse does, keep only dbt's saved parse, and
-    return it: the dbt image runs this at build time (``python -m contribflow.transform
+    return it: the dbt image runs this at build time (``python -m contribflow.warehouse.transform
     --save-parse``) and ships the file as CONTRIBFLOW_DBT_SAVED_PARSE. No database is needed."""
     target = target_dir(settings)
     if target.exists() and any(target.iterdir()):
@@ -329,6 +325,6 @@ def save_parse(settings: Settings) -> Path:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--save-parse"]:
-        sys.exit("usage: python -m contribflow.transform --save-parse  (CONTRIBFLOW_DBT_PROJECT_DIR, "
+        sys.exit("usage: python -m contribflow.warehouse.transform --save-parse  (CONTRIBFLOW_DBT_PROJECT_DIR, "
                  "CONTRIBFLOW_DBT_TARGET_DIR, PGDATABASE: where the pods will run)")
     print(f"saved dbt parse: {save_parse(Settings.from_env())}")

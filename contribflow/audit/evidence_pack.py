@@ -195,7 +195,7 @@ def render(pack: dict[str, Any]) -> str:
 
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(
-            lambda name: (resources.files("contribflow") / "templates" / name).read_text(encoding="utf-8")),
+            lambda name: (resources.files("contribflow.audit") / "templates" / name).read_text(encoding="utf-8")),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["n"] = lambda v: "-" if v is None else (f"{v:,}" if isinstance(v, int) else
                                                         f"{v:,.3f}" if isinstance(v, float) else str(v))

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from contribflow.audit import StepRun
 from contribflow.contract import BASE
 from contribflow.db import connect
+from contribflow.ingest import ledger
 from contribflow.settings import Settings
+from contribflow.step import StepRun
 
 MASK = "[purged]"
 IDENTIFIER_COLUMNS = tuple(c.name for c in BASE.columns if c.type == "identifier")
@@ -51,10 +52,7 @@ def run(settings: Settings, before: dt.date) -> StepRun:
                  WHERE source_sha256 IN ({_FILES})
                    AND failing_value IS DISTINCT FROM meta.masked_failing_value(column_name, failing_value)""",
             params).rowcount
-        details = conn.execute(
-            """UPDATE meta.source_file SET detail = meta.masked_message(detail)
-                WHERE file_date < %(before)s AND detail IS DISTINCT FROM meta.masked_message(detail)""",
-            params).rowcount
+        details = ledger.mask_details(conn, before)
         errors = conn.execute(
             """UPDATE meta.etl_run
                   SET error = meta.masked_message(error),

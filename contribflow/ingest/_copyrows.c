@@ -586,7 +586,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "contribflow._copyrows",
+    PyModuleDef_HEAD_INIT, "contribflow.ingest._copyrows",
     "The binary COPY of plain rows in load order, built without the GIL.", -1, methods,
     NULL, NULL, NULL, NULL,
 };

@@ -1,4 +1,4 @@
-"""Write-audit-publish: the build slot in ``meta.mart_build``, and the ``publish`` stage.
+"""Write-audit-publish: the ``publish`` stage (the build slot it publishes from: build_slot.py).
 
 dbt-build writes a day's marts into ``marts_build`` (analysts have no access to it), dbt-test
 tests them there, and ``publish`` applies them to ``marts`` in one transaction, with DML only:
@@ -41,138 +41,31 @@ import psycopg
 import psycopg.sql
 
 from contribflow import logs
-from contribflow.audit import StepRun
 from contribflow.db import connect
 from contribflow.errors import StageError
 from contribflow.settings import Settings
+from contribflow.step import Dataset, StepRun
+from contribflow.warehouse.build_slot import (
+    BUILD_SCHEMA,
+    DBT_LOCK,
+    FAILED_SCHEMA,
+    LAST_PUBLISHED,
+    clear,
+    this_runs_build,
+)
+from contribflow.warehouse.marts import DIM_COLUMNS, FCT_COLUMNS
 
 log = logs.get("publish")
 
-DBT_LOCK = "contribflow:dbt"
 ANALYST_ROLE = "contribflow_analyst"
-OPEN = ("BUILDING", "BUILT", "TESTED")
-FCT_COLUMNS = ("declaration_id", "taxpayer_key", "event_date", "amount", "currency", "contribution_type",
-               "status", "country", "file_date", "source_file", "source_line", "raw_loaded_at")
-BUILD_SCHEMA = "marts_build"
-FAILED_SCHEMA = "marts_failed"
 PUBLISHED_SCHEMA = "marts"
-
-_OPEN_BUILD = """SELECT id, run_id, status, greatest(started_at, built_at, tested_at) AS touched,
-                        clock_timestamp() - greatest(started_at, built_at, tested_at) > make_interval(secs => %s),
-                        EXISTS (SELECT FROM meta.etl_run e WHERE e.run_id = b.run_id AND e.step = 'finish'
-                                AND e.status <> 'RUNNING')
-                   FROM meta.mart_build b WHERE status IN ('BUILDING', 'BUILT', 'TESTED')"""
-_LAST_PUBLISHED = "SELECT max(id) FROM meta.mart_build WHERE status = 'PUBLISHED'"
-
-
-def claim(settings: Settings, day: dt.date, full_refresh: bool, poll_s: float = 2.0) -> int:
-    """The id of this run's open build: a new one, or the one a retried dbt-build left open.
-    Waits while another run's build is open (being built, tested or published)."""
-    said = False
-    with connect(settings, autocommit=True) as conn:
-        while True:
-            row = conn.execute(_OPEN_BUILD, (settings.stale_after_s,)).fetchone()
-            if row is not None:
-                build_id, run_id, status, touched, stale, finished = row
-                if run_id == settings.run_id:
-                    conn.execute("""UPDATE meta.mart_build SET status = 'BUILDING', full_refresh = %s,
-                                           started_at = clock_timestamp(), built_at = NULL, tested_at = NULL,
-                                           base_build_id = (""" + _LAST_PUBLISHED + """)
-                                     WHERE id = %s""", (full_refresh, build_id))
-                    return build_id
-                if stale or finished:
-                    conn.execute("""UPDATE meta.mart_build SET status = 'ABANDONED',
-                                           error = coalesce(error, %s) WHERE id = %s AND status = %s""",
-                                 (f"closed by run {settings.run_id}: "
-                                  + ("its run ended" if finished else f"untouched since {touched}"),
-                                  build_id, status))
-                    continue
-                if not said:
-                    log.info(f"run {run_id}'s build {build_id} is {status}; waiting for it to be published "
-                             "or to fail")
-                    said = True
-                time.sleep(poll_s)
-                continue
-            try:
-                return conn.execute(
-                    """INSERT INTO meta.mart_build (run_id, logical_date, status, base_build_id, full_refresh)
-                       VALUES (%s, %s, 'BUILDING', (""" + _LAST_PUBLISHED + """), %s) RETURNING id""",
-                    (settings.run_id, day, full_refresh)).fetchone()[0]
-            except psycopg.errors.UniqueViolation:
-                continue  # another run claimed it between our look and our insert
-
-
-def this_runs_build(conn: psycopg.Connection, settings: Settings, lock: bool = False) -> tuple | None:
-    return conn.execute(
-        "SELECT id, status, base_build_id, full_refresh FROM meta.mart_build WHERE run_id = %s "
-        "ORDER BY id DESC LIMIT 1" + (" FOR UPDATE" if lock else ""), (settings.run_id,)).fetchone()
-
-
-def mark(settings: Settings, build_id: int, status: str, error: str | None = None) -> None:
-    stamp = {"BUILT": "built_at", "TESTED": "tested_at", "PUBLISHED": "published_at"}.get(status)
-    with connect(settings, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE meta.mart_build SET status = %s, error = %s"
-            + (f", {stamp} = clock_timestamp()" if stamp else "") + " WHERE id = %s",
-            (status, error[:2000] if error else None, build_id))
-        if status == "BUILT":
-            conn.execute(
-                f"""UPDATE meta.mart_build SET
-                       delta_rows = (SELECT count(*) FROM {BUILD_SCHEMA}.fct_contributions_delta),
-                       dim_rows = (SELECT count(*) FROM {BUILD_SCHEMA}.dim_taxpayer)
-                     WHERE id = %s""", (build_id,))
-
-
-def abandon_open(settings: Settings) -> int:
-    """Close the build this run left open (the exit handler calls it); returns how many."""
-    with connect(settings, autocommit=True) as conn:
-        return conn.execute(
-            """UPDATE meta.mart_build SET status = 'ABANDONED', error = coalesce(error, 'its run ended first')
-                WHERE run_id = %s AND status IN ('BUILDING', 'BUILT', 'TESTED')""", (settings.run_id,)).rowcount
-
-
-def _relations(conn: psycopg.Connection, schema: str) -> list[tuple[str, str]]:
-    """(name, kind) of the tables and views in ``schema``, views first."""
-    return conn.execute(
-        """SELECT c.relname, CASE c.relkind WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END FROM pg_class c
-            WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'v')
-            ORDER BY c.relkind DESC, c.relname""", (schema,)).fetchall()
-
-
-def _clear(conn: psycopg.Connection, schema: str) -> None:
-    for name, kind in _relations(conn, schema):
-        conn.execute(f"DROP {kind} IF EXISTS {schema}.{name} CASCADE")
-
-
-def keep_failed_build(settings: Settings, build_id: int) -> str | None:
-    """Before build ``build_id`` overwrites marts_build: if what is there is a failed build (its
-    test or a model failed), move it to marts_failed (replacing an older failed one), where it stays
-    for inspection until the next publication. Returns what was kept, for the step's details."""
-    with connect(settings) as conn:
-        previous = conn.execute(
-            """SELECT id, run_id, status FROM meta.mart_build WHERE id < %s AND status <> 'ABANDONED'
-                ORDER BY id DESC LIMIT 1""", (build_id,)).fetchone()
-        if previous is None or previous[2] not in ("TEST_FAILED", "BUILD_FAILED"):
-            return None
-        kept = f"build {previous[0]} of run {previous[1]} ({previous[2]})"
-        already = conn.execute("SELECT obj_description(%s::regnamespace, 'pg_namespace')",
-                               (FAILED_SCHEMA,)).fetchone()[0]
-        if already == kept or not _relations(conn, BUILD_SCHEMA):
-            return None  # moved by an earlier attempt of this build (a retry), or nothing to keep
-        _clear(conn, FAILED_SCHEMA)
-        for name, kind in _relations(conn, BUILD_SCHEMA):
-            conn.execute(f"ALTER {kind} {BUILD_SCHEMA}.{name} SET SCHEMA {FAILED_SCHEMA}")
-        conn.execute(f"COMMENT ON SCHEMA {FAILED_SCHEMA} IS {psycopg.sql.quote(kept)}")
-        conn.commit()
-    return f"{kept} kept in {FAILED_SCHEMA}"
-
+PUBLISHED = {"fct_contributions_delta": "fct_contributions", "dim_taxpayer": "dim_taxpayer"}
+"""What publish applies: marts_build.<key> into marts.<value> (the datasets the publish step declares)."""
 
 def _exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
     return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.{name}",)).fetchone()[0]
 
 
-DIM_COLUMNS = ("taxpayer_key", "main_country", "first_event_date", "last_event_date", "declarations",
-               "amount_paid", "amount_due")
 BUILD_TABLES = ("fct_contributions_delta", "fct_contributions_removed", "dim_taxpayer", "file_withdrawals_applied")
 
 
@@ -282,7 +175,7 @@ def apply(conn: psycopg.Connection, full_refresh: bool, build_id: int | None = N
         f"""UPDATE meta.file_withdrawal SET applied_build_id = %s
              WHERE applied_build_id IS NULL AND id IN (SELECT id FROM {BUILD_SCHEMA}.file_withdrawals_applied)""",
         (build_id,)).rowcount if build_id is not None else 0
-    _clear(conn, FAILED_SCHEMA)  # a successful run: the last failed build has served its purpose
+    clear(conn, FAILED_SCHEMA)  # a successful run: the last failed build has served its purpose
     conn.execute(f"COMMENT ON SCHEMA {FAILED_SCHEMA} IS NULL")
     done.update({"fct_rows_replaced": deleted, "fct_rows_inserted": inserted, "dim_rows": dim_rows,
                  "dim_rows_deleted": dim_deleted, "dim_rows_inserted": dim_inserted})
@@ -293,7 +186,9 @@ def apply(conn: psycopg.Connection, full_refresh: bool, build_id: int | None = N
 
 def run(settings: Settings, day: dt.date) -> StepRun:
     """Publish this run's tested build; refuse anything else (untested, failed, stale)."""
-    with StepRun(settings, "publish", day) as step:
+    with StepRun(settings, "publish", day,
+                 reads=[Dataset(f"{BUILD_SCHEMA}.{built}") for built in PUBLISHED],
+                 writes=[Dataset(f"marts.{published}") for published in PUBLISHED.values()]) as step:
         started = time.monotonic()
         with connect(settings) as conn:
             # No dbt build or test runs while marts change (the session lock dbt-build/-test hold).
@@ -310,7 +205,7 @@ def run(settings: Settings, day: dt.date) -> StepRun:
             if status != "TESTED":
                 raise StageError(f"build {build_id} of run {settings.run_id} is {status}, not TESTED: "
                                  "only a build whose every test passed is published")
-            latest = conn.execute(_LAST_PUBLISHED).fetchone()[0]
+            latest = conn.execute(LAST_PUBLISHED).fetchone()[0]
             if latest != base:
                 raise StageError(f"build {build_id} was made against publication {base}, but {latest} "
                                  "was published since: re-run the day to build against it")

@@ -1,6 +1,6 @@
 """pick: the source file for the run's logical date, never "the newest file", once it is complete.
 
-A file that has not arrived yet, or is there but not complete (contribflow/completion.py: no
+A file that has not arrived yet, or is there but not complete (contribflow/ingest/completion.py: no
 control file or manifest yet, or still changing within the stability window), is not an error like
 the others: pick waits for it up to ``CONTRIBFLOW_LATE_DEADLINE_S`` seconds, counted from the run's
 first pick attempt (recorded in meta.etl_run, so the count survives Argo's retries of the pod).
@@ -21,12 +21,13 @@ import stat
 import time
 from pathlib import Path
 
-from contribflow import completion, logs
-from contribflow.audit import StepRun
+from contribflow import logs
 from contribflow.contract import file_name
 from contribflow.db import connect
 from contribflow.errors import FileLate, FileNotYetArrived, FileNotYetComplete, FileRefused
+from contribflow.ingest import completion
 from contribflow.settings import Settings
+from contribflow.step import Dataset, StepRun
 
 log = logs.get("pick")
 
@@ -79,6 +80,7 @@ def run(settings: Settings, day: dt.date, wait: bool = False) -> StepRun:
     with StepRun(settings, "pick", day) as step:
         path = settings.landing_dir / file_name(day)
         step.source_file = path.name
+        step.reads.append(Dataset(path.name, kind="file"))
         deadline = settings.late_deadline_s
         waited = _waited_s(settings)
         said = ""

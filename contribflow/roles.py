@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from contribflow.k8s import DB_ROLES
+from contribflow.cluster.k8s import DB_ROLES
 
 GROUP_PREFIX = "contribflow_"
 _LOGIN_VARS = re.compile(r"^CONTRIBFLOW_DB_[A-Z]+_(USER|PASSWORD)$")

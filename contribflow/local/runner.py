@@ -10,10 +10,11 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from contribflow import dbroles
+from contribflow import roles
 from contribflow.db import connect
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, Stage, render_args, topological_order
 from contribflow.settings import Settings
@@ -33,6 +34,11 @@ class StepResult:
 def cli_command(stage: Stage, args: list[str]) -> list[str]:
     """``contribflow <stage> …`` run with this interpreter, so it works inside any virtualenv."""
     return [sys.executable, "-m", "contribflow", stage.name, *args]
+
+
+Command = Callable[[Stage, list[str]], list[str]]
+"""How a stage is executed: the command line of ``contribflow <stage> <args>`` (run_graph's
+``command``; e.g. images/imagetool.py runs each stage in its image's own venv)."""
 
 
 def outputs_dir(settings: Settings, stage: str) -> Path:
@@ -59,33 +65,31 @@ def _children_cpu() -> float:
 
 
 def _stage_env(settings: Settings, stage: Stage, env: dict[str, str]) -> dict[str, str]:
-    stage_env = dict(dbroles.stage_env(stage.db_role, env), CONTRIBFLOW_TASK_NAME=stage.name,
+    stage_env = dict(roles.stage_env(stage.db_role, env), CONTRIBFLOW_TASK_NAME=stage.name,
                      CONTRIBFLOW_OUTPUTS_DIR=str(outputs_dir(settings, stage.name)))
     if not stage.needs_pseudonym_key:
         stage_env.pop("CONTRIBFLOW_PSEUDONYM_KEY", None)  # as in the cluster: only ingest mounts it
     return stage_env
 
 
-def _run_stage(settings: Settings, stage: Stage, args: list[str], env: dict[str, str]) -> tuple[int, float, float]:
+def _run_stage(settings: Settings, stage: Stage, args: list[str], env: dict[str, str],
+               command: Command) -> tuple[int, float, float]:
     stage_env = _stage_env(settings, stage, env)
     started, cpu = time.monotonic(), _children_cpu()
-    code = subprocess.call(cli_command(stage, args), env=stage_env)
+    code = subprocess.call(command(stage, args), env=stage_env)
     return code, time.monotonic() - started, _children_cpu() - cpu
 
 
-_DEFAULT_CLI_COMMAND = cli_command
-
-
-def _process_group(order: list[Stage], first: int) -> list[Stage]:
+def _process_group(order: list[Stage], first: int, command: Command) -> list[Stage]:
     """``order[first]`` and the stages right after it that can share its process: a chain (each
     depends on the one before only) of one image, one database role and the same secrets, whose
     arguments need no stage's output (dbt-build, dbt-test and publish). One process instead of three
     spares the run two interpreter start-ups and, above all, a second import of dbt (~1.5 s). Each
     stage still runs through the CLI with its own environment, outputs folder and exit code, and a
-    failure stops the chain as it stops the graph. An executor that replaces ``cli_command`` (e.g.
-    images/imagetool.py, one image venv per stage) gets one process per stage."""
+    failure stops the chain as it stops the graph (``contribflow run-stages``). Any other ``command``
+    than cli_command (e.g. images/imagetool.py, one image venv per stage) gets one process per stage."""
     group = [order[first]]
-    if cli_command is not _DEFAULT_CLI_COMMAND:
+    if command is not cli_command:
         return group
     for stage in order[first + 1:]:
         last = group[-1]
@@ -110,7 +114,7 @@ def _run_group(settings: Settings, stages: list[Stage], args: list[list[str]],
                                             for k in ("CONTRIBFLOW_TASK_NAME", "CONTRIBFLOW_OUTPUTS_DIR")}}
         for s, a in zip(stages, args)]}))
     started = time.monotonic()
-    code = subprocess.call([sys.executable, "-m", "contribflow.runner", str(spec)],
+    code = subprocess.call([sys.executable, "-m", "contribflow", "run-stages", str(spec)],
                            env=_stage_env(settings, stages[0], env))
     done = [(r["stage"], r["code"], r["wall_s"], r["cpu_s"])
             for r in (json.loads(report.read_text()) if report.exists() else [])]
@@ -120,31 +124,10 @@ def _run_group(settings: Settings, stages: list[Stage], args: list[list[str]],
     return done
 
 
-def _group_main(spec_path: str) -> int:
-    """The child of _run_group: each stage of the spec through the CLI, in this one process."""
-    from contribflow import cli
-
-    spec = json.loads(Path(spec_path).read_text())
-    done: list[dict] = []
-    for item in spec["stages"]:
-        os.environ.update(item["env"])
-        started, cpu = time.monotonic(), time.process_time()
-        try:
-            code = cli.main([item["name"], *item["args"]])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        done.append({"stage": item["name"], "code": code, "wall_s": time.monotonic() - started,
-                     "cpu_s": time.process_time() - cpu})
-        Path(spec["report"]).write_text(json.dumps(done))
-        if code != 0:
-            return code
-    return 0
-
-
-def run_graph(settings: Settings, params: dict[str, str], env: dict[str, str] | None = None) -> list[StepResult]:
-    """Run every stage in dependency order; a failure skips its dependants. Then the exit stage."""
+def run_graph(settings: Settings, params: dict[str, str], env: dict[str, str] | None = None,
+              command: Command = cli_command) -> list[StepResult]:
+    """Run every stage in dependency order; a failure skips its dependants. Then the exit stage.
+    ``command``: how each stage is executed (cli_command: this interpreter's ``contribflow``)."""
     env = dict(os.environ if env is None else env, CONTRIBFLOW_RUN_ID=settings.run_id)
     params = {**PARAMETERS, **params}
     resolve = _resolver(settings, params)
@@ -163,7 +146,7 @@ def run_graph(settings: Settings, params: dict[str, str], env: dict[str, str] | 
             results[stage.name] = StepResult(stage.name, "skipped", note=f"{stage.when}={params.get(stage.when)}")
             print(f"{label}: skipped ({stage.when}={params.get(stage.when)})", flush=True)
             continue
-        group = _process_group(order, number - 1)
+        group = _process_group(order, number - 1, command)
         if len(group) > 1:
             print(f"{label} …  (then {', '.join(s.name for s in group[1:])}, in the same process)", flush=True)
             group_args = [render_args(s.args, resolve) for s in group]
@@ -175,13 +158,13 @@ def run_graph(settings: Settings, params: dict[str, str], env: dict[str, str] | 
             continue
         print(f"{label} …", flush=True)
         args = render_args(stage.args, resolve) + (["--wait"] if stage.waits_for_file else [])
-        code, seconds, cpu = _run_stage(settings, stage, args, env)
+        code, seconds, cpu = _run_stage(settings, stage, args, env, command)
         state = "ok" if code == 0 else "failed"
         results[stage.name] = StepResult(stage.name, state, seconds, cpu_s=cpu)
         print(f"{label}: {state} in {seconds:.1f}s", flush=True)
     status = "Succeeded" if all(r.state in ("ok", "skipped") for r in results.values()) else "Failed"
     finish_args = render_args(EXIT_STAGE.args, _resolver(settings, params, status))
-    code, seconds, cpu = _run_stage(settings, EXIT_STAGE, finish_args, env)
+    code, seconds, cpu = _run_stage(settings, EXIT_STAGE, finish_args, env, command)
     results[EXIT_STAGE.name] = StepResult(EXIT_STAGE.name, "ok" if code == 0 else "failed", seconds, cpu_s=cpu)
     _write_timings(settings, list(results.values()))
     return list(results.values())
@@ -230,6 +213,3 @@ def summary(settings: Settings, day: dt.date) -> str:
 def _n(value: int | None) -> str:
     return "-" if value is None else str(value)
 
-
-if __name__ == "__main__":
-    sys.exit(_group_main(sys.argv[1]))
