@@ -41,9 +41,17 @@ db-stop: install ## Stop the embedded PostgreSQL that `make run` started
 	$(BIN)/contribflow db stop
 
 .PHONY: test
-test: install chromium ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
+test: install chromium reference-data ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
 	$(BIN)/pytest
 	@for check in $(TEST_CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
+
+# The schemas and CRDs the tests validate against (scripts/reference_data.py pins each file's upstream
+# and sha256): copied from ../shared/<set> when it is there, else downloaded from
+# $$CONTRIBFLOW_REFERENCE_MIRROR/OWNER/REPO/TAG/PATH (default https://raw.githubusercontent.com), into
+# the git-ignored .reference/<set>. Standard library only: it needs no venv.
+.PHONY: reference-data
+reference-data: ## Reference schemas/CRDs into .reference/ (from ../shared, else $CONTRIBFLOW_REFERENCE_MIRROR), sha256-checked
+	$(PYTHON) scripts/reference_data.py
 
 # The evidence pack is tested in a real browser (tests/test_trace_and_auditor.py): Debian's chromium,
 # installed here when missing (as root, e.g. on a fresh CI machine); never skipped.
@@ -59,7 +67,7 @@ chromium: ## Headless Chromium for the evidence-pack test: apt-get install chrom
 	  fi; }
 
 .PHONY: test-unit
-test-unit: install ## Only the tests that need no database
+test-unit: install reference-data ## Only the tests that need no database
 	$(BIN)/pytest -m "not integration"
 
 .PHONY: clean
@@ -236,7 +244,7 @@ check-chart-workflows: install ## Fail when the chart's workflow templates diffe
 	$(BIN)/python helm/tools/to_chart.py --check
 
 .PHONY: lint-chart
-lint-chart: tools $(KUBERNETES_VALIDATE) $(CHECKOV) check-chart-workflows ## helm lint --strict, kubernetes-validate 1.30, strict Argo schema and checkov for every values scenario
+lint-chart: tools reference-data $(KUBERNETES_VALIDATE) $(CHECKOV) check-chart-workflows ## helm lint --strict, kubernetes-validate 1.30, strict Argo schema and checkov for every values scenario
 	$(BIN)/python helm/tools/lint_chart.py --helm $(HELM) --kubernetes-validate $(KUBERNETES_VALIDATE) --checkov $(CHECKOV)
 
 TEST_CHECKS += lint-chart

@@ -15,7 +15,8 @@ nothing from contribflow. Each Argo object is checked three ways:
     errors = ArgoSchema().errors(doc)          # [] when valid; each error names where and what
     ArgoSchema().check_all(yaml.safe_load_all(text))   # raises ValueError listing every error
 
-The schema folder is ``$ARGO_SCHEMA_DIR`` or ``<repo>/../shared/argo-v4.1.2``.
+The schema folder is ``$ARGO_SCHEMA_DIR``, else ``reference_dir("argo-v4.1.2")`` (tests/reference.py:
+``../shared/argo-v4.1.2`` beside the clone, else ``.reference/argo-v4.1.2`` that `make reference-data` fills).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from typing import Any
 
 import jsonschema
 import yaml
+from reference import reference_dir
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SCHEMA_DIR = Path(os.environ.get("CONTRIBFLOW_SHARED_DIR", ROOT.parent / "shared")) / "argo-v4.1.2"
+SCHEMA_SET = "argo-v4.1.2"
 API_GROUP = "argoproj.io"
 DEFINITION_PREFIX = "io.argoproj.workflow.v1alpha1."
 INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
@@ -54,10 +55,11 @@ def _where(path: Iterable[Any]) -> str:
 
 class ArgoSchema:
     def __init__(self, schema_dir: Path | str | None = None) -> None:
-        self.schema_dir = Path(schema_dir or os.environ.get("ARGO_SCHEMA_DIR") or DEFAULT_SCHEMA_DIR)
+        self.schema_dir = Path(schema_dir or os.environ.get("ARGO_SCHEMA_DIR") or reference_dir(SCHEMA_SET))
         schema_file = self.schema_dir / "schema.json"
         if not schema_file.is_file():
-            raise FileNotFoundError(f"Argo JSON schema not found at {schema_file} (set ARGO_SCHEMA_DIR)")
+            raise FileNotFoundError(f"Argo JSON schema not found at {schema_file} (set ARGO_SCHEMA_DIR, "
+                                    "or unset it and run `make reference-data`)")
         raw = json.loads(schema_file.read_text(encoding="utf-8"))
         self.definitions: dict[str, Any] = copy.deepcopy(raw["definitions"])
         self.definitions[INT_OR_STRING] = {"type": ["string", "integer"]}

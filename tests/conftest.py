@@ -15,7 +15,6 @@ import pytest
 from contribflow.local import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CONTRIBFLOW_SHARED_DIR", ROOT.parent / "shared"))
 TEST_KEY = "test-pseudonym-key-not-a-secret"
 
 
