@@ -214,8 +214,11 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{out}$")
 
 
-def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern[str]]]:
-    """(excludes, regex) per line, in order; the last rule that matches a path decides."""
+Rule = tuple[bool, re.Pattern[str], str]
+
+
+def dockerignore_rules(text: str) -> list[Rule]:
+    """(excludes, regex, pattern) per line, in order; the last rule that matches a path decides."""
     rules = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -223,23 +226,36 @@ def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern[str]]]:
             continue
         negate = line.startswith("!")
         pattern = os.path.normpath(line[1:] if negate else line).lstrip("/")
-        rules.append((not negate, _pattern_regex(pattern)))
+        rules.append((not negate, _pattern_regex(pattern), pattern))
     return rules
 
 
-def ignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
-    """Whether the builder leaves ``path`` (relative to the context) out, as Docker's matcher does:
-    a rule matches a path or any of its parent folders."""
-    parts = Path(path).parts
+def _matched_out(parts: tuple[str, ...], rules: list[Rule]) -> bool:
+    """Docker's matcher: a rule matches a path or any of its parent folders; the last match decides."""
     candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
     excluded = False
-    for excludes, regex in rules:
+    for excludes, regex, _ in rules:
         if any(regex.match(c) for c in candidates):
             excluded = excludes
     return excluded
 
 
-def context_files(source: str, context: Path, rules: list[tuple[bool, re.Pattern[str]]]) -> list[str]:
+def ignored(path: str, rules: list[Rule]) -> bool:
+    """Whether the builder leaves ``path`` (relative to the context) out: as Docker's matcher decides,
+    and as Docker's legacy builder (no BuildKit) walks the context, the stricter of the two builders:
+    it skips an excluded folder, and everything in it, unless an exception (``!pattern``) starts with
+    that folder's path literally; so ``!images/*/requirements.txt`` sends nothing from ``images/dbt/``
+    (BuildKit would send it), while ``!images/dbt/requirements.txt`` does."""
+    parts = Path(path).parts
+    for n in range(1, len(parts)):
+        folder = "/".join(parts[:n]) + "/"
+        if _matched_out(parts[:n], rules) and not any(
+                not excludes and (pattern + "/").startswith(folder) for excludes, _, pattern in rules):
+            return True
+    return _matched_out(parts, rules)
+
+
+def context_files(source: str, context: Path, rules: list[Rule]) -> list[str]:
     """The files a COPY source sends from the context (after .dockerignore), relative paths."""
     base = context / source
     if base.is_file():

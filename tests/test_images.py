@@ -372,6 +372,16 @@ def test_dockerignore_matcher_follows_docker_syntax():
     assert imagetool.ignored("src/secret1.txt", rules) and not imagetool.ignored("src/secret10.txt", rules)
 
 
+def test_dockerignore_matcher_follows_the_legacy_builder_s_walk():
+    """Docker's legacy builder (the one on this project's machines) skips an excluded folder unless an
+    exception names a path under it literally: a wildcard folder in the exception sends nothing."""
+    wildcard = imagetool.dockerignore_rules("*\n!images/*/requirements.txt\n")
+    assert imagetool.ignored("images/dbt/requirements.txt", wildcard)
+    literal = imagetool.dockerignore_rules("*\n!images/dbt/requirements.txt\n")
+    assert not imagetool.ignored("images/dbt/requirements.txt", literal)
+    assert imagetool.ignored("images/dbt/other.txt", literal) and imagetool.ignored("images/ingest/requirements.txt", literal)
+
+
 def test_dockerfile_parser_reports_a_dangling_continuation():
     with pytest.raises(ValueError, match="continuation"):
         imagetool.parse_dockerfile("FROM python:3.11.14-slim-bookworm\nRUN true \\\n")
