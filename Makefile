@@ -123,17 +123,19 @@ $(DOCKER) info >/dev/null 2>&1 || { \
   echo "  start it (sudo systemctl start docker, or open Docker Desktop) and check you may use its socket." >&2; exit 1; }
 endef
 
-# The base every Dockerfile builds FROM (their `ARG BASE_IMAGE` default, one for all of them): set
+# The base images/Dockerfile builds every image FROM (its `ARG BASE_IMAGE` default): set
 # BASE_IMAGE=… for a mirror or a hardened base. EXTRA_CA_FILE: a CA bundle the builders' pip trusts
 # besides the base's (behind a TLS-inspecting proxy); the default is the one pip here trusts
 # ($$PIP_CERT). It is copied to images/build-ca/ (git-ignored) and never reaches a final image.
-BASE_IMAGE     ?= $(shell sed -n 's/^ARG BASE_IMAGE=//p' images/*/Dockerfile | sort -u)
+BASE_IMAGE     ?= $(shell sed -n 's/^ARG BASE_IMAGE=//p' images/Dockerfile)
 EXTRA_CA_FILE  ?= $(PIP_CERT)
 # The chart's PostgreSQL image (values postgresql.image), which `make e2e-docker` runs.
 POSTGRES_IMAGE ?= $(shell $(BIN)/python -c 'import yaml; i = yaml.safe_load(open("helm/contribflow/values.yaml"))["postgresql"]["image"]; print(i["repository"] + ":" + str(i["tag"]))')
 
+# Each image is the build stage of its own name in images/Dockerfile (`docker build --target <name>`;
+# Image.target in the image map, which tests/test_images.py holds to the name).
 .PHONY: images
-images: install ## Build every image of the image map with docker (IMAGE_TAG, IMAGE_REGISTRY, DOCKER, BASE_IMAGE, EXTRA_CA_FILE)
+images: install ## Build every image of the image map with docker, one target of images/Dockerfile each (IMAGE_TAG, IMAGE_REGISTRY, DOCKER, BASE_IMAGE, EXTRA_CA_FILE)
 	@$(require_docker)
 	@rm -f images/build-ca/*.crt; \
 	if [ -n "$(EXTRA_CA_FILE)" ]; then \
@@ -141,8 +143,8 @@ images: install ## Build every image of the image map with docker (IMAGE_TAG, IM
 	  cp "$(EXTRA_CA_FILE)" images/build-ca/extra-ca.crt; fi
 	@map=$$($(IMAGE_MAP)) || exit 1; revision=$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown); \
 	while read -r name dockerfile ref; do \
-	  echo "+ $(DOCKER) build -f $$dockerfile -t $$ref --build-arg BASE_IMAGE=$(BASE_IMAGE) ."; \
-	  $(DOCKER) build -f $$dockerfile -t $$ref --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  echo "+ $(DOCKER) build -f $$dockerfile --target $$name -t $$ref --build-arg BASE_IMAGE=$(BASE_IMAGE) ."; \
+	  $(DOCKER) build -f $$dockerfile --target $$name -t $$ref --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	    --label org.opencontainers.image.version=$${ref##*:} \
 	    --label org.opencontainers.image.revision=$$revision . </dev/null || { rm -f images/build-ca/*.crt; exit 1; }; \
 	done <<< "$$map"; rm -f images/build-ca/*.crt
@@ -195,8 +197,8 @@ $(CHECKOV):
 endif
 
 .PHONY: lint-images
-lint-images: $(HADOLINT) $(CHECKOV) ## hadolint (.hadolint.yaml) and checkov (images/.checkov.yaml) on every Dockerfile
-	$(HADOLINT) --config .hadolint.yaml images/*/Dockerfile
+lint-images: $(HADOLINT) $(CHECKOV) ## hadolint (.hadolint.yaml) on images/Dockerfile and checkov (images/.checkov.yaml) on every Dockerfile
+	$(HADOLINT) --config .hadolint.yaml images/Dockerfile
 	$(CHECKOV_OFFLINE) $(CHECKOV) --config-file images/.checkov.yaml
 
 TEST_CHECKS += lint-images

@@ -6,8 +6,8 @@ keys and the binary COPY, built without the GIL. Its SHA-256 and HMAC come from 
 the same rows in Python, slower. tests/test_copyrows.py requires it where the tests run.
 
 CONTRIBFLOW_REQUIRE_EXTENSION=1 makes it mandatory: a compile error then fails the install instead
-of falling back silently. The ingest image builds with it set (images/ingest/Dockerfile), so an image
-without the encoder cannot be built.
+of falling back silently. The ingest image builds with it set (its `ingest-venv` stage in
+images/Dockerfile), so an image without the encoder cannot be built.
 """
 
 import os

@@ -2,10 +2,11 @@
 
 ``lock``  — resolve each image's dependency set (``.[<extras>]`` from pyproject.toml) in a fresh
             virtualenv and write the exact versions to ``images/<image>/requirements.txt``, the
-            constraints file its Dockerfile installs with.
-``check`` — for each image, build a fresh virtualenv the way its Dockerfile builds ``/opt/venv``
-            (non-editable ``pip install --constraint images/<image>/requirements.txt '.[<extras>]'``
-            from a copy of exactly what the Dockerfile copies), then prove it: the installed packages
+            constraints file its builder stage in ``images/Dockerfile`` installs with.
+``check`` — for each image, build a fresh virtualenv the way the builder of its target in
+            ``images/Dockerfile`` builds ``/opt/venv`` (non-editable ``pip install --constraint
+            images/<image>/requirements.txt '.[<extras>]'`` from a copy of exactly what reaches that
+            builder from the build context), then prove it: the installed packages
             are the lock, every stage of the image answers ``contribflow <stage> --help``, the
             packages of other images' extras (dbt in ingest, pandas in dbt, …) are absent, and,
             with ``--pipeline``, the whole stage graph runs against a real PostgreSQL with every
@@ -120,6 +121,61 @@ def parse_dockerfile(text: str) -> list[BuildStage]:
     return stages
 
 
+def stage_by_name(stages: list[BuildStage], name: str, before: int | None = None) -> BuildStage | None:
+    """The stage called ``name`` (Docker compares stage names case-insensitively) among the first
+    ``before`` stages (a FROM or COPY --from can only name an earlier stage), or None."""
+    for stage in stages[:before]:
+        if stage.name and stage.name.lower() == name.lower():
+            return stage
+    return None
+
+
+def flatten(stages: list[BuildStage], stage: BuildStage) -> BuildStage:
+    """The stage as the image it builds: its base is the image at the root of its ``FROM <stage>``
+    chain, its instructions those of the whole chain, root first (what it inherits, then its own)."""
+    chain = [stage]
+    while (parent := stage_by_name(stages, chain[0].base, _position(stages, chain[0]))) is not None:
+        chain.insert(0, parent)
+    return BuildStage(chain[0].base, stage.name, [i for s in chain for i in s.instructions])
+
+
+def _position(stages: list[BuildStage], stage: BuildStage) -> int:
+    return next(n for n, s in enumerate(stages) if s is stage)
+
+
+def target_stage(stages: list[BuildStage], target: str) -> BuildStage:
+    """The image ``docker build --target <target>`` makes, flattened (see flatten)."""
+    stage = stage_by_name(stages, target)
+    if stage is None:
+        raise ValueError(f"no build stage named {target!r}")
+    return flatten(stages, stage)
+
+
+def copied_from(stages: list[BuildStage], stage: BuildStage, path: str) -> BuildStage:
+    """The stage, flattened, that ``stage`` copies ``path`` from (``COPY --from=<stage> <path> …``)."""
+    for instruction in stage.all("COPY"):
+        sources, _, flags = copy_sources(instruction)
+        if "from" in flags and path in sources:
+            found = stage_by_name(stages, flags["from"])
+            if found is None:
+                raise ValueError(f"line {instruction.line}: COPY --from={flags['from']} names no earlier stage")
+            return flatten(stages, found)
+    raise ValueError(f"stage {stage.name!r} copies {path} from no other stage")
+
+
+def context_copies(stages: list[BuildStage], stage: BuildStage) -> list[Instruction]:
+    """The COPYs from the build context whose files reach the (flattened) stage: its own, and those
+    of the stages it copies from (``COPY --from=<stage>``), transitively."""
+    found: list[Instruction] = []
+    for instruction in stage.all("COPY"):
+        flags = copy_sources(instruction)[2]
+        if "from" not in flags:
+            found.append(instruction)
+        elif (source := stage_by_name(stages, flags["from"])) is not None:
+            found += [i for i in context_copies(stages, flatten(stages, source)) if i not in found]
+    return found
+
+
 def exec_form(value: str) -> list[str] | None:
     """The JSON (exec) form of ENTRYPOINT/CMD, or None for the shell form."""
     try:
@@ -158,8 +214,11 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{out}$")
 
 
-def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern[str]]]:
-    """(excludes, regex) per line, in order; the last rule that matches a path decides."""
+Rule = tuple[bool, re.Pattern[str], str]
+
+
+def dockerignore_rules(text: str) -> list[Rule]:
+    """(excludes, regex, pattern) per line, in order; the last rule that matches a path decides."""
     rules = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -167,23 +226,36 @@ def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern[str]]]:
             continue
         negate = line.startswith("!")
         pattern = os.path.normpath(line[1:] if negate else line).lstrip("/")
-        rules.append((not negate, _pattern_regex(pattern)))
+        rules.append((not negate, _pattern_regex(pattern), pattern))
     return rules
 
 
-def ignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
-    """Whether the builder leaves ``path`` (relative to the context) out, as Docker's matcher does:
-    a rule matches a path or any of its parent folders."""
-    parts = Path(path).parts
+def _matched_out(parts: tuple[str, ...], rules: list[Rule]) -> bool:
+    """Docker's matcher: a rule matches a path or any of its parent folders; the last match decides."""
     candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
     excluded = False
-    for excludes, regex in rules:
+    for excludes, regex, _ in rules:
         if any(regex.match(c) for c in candidates):
             excluded = excludes
     return excluded
 
 
-def context_files(source: str, context: Path, rules: list[tuple[bool, re.Pattern[str]]]) -> list[str]:
+def ignored(path: str, rules: list[Rule]) -> bool:
+    """Whether the builder leaves ``path`` (relative to the context) out: as Docker's matcher decides,
+    and as Docker's legacy builder (no BuildKit) walks the context, the stricter of the two builders:
+    it skips an excluded folder, and everything in it, unless an exception (``!pattern``) starts with
+    that folder's path literally; so ``!images/*/requirements.txt`` sends nothing from ``images/dbt/``
+    (BuildKit would send it), while ``!images/dbt/requirements.txt`` does."""
+    parts = Path(path).parts
+    for n in range(1, len(parts)):
+        folder = "/".join(parts[:n]) + "/"
+        if _matched_out(parts[:n], rules) and not any(
+                not excludes and (pattern + "/").startswith(folder) for excludes, _, pattern in rules):
+            return True
+    return _matched_out(parts, rules)
+
+
+def context_files(source: str, context: Path, rules: list[Rule]) -> list[str]:
     """The files a COPY source sends from the context (after .dockerignore), relative paths."""
     base = context / source
     if base.is_file():
@@ -246,17 +318,22 @@ def _must(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess[st
     return result
 
 
-def builder_context(image_name: str, into: Path) -> Path:
-    """Copy into ``into`` exactly what the builder stage of the image's Dockerfile COPYs."""
+def image_stages(image_name: str) -> tuple[list[BuildStage], BuildStage, BuildStage]:
+    """(every stage of the image's Dockerfile, its target flattened, the builder of its /opt/venv
+    flattened): what ``docker build --target <image>`` makes and where its venv comes from."""
     from contribflow.cluster.imagemap import IMAGES
 
     stages = parse_dockerfile((ROOT / IMAGES[image_name].dockerfile).read_text())
+    final = target_stage(stages, IMAGES[image_name].target)
+    return stages, final, copied_from(stages, final, "/opt/venv")
+
+
+def builder_context(image_name: str, into: Path) -> Path:
+    """Copy into ``into`` exactly what reaches the builder of the image's venv from the build context."""
+    stages, _, builder = image_stages(image_name)
     rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
-    for instruction in stages[0].all("COPY"):
-        sources, _, flags = copy_sources(instruction)
-        if "from" in flags:
-            continue
-        for source in sources:
+    for instruction in context_copies(stages, builder):
+        for source in copy_sources(instruction)[0]:
             for rel in context_files(source, ROOT, rules):
                 target = into / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -288,7 +365,7 @@ def install_image(image_name: str, venv: Path, python: str) -> None:
     extras = ",".join(IMAGES[image_name].extras)
     fresh_venv(venv, python)
     # The builder's RUN may make the compiled extension mandatory (ingest): so is it here.
-    runs = " ".join(i.value for i in parse_dockerfile((ROOT / IMAGES[image_name].dockerfile).read_text())[0].all("RUN"))
+    runs = " ".join(i.value for i in image_stages(image_name)[2].all("RUN"))
     env = pip_env()
     if "CONTRIBFLOW_REQUIRE_EXTENSION=1" in runs:
         env["CONTRIBFLOW_REQUIRE_EXTENSION"] = "1"
@@ -411,11 +488,9 @@ class ImageFilesystem:
         return image_path
 
     def add_files(self, name: str) -> None:
-        """What the final stage COPYs from the build context (the dbt project), as Docker sends it."""
-        from contribflow.cluster.imagemap import IMAGES
-
+        """What the image's target COPYs from the build context (the dbt project), as Docker sends it."""
         rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
-        for instruction in parse_dockerfile((ROOT / IMAGES[name].dockerfile).read_text())[-1].all("COPY"):
+        for instruction in image_stages(name)[1].all("COPY"):
             sources, destination, flags = copy_sources(instruction)
             if "from" in flags:
                 continue
@@ -429,9 +504,7 @@ class ImageFilesystem:
     def env(self, name: str, venv: Path) -> dict[str, str]:
         """The image's ENV with its paths mapped (``$PATH`` in its PATH is this machine's PATH).
         CONTRIBFLOW_OUTPUTS_DIR is left to the runner, as the workflow sets it per step."""
-        from contribflow.cluster.imagemap import IMAGES
-
-        env = env_of(parse_dockerfile((ROOT / IMAGES[name].dockerfile).read_text())[-1])
+        env = env_of(image_stages(name)[1])
         env.pop("CONTRIBFLOW_OUTPUTS_DIR", None)
         mapped = {key: self.path(value, venv) for key, value in env.items() if key != "PATH"}
         path = env.get("PATH", "$PATH").split(":")

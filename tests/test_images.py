@@ -35,12 +35,22 @@ RULES = imagetool.dockerignore_rules((ROOT / ".dockerignore").read_text())
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+DOCKERFILE = ROOT / "images" / "Dockerfile"
+
+
 def stages_of(name: str) -> list[imagetool.BuildStage]:
-    return imagetool.parse_dockerfile((ROOT / IMAGES[name].dockerfile).read_text())
+    """Every stage of the image's Dockerfile, as written (not flattened)."""
+    return imagetool.image_stages(name)[0]
 
 
 def final(name: str) -> imagetool.BuildStage:
-    return stages_of(name)[-1]
+    """The image's target, flattened: what it inherits from the shared stage, then its own."""
+    return imagetool.image_stages(name)[1]
+
+
+def builder(name: str) -> imagetool.BuildStage:
+    """The stage, flattened, whose /opt/venv the image's target copies."""
+    return imagetool.image_stages(name)[2]
 
 
 env_of = imagetool.env_of
@@ -52,9 +62,32 @@ def labels_of(stage: imagetool.BuildStage) -> dict[str, str]:
 
 # --- the image map and the Dockerfiles ---------------------------------------------------------------
 
-def test_every_image_has_a_dockerfile_and_every_dockerfile_is_in_the_map():
-    on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "images").glob("*/Dockerfile")}
-    assert on_disk == {image.dockerfile for image in IMAGES.values()}
+def test_one_dockerfile_whose_targets_are_exactly_the_image_map():
+    """One Dockerfile (the shared stages written once, so the images cannot drift apart), one target
+    per image, named as the image (`make images` passes the name as --target); every stage that no
+    other stage builds on or copies from is an image of the map."""
+    on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "images").rglob("*Dockerfile")
+               if p.parent.name != "standin"}
+    assert on_disk == {image.dockerfile for image in IMAGES.values()} == {"images/Dockerfile"}
+    assert all(image.target == image.name for image in IMAGES.values())
+    stages = imagetool.parse_dockerfile(DOCKERFILE.read_text())
+    names = [s.name for s in stages]
+    assert all(names) and len(set(names)) == len(names), "every stage named, once"
+    used = {s.base for s in stages} | {imagetool.copy_sources(i)[2]["from"] for s in stages
+                                       for i in s.all("COPY") if "from" in imagetool.copy_sources(i)[2]}
+    assert {n for n in names if n not in used} == set(IMAGES)
+
+
+def test_every_image_is_the_shared_runtime_stage_plus_its_own_venv():
+    """Every target is FROM the one runtime stage, which holds what the images share (ENV, USER,
+    entrypoint, …); a target adds only its labels, ENV, and COPYs: no RUN, no second USER."""
+    stages = imagetool.parse_dockerfile(DOCKERFILE.read_text())
+    for name in IMAGES:
+        target = imagetool.stage_by_name(stages, name)
+        assert target.base == "runtime", name
+        assert {i.keyword for i in target.instructions} <= {"LABEL", "ENV", "COPY"}, name
+    builders = {builder(name).name for name in IMAGES}
+    assert builders == {f"{name}-venv" for name in IMAGES}, "each image's venv is built by its own stage"
 
 
 def test_every_stage_of_the_graph_is_served_by_an_image():
@@ -94,27 +127,32 @@ def test_user_is_the_fixed_non_root_numeric_uid(name: str):
     assert all(i.line < last_user_line for i in final(name).all("RUN")), "no RUN as root after USER"
 
 
-@pytest.mark.parametrize("name", IMAGES)
-def test_bases_are_one_pinned_slim_python(name: str):
-    bases = [stage.base for stage in stages_of(name)]
-    assert len(stages_of(name)) >= 2, "multi-stage: a builder and a final stage"
-    assert len(set(bases)) == 1, "the venv built in the builder runs on the same interpreter"
-    assert re.fullmatch(r"(docker\.io/library/)?python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?",
-                        bases[-1]), bases[-1]
+def test_bases_are_one_pinned_slim_python():
+    """Every stage of the Dockerfile, followed down its FROM chain, starts from the same base: the
+    venvs built in the builders run on the same interpreter."""
+    stages = imagetool.parse_dockerfile(DOCKERFILE.read_text())
+    bases = {imagetool.flatten(stages, stage).base for stage in stages}
+    assert len(bases) == 1, bases
+    (base,) = bases
+    assert re.fullmatch(r"(docker\.io/library/)?python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+    for name in IMAGES:
+        assert builder(name).base == final(name).base == base
     assert str(PYPROJECT["project"]["requires-python"]) == ">=3.11"
 
 
-def test_every_dockerfile_takes_its_base_as_one_build_arg_with_the_same_default():
-    """BASE_IMAGE chooses the base of both stages of every image (a mirror, a hardened base, the
-    stand-in of `make base-image`); its default is the one pinned official image for all of them."""
-    defaults = set()
-    for image in IMAGES.values():
-        text = (ROOT / image.dockerfile).read_text()
-        assert imagetool.global_args(text).keys() == {"BASE_IMAGE"}, image.dockerfile
-        defaults.add(imagetool.global_args(text)["BASE_IMAGE"])
-        froms = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
-        assert froms and set(froms) == {"${BASE_IMAGE}"}, f"{image.dockerfile}: every FROM is the build arg"
-    assert len(defaults) == 1
+def test_the_dockerfile_takes_its_base_as_one_build_arg():
+    """BASE_IMAGE chooses the base of every stage (a mirror, a hardened base, the stand-in of
+    `make base-image`); its default is the one pinned official image. A FROM names either the build
+    arg or an earlier stage of the file."""
+    text = DOCKERFILE.read_text()
+    assert imagetool.global_args(text).keys() == {"BASE_IMAGE"}
+    froms = [line.split() for line in text.splitlines() if line.startswith("FROM ")]
+    earlier: list[str] = []
+    for words in froms:
+        assert words[1] == "${BASE_IMAGE}" or words[1] in earlier, f"FROM {words[1]}: neither the build arg nor an earlier stage"
+        assert words[2:3] == ["AS"], words
+        earlier.append(words[3])
+    assert [w[1] for w in froms].count("${BASE_IMAGE}") >= 2, "the build side and the run side"
 
 
 def test_a_from_naming_an_arg_without_default_is_refused():
@@ -126,13 +164,18 @@ def test_a_from_naming_an_arg_without_default_is_refused():
 def test_ingest_builder_imports_the_extension_from_the_venv_and_requires_it():
     """The check must not import from the current folder (WORKDIR /src): `import contribflow` would
     find the copied sources, without the .so; -I keeps it off sys.path. And the extension, optional in setup.py, is made
-    mandatory for the image's install, so a compile error fails the build."""
-    builder = stages_of("ingest")[0]
-    run = " ".join(i.value for i in builder.all("RUN") if "_copyrows" in i.value)
+    mandatory for the image's install, so a compile error fails the build. Only ingest's builder
+    copies setup.py (and has a compiler): the other images install without the extension, as before."""
+    run = " ".join(i.value for i in builder("ingest").all("RUN") if "_copyrows" in i.value)
     assert "CONTRIBFLOW_REQUIRE_EXTENSION=1 python -m pip" in run
     check = run[run.index("import contribflow.ingest._copyrows") - 80:]
     assert re.search(r"/opt/venv/bin/python -I -c \"import contribflow.ingest._copyrows as m; "
                      r"assert m.__file__.startswith\('/opt/venv/'\)", check), check
+    stages = stages_of("ingest")
+    for name in IMAGES:
+        sent = {src for i in imagetool.context_copies(stages, builder(name)) for src in imagetool.copy_sources(i)[0]}
+        runs = " ".join(i.value for i in builder(name).all("RUN"))
+        assert ("setup.py" in sent) == ("gcc" in runs) == ("CONTRIBFLOW_REQUIRE_EXTENSION=1" in runs) == (name == "ingest")
 
 
 @pytest.mark.parametrize("required", ["", "1"])
@@ -155,11 +198,10 @@ def test_a_compile_error_of_the_encoder_fails_the_build_only_when_required(requi
 def test_apt_installs_float_within_the_base_s_release_by_policy():
     """No Debian version pins (a point release removes them from the mirror); the policy is stated
     in .hadolint.yaml, which ignores DL3008 for that reason and nothing else."""
-    for image in IMAGES.values():
-        for stage in stages_of(image.dockerfile.split("/")[1]):
-            for run in stage.all("RUN"):
-                installs = re.findall(r"apt-get install ([^&;]+)", run.value)
-                assert all("=" not in word for i in installs for word in i.split() if not word.startswith("-")), run.value
+    for stage in imagetool.parse_dockerfile(DOCKERFILE.read_text()):
+        for run in stage.all("RUN"):
+            installs = re.findall(r"apt-get install ([^&;]+)", run.value)
+            assert all("=" not in word for i in installs for word in i.split() if not word.startswith("-")), run.value
     import yaml
     config = yaml.safe_load((ROOT / ".hadolint.yaml").read_text())
     assert config.get("ignored") == ["DL3008"]
@@ -168,16 +210,16 @@ def test_apt_installs_float_within_the_base_s_release_by_policy():
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_final_stage_holds_only_the_venv_from_the_builder(name: str):
-    builder, last = stages_of(name)[0], final(name)
+    last = final(name)
     copies = [imagetool.copy_sources(i) for i in last.all("COPY")]
-    from_builder = [(s, d) for s, d, flags in copies if flags.get("from") == builder.name]
+    from_builder = [(s, d) for s, d, flags in copies if flags.get("from") == builder(name).name]
     assert from_builder == [(["/opt/venv"], "/opt/venv")]
     assert not last.all("RUN"), "nothing is installed in the final stage"
 
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_builder_installs_exactly_the_image_map_extras_pinned_by_the_lock(name: str):
-    runs = " ".join(i.value for i in stages_of(name)[0].all("RUN"))
+    runs = " ".join(i.value for i in builder(name).all("RUN"))
     assert "python -m venv --without-pip /opt/venv" in runs, "the venv holds the image's packages only"
     installs = re.findall(r"pip --python (\S+) install (.+?)(?:&&|$)", runs)
     assert len(installs) == 1
@@ -188,15 +230,19 @@ def test_builder_installs_exactly_the_image_map_extras_pinned_by_the_lock(name: 
     assert targets == [f".[{','.join(IMAGES[name].extras)}]"], "non-editable, exactly the map's extras"
     lock = f"images/{name}/requirements.txt"
     assert words[words.index("--constraint") + 1] == lock
-    copied = [src for i in stages_of(name)[0].all("COPY") for src in imagetool.copy_sources(i)[0]]
+    copied = [src for i in builder(name).all("COPY") for src in imagetool.copy_sources(i)[0]]
     assert lock in copied
+    others = {f"images/{other}/requirements.txt" for other in IMAGES if other != name}
+    stages = stages_of(name)
+    sent = {src for i in imagetool.context_copies(stages, builder(name)) for src in imagetool.copy_sources(i)[0]}
+    assert not others & sent, "no other image's lock reaches this builder"
 
 
 @pytest.mark.parametrize("name", IMAGES)
 def test_every_copy_source_is_in_the_build_context_and_not_ignored(name: str):
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
     tracked_files = set(tracked.stdout.split())
-    for stage in stages_of(name):
+    for stage in stages_of(name):  # every stage of the file, whichever images use it
         for instruction in stage.all("COPY"):
             sources, _, flags = imagetool.copy_sources(instruction)
             if "from" in flags:
@@ -232,7 +278,7 @@ def test_dbt_image_carries_the_dbt_project_where_its_settings_point():
     assert env["CONTRIBFLOW_DBT_TARGET_DIR"] == k8s.DBT_TARGET_DIR
     assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "false", "no usage cookie written to the read-only project"
     others = [c for name in IMAGES if name != "dbt" for c in final(name).all("COPY")]
-    assert all("dbt" not in imagetool.copy_sources(c)[0] for c in others)
+    assert all("dbt/" not in imagetool.copy_sources(c)[0] for c in others)
 
 
 def test_dbt_image_ships_the_saved_parse_made_with_the_final_stage_s_project_venv_and_base():
@@ -240,17 +286,17 @@ def test_dbt_image_ships_the_saved_parse_made_with_the_final_stage_s_project_ven
     has it (dbt's saved parse records the project's files by path and checksum), no connection setting
     but the database (transform.PARSE_CONNECTION stands in for the rest: nothing secret is built in);
     the final stage copies only the saved parse, to where CONTRIBFLOW_DBT_SAVED_PARSE points."""
-    stages = stages_of("dbt")
-    parse, last = next(s for s in stages if s.name == "parse"), final("dbt")
-    assert parse.base == last.base
+    last = final("dbt")
+    parse = imagetool.copied_from(stages_of("dbt"), last, "/app/dbt-parse/partial_parse.msgpack")
+    assert parse.name == "dbt-parse" and parse.base == last.base
     copies = [imagetool.copy_sources(i) for i in parse.all("COPY")]
-    assert (["/opt/venv"], "/opt/venv", {"from": stages[0].name}) in copies
+    assert (["/opt/venv"], "/opt/venv", {"from": builder("dbt").name}) in copies
     assert (["dbt/"], env_of(last)["CONTRIBFLOW_DBT_PROJECT_DIR"] + "/", {}) in copies
     (run,) = parse.all("RUN")
     assert "/opt/venv/bin/python -m contribflow.warehouse.transform --save-parse" in run.value
     assert "CONTRIBFLOW_DBT_PROJECT_DIR=/app/dbt " in run.value and 'PGDATABASE="${DBT_PARSE_DATABASE}"' in run.value
     assert not re.search(r"PG(HOST|PORT|USER|PASSWORD|SSLMODE)=", run.value), "only the database is built in"
-    shipped = [(s, d) for s, d, flags in (imagetool.copy_sources(i) for i in last.all("COPY")) if flags.get("from") == "parse"]
+    shipped = [(s, d) for s, d, flags in (imagetool.copy_sources(i) for i in last.all("COPY")) if flags.get("from") == "dbt-parse"]
     saved = env_of(last)["CONTRIBFLOW_DBT_SAVED_PARSE"]
     assert shipped == [(["/app/dbt-parse/partial_parse.msgpack"], saved)]
     assert saved.endswith("/" + transform.SAVED_PARSE) and not saved.startswith("/tmp/"), "in the image, not the emptyDir"
@@ -306,7 +352,7 @@ def test_read_lock_refuses_a_loose_pin(tmp_path: Path):
     ".venv/bin/python", ".git/config", ".tools/checkov-venv/bin/checkov", "data/landing/x.csv",
     ".contribflow/pgdata/PG_VERSION", "dbt/target/manifest.json", "dbt/logs/dbt.log", ".env",
     "contribflow/__pycache__/cli.cpython-311.pyc", "tests/test_images.py", "helm/Chart.yaml",
-    "contribflow.egg-info/PKG-INFO", "images/ingest/Dockerfile",
+    "contribflow.egg-info/PKG-INFO", "images/Dockerfile", "images/imagetool.py",
 ])
 def test_dockerignore_keeps_local_state_and_secrets_out(path: str):
     assert imagetool.ignored(path, RULES)
@@ -326,6 +372,16 @@ def test_dockerignore_matcher_follows_docker_syntax():
     assert not imagetool.ignored("src/a/b.py", rules)
     assert imagetool.ignored("src/a/b.pyc", rules)
     assert imagetool.ignored("src/secret1.txt", rules) and not imagetool.ignored("src/secret10.txt", rules)
+
+
+def test_dockerignore_matcher_follows_the_legacy_builder_s_walk():
+    """Docker's legacy builder (the one on this project's machines) skips an excluded folder unless an
+    exception names a path under it literally: a wildcard folder in the exception sends nothing."""
+    wildcard = imagetool.dockerignore_rules("*\n!images/*/requirements.txt\n")
+    assert imagetool.ignored("images/dbt/requirements.txt", wildcard)
+    literal = imagetool.dockerignore_rules("*\n!images/dbt/requirements.txt\n")
+    assert not imagetool.ignored("images/dbt/requirements.txt", literal)
+    assert imagetool.ignored("images/dbt/other.txt", literal) and imagetool.ignored("images/ingest/requirements.txt", literal)
 
 
 def test_dockerfile_parser_reports_a_dangling_continuation():
@@ -410,12 +466,13 @@ def test_make_images_builds_exactly_the_image_map(tmp_path: Path):
     result, calls = make("images", tmp_path)
     assert result.returncode == 0, result.stderr
     builds = [c for c in calls if c[:2] == ["docker", "build"]]
-    assert [c[:6] for c in builds] == [
-        ["docker", "build", "-f", image.dockerfile, "-t", image.reference(DEFAULT_REGISTRY, __version__)]
+    assert [c[:8] for c in builds] == [
+        ["docker", "build", "-f", "images/Dockerfile", "--target", image.name,
+         "-t", image.reference(DEFAULT_REGISTRY, __version__)]
         for image in IMAGES.values()]
     revision = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout.strip()
-    base = imagetool.global_args((ROOT / IMAGES["ingest"].dockerfile).read_text())["BASE_IMAGE"]
+    base = imagetool.global_args(DOCKERFILE.read_text())["BASE_IMAGE"]
     for call in builds:
         assert call[-1] == ".", "the build context is the repository root"
         assert f"org.opencontainers.image.version={__version__}" in call

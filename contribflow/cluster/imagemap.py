@@ -1,5 +1,5 @@
-"""The one image map: image name → Dockerfile → repository:tag, with the tag following the package
-version. Hera (workflows/), the Makefile (``contribflow images``) and the Helm chart's values read it;
+"""The one image map: image name → Dockerfile and target → repository:tag, with the tag following the
+package version. Hera (workflows/), the Makefile (``contribflow images``) and the Helm chart's values read it;
 which stages an image serves comes from the stage graph, not from a second list here."""
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ class Image:
 
     @property
     def dockerfile(self) -> str:
-        return f"images/{self.name}/Dockerfile"
+        """One Dockerfile for every image, so that what they share cannot drift apart."""
+        return "images/Dockerfile"
+
+    @property
+    def target(self) -> str:
+        """The image's build stage in the Dockerfile (``docker build --target``)."""
+        return self.name
 
     @property
     def repository(self) -> str:
@@ -55,7 +61,7 @@ def image_for(stage_image: str) -> Image:
 
 def as_json(registry: str = DEFAULT_REGISTRY, tag: str = __version__) -> str:
     return json.dumps({
-        name: {"dockerfile": img.dockerfile, "repository": img.repository, "image": img.reference(registry, tag),
-               "extras": list(img.extras), "stages": list(img.stages)}
+        name: {"dockerfile": img.dockerfile, "target": img.target, "repository": img.repository,
+               "image": img.reference(registry, tag), "extras": list(img.extras), "stages": list(img.stages)}
         for name, img in IMAGES.items()
     }, indent=2)

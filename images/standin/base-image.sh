@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make base-image`: make the base images the builds and the e2e need present in the local engine.
 #
-#   base-image.sh python   PYTHON_BASE      the Python base every images/*/Dockerfile builds FROM
+#   base-image.sh python   PYTHON_BASE      the Python base images/Dockerfile builds FROM
 #   base-image.sh postgres POSTGRES_IMAGE   the chart's PostgreSQL image (helm values postgresql.image)
 #
 # For each: nothing to do when the image is already present locally; else `docker pull` it; only
