@@ -8,8 +8,15 @@ BIN    := $(VENV)/bin
 DATE   ?= $(shell date -u +%F)
 ROWS   ?= 10000
 
-# Checks that `make test` runs besides pytest; each section below adds its own.
-TEST_CHECKS :=
+# `make check`, the edit loop (about two minutes): the tests that need no database, lint (Python and
+# SQL) and the drift of what is generated and committed. No Docker, no browser, no PostgreSQL.
+CHECKS       := lint check-rendered check-chart-readme
+# `make test`, everything, on a fresh machine: `provision`, every pytest test (they start their own
+# PostgreSQL), then these checks in this order. Each also runs alone: `make <check>`.
+TEST_CHECKS  := $(CHECKS) lint-images lint-chart lint-cluster lint-actions site e2e-docker
+# pytest workers (pytest-xdist): many tests wait on subprocesses, the database or a file, so more
+# workers than cores pays; each worker has its own PostgreSQL (tests/conftest.py).
+TEST_WORKERS ?= 3
 
 .PHONY: help
 help: ## List the targets
@@ -41,9 +48,17 @@ db-stop: install ## Stop the embedded PostgreSQL that `make run` started
 	$(BIN)/contribflow db stop
 
 .PHONY: test
-test: install chromium reference-data ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
-	$(BIN)/pytest
+test: install provision ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 	@for check in $(TEST_CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
+
+.PHONY: check
+check: install reference-data ## The edit loop (~2 min): the tests that need no database, lint (Python, SQL), drift of rendered files
+	$(BIN)/pytest -m "not integration" -q -n $(TEST_WORKERS) --dist loadfile
+	@for check in $(CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
+
+.PHONY: provision
+provision: chromium docker-engine reference-data ## What `make test` needs on this machine: Chromium, a Docker engine, the reference schemas
 
 # The schemas and CRDs the tests validate against (scripts/reference_data.py pins each file's upstream
 # and sha256): copied from ../shared/<set> when it is there, else downloaded from
@@ -93,7 +108,6 @@ render: install ## Render the Hera workflows to workflows/rendered/*.yaml (commi
 check-rendered: install ## Fail when workflows/rendered/ differs from what the Hera source renders
 	$(BIN)/python -m workflows.render --check
 
-TEST_CHECKS += check-rendered
 
 # --- images ----------------------------------------------------------------------------------------
 # Every target here reads the image list from the one image map (`contribflow images`,
@@ -165,7 +179,6 @@ e2e-docker: install tools ## The rendered daily template in real containers: eng
 	@$(MAKE) --no-print-directory base-image images
 	$(BIN)/python tests/e2e_docker.py --docker $(DOCKER) --helm $(HELM)
 
-TEST_CHECKS += e2e-docker
 
 .PHONY: kind-load
 kind-load: install ## Load every image of the image map into the kind cluster KIND_CLUSTER (default contribflow)
@@ -201,7 +214,6 @@ lint-images: $(HADOLINT) $(CHECKOV) ## hadolint (.hadolint.yaml) on images/Docke
 	$(HADOLINT) --config .hadolint.yaml images/Dockerfile
 	$(CHECKOV_OFFLINE) $(CHECKOV) --config-file images/.checkov.yaml
 
-TEST_CHECKS += lint-images
 
 .PHONY: check-images
 check-images: install ## Each image's dependency set in a fresh venv: its stages' --help, no other image's packages, the graph end to end (~2 min)
@@ -239,7 +251,6 @@ chart-readme: install ## Regenerate helm/contribflow/README.md from the `# --` c
 check-chart-readme: install ## Fail when helm/contribflow/README.md differs from what values.yaml generates
 	$(BIN)/python helm/tools/chart_readme.py --check
 
-TEST_CHECKS += check-chart-readme
 
 .PHONY: check-chart-workflows
 check-chart-workflows: install ## Fail when the chart's workflow templates differ from what workflows/rendered/ generates
@@ -249,7 +260,6 @@ check-chart-workflows: install ## Fail when the chart's workflow templates diffe
 lint-chart: tools reference-data $(KUBERNETES_VALIDATE) $(CHECKOV) check-chart-workflows ## helm lint --strict, kubernetes-validate 1.30, strict Argo schema and checkov for every values scenario
 	$(BIN)/python helm/tools/lint_chart.py --helm $(HELM) --kubernetes-validate $(KUBERNETES_VALIDATE) --checkov $(CHECKOV)
 
-TEST_CHECKS += lint-chart
 
 # --- cluster ---------------------------------------------------------------------------------------
 # A local kind cluster with Argo Workflows and the chart in one command, and the commands that run the
@@ -310,7 +320,6 @@ $(SHELLCHECK):
 lint-cluster: $(SHELLCHECK) ## shellcheck the cluster scripts and the image stand-in scripts
 	$(SHELLCHECK) scripts/*.sh images/standin/*.sh
 
-TEST_CHECKS += lint-cluster
 
 # GitHub Actions: zizmor audits the workflow offline (actions pinned by commit, no persisted
 # credentials, no template injection); shellcheck the scripts it runs. actionlint has no wheel on
@@ -326,7 +335,6 @@ lint-actions: $(ZIZMOR) $(SHELLCHECK) ## zizmor (offline) on .github/workflows, 
 	$(ZIZMOR) --offline --quiet .github/workflows/
 	$(SHELLCHECK) .github/scripts/*.sh
 
-TEST_CHECKS += lint-actions
 
 # --- code hygiene --------------------------------------------------------------------------------
 # ruff and mypy in their own venv (.tools/lint-venv): mypy's own dependencies must not move the
@@ -344,7 +352,6 @@ lint: install $(RUFF) $(MYPY) ## ruff (pyflakes, pycodestyle, isort, bugbear, py
 	$(RUFF) check .
 	$(MYPY) --python-executable $(BIN)/python
 
-TEST_CHECKS += lint
 
 # --- documentation -------------------------------------------------------------------------------
 
@@ -352,7 +359,6 @@ TEST_CHECKS += lint
 site: install ## Build the documentation site (MkDocs, docs/) into site/ with --strict: a broken link fails
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
-TEST_CHECKS += site
 # --- dbt documentation ---------------------------------------------------------------------------
 # dbt's own docs site (models, every mart column, contracts, tests, lineage, the analysts' exposure),
 # generated against $PG* or the embedded warehouse `make run` fills (its catalog gives column types).

@@ -212,6 +212,13 @@ def test_a_failing_stage_emits_fail_with_its_error_and_its_rejected_rows(databas
     ingest = [e for e in events if e["job"]["name"] == "contribflow.ingest"]
     assert [e["eventType"] for e in ingest] == ["START", "FAIL"]
     assert "failed validation" in ingest[1]["run"]["facets"]["errorMessage"]["message"]
+    # the rejected file's counts reach its FAIL event (the stage declared raw and the quarantine)
+    written = {o["name"].split(".", 1)[1]: o["outputFacets"] for o in ingest[1]["outputs"]}
+    assert written["raw.contributions"]["outputStatistics"]["rowCount"] == 0
+    assert written["raw.contributions_quarantine"]["outputStatistics"]["rowCount"] > 0
+    [file] = ingest[1]["inputs"]
+    assert {a["assertion"] for a in file["inputFacets"]["dataQualityAssertions"]["assertions"]} >= {
+        "rows_rejected_within_threshold"}
     assert ingest[0]["run"]["runId"] == ingest[1]["run"]["runId"]
     assert not [e for e in events if e["job"]["name"] == "contribflow.dbt-build"]
     finish = [e["eventType"] for e in events if e["job"]["name"] == "contribflow.finish"]

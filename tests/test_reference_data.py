@@ -256,8 +256,11 @@ def test_reference_dir_prefers_shared_then_the_local_folder_else_says_to_run_mak
 
 def test_make_test_fetches_the_reference_data_first_and_git_ignores_it():
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    test_prerequisites = re.search(r"^test: ([^#]*)##", makefile, re.M).group(1).split()
-    assert "reference-data" in test_prerequisites
+    def prerequisites(target: str) -> list[str]:
+        return re.search(rf"^{target}: ([^#]*)##", makefile, re.M).group(1).split()
+
+    assert "provision" in prerequisites("test") and "reference-data" in prerequisites("provision")
+    assert "reference-data" in prerequisites("check")
     assert re.search(r"^reference-data:.*\n\t\$\(PYTHON\) scripts/reference_data\.py$", makefile, re.M)
     assert ".reference/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -27,28 +27,35 @@ def run(settings: Settings, day: dt.date, path: Path) -> StepRun:
     with StepRun(settings, "ingest", day) as step:
         step.source_file = path.name
         step.reads.append(Dataset(source.name, kind="file", checks=lambda: file_checks(step)))
-        step.writes += [Dataset(RAW), Dataset(QUARANTINE)]
-        facts, before_commit = checked_fingerprint(settings, source)
-        with connect(settings) as conn:
-            if facts.problem:  # as contribflow.ingest.load records it
-                record(conn, settings, day, source.name, facts, None, "REFUSED", facts.problem)
-                conn.commit()
-                raise FileRefused(facts.problem)
-            earlier = earlier_load(conn, facts.sha256, day, source.name)
-            if earlier is not None:
-                try:
-                    answer_earlier(conn, settings, day, source.name, facts, earlier)
-                except FileRefused as exc:
-                    conn.rollback()
-                    record(conn, settings, day, source.name, facts, None, "REFUSED", str(exc))
-                    conn.commit()
-                    raise
-                conn.commit()
-        if earlier is not None:
-            report_earlier(step, day, source.name, earlier)
-            return step
-        from contribflow.ingest import load as ingest  # numpy, pandas, pandera: only for a file to load
-
-        ingest.load_into(step, settings, day, source, facts, before_commit)
-        step.writes[0].rows, step.writes[1].rows = step.rows_loaded, step.rows_rejected
+        raw, quarantine = Dataset(RAW), Dataset(QUARANTINE)
+        step.writes += [raw, quarantine]
+        try:
+            _ingest(step, settings, day, source)
+        finally:  # a rejected file's counts too
+            raw.rows, quarantine.rows = step.rows_loaded, step.rows_rejected
     return step
+
+
+def _ingest(step: StepRun, settings: Settings, day: dt.date, source: Path) -> None:
+    facts, before_commit = checked_fingerprint(settings, source)
+    with connect(settings) as conn:
+        if facts.problem:  # as contribflow.ingest.load records it
+            record(conn, settings, day, source.name, facts, None, "REFUSED", facts.problem)
+            conn.commit()
+            raise FileRefused(facts.problem)
+        earlier = earlier_load(conn, facts.sha256, day, source.name)
+        if earlier is not None:
+            try:
+                answer_earlier(conn, settings, day, source.name, facts, earlier)
+            except FileRefused as exc:
+                conn.rollback()
+                record(conn, settings, day, source.name, facts, None, "REFUSED", str(exc))
+                conn.commit()
+                raise
+            conn.commit()
+    if earlier is not None:
+        report_earlier(step, day, source.name, earlier)
+        return
+    from contribflow.ingest import load as ingest  # numpy, pandas, pandera: only for a file to load
+
+    ingest.load_into(step, settings, day, source, facts, before_commit)
