@@ -80,6 +80,10 @@ BOUNDS: dict[str, Bound] = {
     "CONTRIBFLOW_LATE_POLL_S": Bound(0.1, 3600, "seconds"),
     "CONTRIBFLOW_STABLE_S": Bound(0, 3600, "seconds"),
     "CONTRIBFLOW_FUTURE_TOLERANCE_DAYS": Bound(0, 7, "days", integer=True),
+    "CONTRIBFLOW_SLA_FILE_DUE_S": Bound(0, 2 * 86_400, "seconds after the run date's 00:00 UTC", integer=True),
+    "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S": Bound(0, 2 * 86_400, "seconds after the run date's 00:00 UTC",
+                                                integer=True),
+    "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO": Bound(0, 1, "share of rows"),
 }
 """Every numeric setting's range, checked at start (docs/reference.md lists the same)."""
 
@@ -100,6 +104,15 @@ def _number(env: dict[str, str], name: str, default: float) -> float:
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
     return int(_number(env, name, default))
+
+
+def _optional_int(env: dict[str, str], name: str) -> int | None:
+    """A whole-number setting that may be unset (None: not checked)."""
+    return None if env.get(name) in (None, "") else _int(env, name, 0)
+
+
+def _optional_number(env: dict[str, str], name: str) -> float | None:
+    return None if env.get(name) in (None, "") else _number(env, name, 0.0)
 
 
 def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -236,6 +249,14 @@ class Settings:
     future_tolerance_days: int = 1
     """How many days after today (UTC) a run date may be: 1 covers a schedule in any time zone
     (a local date is at most one day ahead of UTC's) and clocks a little apart."""
+    sla_file_due_s: int | None = None
+    """The SLA: the run date's file is due this many seconds after the run date's 00:00 UTC (None:
+    no file deadline). ``finish`` records how late it was (contribflow/finish.py)."""
+    sla_publish_deadline_s: int | None = None
+    """The SLA: the run date's marts are published by this many seconds after its 00:00 UTC."""
+    sla_max_quarantine_ratio: float | None = None
+    """The SLA: the largest acceptable share of a day's rows quarantined (below the reject threshold,
+    which fails the file; this one only marks the SLA missed)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -276,6 +297,9 @@ class Settings:
             stable_s=_number(env, "CONTRIBFLOW_STABLE_S", 30.0),
             future_tolerance_days=_int(env, "CONTRIBFLOW_FUTURE_TOLERANCE_DAYS", 1),
             resent_file=_choice(env, "CONTRIBFLOW_RESENT_FILE", "warn", RESENT_FILE_POLICIES),
+            sla_file_due_s=_optional_int(env, "CONTRIBFLOW_SLA_FILE_DUE_S"),
+            sla_publish_deadline_s=_optional_int(env, "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S"),
+            sla_max_quarantine_ratio=_optional_number(env, "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO"),
         )
         settings.check()
         return settings
@@ -286,6 +310,11 @@ class Settings:
             raise SettingsError(f"CONTRIBFLOW_VOLUME_MIN_HISTORY={self.volume_min_history} is more than "
                                 f"CONTRIBFLOW_VOLUME_LOOKBACK_DAYS={self.volume_lookback_days}: the volume check "
                                 "could never compare a day")
+        if (self.sla_file_due_s is not None and self.sla_publish_deadline_s is not None
+                and self.sla_publish_deadline_s < self.sla_file_due_s):
+            raise SettingsError(f"CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S={self.sla_publish_deadline_s} is before "
+                                f"CONTRIBFLOW_SLA_FILE_DUE_S={self.sla_file_due_s}: the marts could never be "
+                                "published from a file that arrived on time")
 
     @property
     def uses_dev_key(self) -> bool:

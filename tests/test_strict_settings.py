@@ -76,6 +76,12 @@ SETTINGS: dict[str, tuple[str | None, list[str], str]] = {
     "CONTRIBFLOW_STABLE_S": ("stable_s", ["-1", "3601", "nan", "inf"], "a number from 0 to 3600"),
     "CONTRIBFLOW_FUTURE_TOLERANCE_DAYS": ("future_tolerance_days", ["-1", "8", "1.5", "365"],
                                           "a whole number from 0 to 7"),
+    "CONTRIBFLOW_SLA_FILE_DUE_S": ("sla_file_due_s", ["-1", "172801", "1.5", "nan", "08:00", "1e3"],
+                                   "a whole number from 0 to 172800 (seconds after the run date's 00:00 UTC)"),
+    "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S": ("sla_publish_deadline_s", ["-1", "172801", "inf", "10h"],
+                                           "a whole number from 0 to 172800"),
+    "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO": ("sla_max_quarantine_ratio", ["-0.01", "1.01", "nan", "inf", "2%"],
+                                             "a number from 0 to 1 (share of rows)"),
     "CONTRIBFLOW_LOG_FORMAT": (None, ["xml", "jsonl"], "must be one of text, json"),
     "CONTRIBFLOW_LOG_LEVEL": (None, ["LOUD", "5"], "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
 }
@@ -361,3 +367,22 @@ def test_observation_12_an_unknown_environment_is_refused_before_generate_or_the
         assert done.stderr.strip().endswith("CONTRIBFLOW_ENV='prod' is not one of dev, production (exactly, in lower case)")
     assert sorted(p.name for p in landing.iterdir()) == before, "generate wrote nothing"
     assert world["snapshot"]()[0] == 1, "no step ran (only the fixture's init-db)"
+
+
+# --- the SLA settings (issue 29) --------------------------------------------------------------------
+
+def test_sla_settings_are_unset_by_default_parsed_when_given_and_checked_together():
+    plain = Settings.from_env({})
+    assert (plain.sla_file_due_s, plain.sla_publish_deadline_s, plain.sla_max_quarantine_ratio) == (None, None, None)
+    given = Settings.from_env({"CONTRIBFLOW_SLA_FILE_DUE_S": "28800", "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S": "36000",
+                               "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO": "2e-02"})
+    assert (given.sla_file_due_s, given.sla_publish_deadline_s, given.sla_max_quarantine_ratio) == (28800, 36000, 0.02)
+    # the bounds themselves are accepted (two days: a file due the day after its run date)
+    edge = Settings.from_env({"CONTRIBFLOW_SLA_FILE_DUE_S": "0", "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S": "172800",
+                              "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO": "1"})
+    assert (edge.sla_file_due_s, edge.sla_publish_deadline_s, edge.sla_max_quarantine_ratio) == (0, 172800, 1.0)
+    with pytest.raises(ValueError, match=r"CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S=3600 is before "
+                                         r"CONTRIBFLOW_SLA_FILE_DUE_S=7200"):
+        Settings.from_env({"CONTRIBFLOW_SLA_FILE_DUE_S": "7200", "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S": "3600"})
+    with pytest.raises(ValueError, match=r"CONTRIBFLOW_SLA_FILE_DUE_S='08:00' is not a whole number from 0 to 172800"):
+        Settings.from_env({"CONTRIBFLOW_SLA_FILE_DUE_S": "08:00"})
