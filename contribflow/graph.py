@@ -116,6 +116,10 @@ EXIT_STAGE = Stage(
     name="finish",
     image="migrations",
     args=("--date", "{param:run-date}", "--status", "{workflow:status}"),
+    outputs=("run_succeeded", "sla_met", "sla_missed", "file_seconds_late", "quarantine_ratio",
+             "volume_warning", "publication_age_seconds",
+             "marts_published_timestamp_seconds", "marts_published_run_date_seconds",
+             "file_latest_run_date_seconds", "run_finished_timestamp_seconds"),
 )
 """The exit handler: runs after every run, whatever happened, and records the run's outcome."""
 
