@@ -58,7 +58,7 @@ check: install reference-data ## The edit loop (~2 min): the tests that need no 
 	@for check in $(CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
 
 .PHONY: provision
-provision: chromium docker-engine reference-data ## What `make test` needs on this machine: Chromium, a Docker engine, the reference schemas
+provision: chromium promtool docker-engine reference-data ## What `make test` needs on this machine: Chromium, promtool, a Docker engine, the reference schemas
 
 # The schemas and CRDs the tests validate against (scripts/reference_data.py pins each file's upstream
 # and sha256): copied from ../shared/<set> when it is there, else downloaded from
@@ -79,6 +79,19 @@ chromium: ## Headless Chromium for the evidence-pack test: apt-get install chrom
 	     { apt-get update && apt-get install -y --no-install-recommends chromium; }) || exit 1; \
 	  else \
 	    echo "make $@: chromium is not on PATH and only root may apt-get install it: run sudo apt-get install -y chromium" >&2; exit 1; \
+	  fi; }
+
+# The chart's alert rules are tested with Prometheus's own promtool (tests/test_alerts.py, make
+# test-alerts): Debian's prometheus package, installed here when missing (as root), as chromium is.
+.PHONY: promtool
+promtool: ## promtool for the alert-rule tests: apt-get install prometheus when missing (root)
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> promtool is missing: apt-get install -y prometheus (the chart's alert rules are tested with it)"; \
+	    (apt-get install -y --no-install-recommends prometheus || \
+	     { apt-get update && apt-get install -y --no-install-recommends prometheus; }) || exit 1; \
+	  else \
+	    echo "make $@: promtool is not on PATH and only root may apt-get install it: run sudo apt-get install -y prometheus" >&2; exit 1; \
 	  fi; }
 
 .PHONY: test-unit
@@ -259,6 +272,17 @@ check-chart-workflows: install ## Fail when the chart's workflow templates diffe
 .PHONY: lint-chart
 lint-chart: tools reference-data $(KUBERNETES_VALIDATE) $(CHECKOV) check-chart-workflows ## helm lint --strict, kubernetes-validate 1.30, strict Argo schema and checkov for every values scenario
 	$(BIN)/python helm/tools/lint_chart.py --helm $(HELM) --kubernetes-validate $(KUBERNETES_VALIDATE) --checkov $(CHECKOV)
+
+
+# The PrometheusRule's rules (monitoring.prometheusRule.enabled=true) extracted from the rendered
+# chart into build/alerts/rules.yaml: `promtool check rules` on them, then `promtool test rules` on
+# the unit tests tests/alerts/*.yaml (series fed in, the alerts expected to fire and when).
+.PHONY: test-alerts
+test-alerts: tools promtool ## promtool check rules + promtool test rules (tests/alerts/*.yaml) on the chart's PrometheusRule
+	$(BIN)/python helm/tools/alert_rules.py --helm $(HELM) --promtool promtool --out build/alerts
+
+.PHONY: lint-alerts
+lint-alerts: test-alerts ## Same as test-alerts (promtool checks, then unit-tests, the chart's alert rules)
 
 
 # --- cluster ---------------------------------------------------------------------------------------
