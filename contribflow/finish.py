@@ -88,11 +88,11 @@ def read_facts(settings: Settings, day: dt.date) -> Facts:
         with connect(settings, autocommit=True) as conn:
             arrived, latest_file = conn.execute(
                 """SELECT min(seen_at) FILTER (WHERE file_date = %s), max(file_date)
-                     FROM meta.source_file WHERE outcome = 'LOADED'""", (day,)).fetchone()
+                     FROM meta.source_file WHERE outcome = 'LOADED'""", (day,)).fetchone() or (None, None)
             published, latest_at, latest_date = conn.execute(
                 """SELECT min(published_at) FILTER (WHERE logical_date = %s), max(published_at),
                           max(logical_date)
-                     FROM meta.mart_build WHERE status = 'PUBLISHED'""", (day,)).fetchone()
+                     FROM meta.mart_build WHERE status = 'PUBLISHED'""", (day,)).fetchone() or (None, None, None)
             counts = conn.execute(
                 """SELECT rows_in, rows_rejected FROM meta.source_file
                     WHERE file_date = %s AND outcome = 'LOADED' ORDER BY id DESC LIMIT 1""", (day,)).fetchone()

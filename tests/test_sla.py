@@ -15,7 +15,7 @@ import yaml
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))  # the workflows/ package lives at the repo root, not in the installed package
-from contribflow import finish  # noqa: E402
+from contribflow import cli, finish  # noqa: E402
 from contribflow.finish import Facts  # noqa: E402
 from contribflow.graph import EXIT_STAGE  # noqa: E402
 from contribflow.local import runner  # noqa: E402
@@ -82,7 +82,7 @@ def test_every_finish_output_is_declared_and_has_a_metric():
 
 
 @pytest.mark.integration
-def test_finish_records_the_sla_in_meta_and_its_outputs(database, sql):
+def test_finish_records_the_sla_in_meta_and_its_outputs_and_the_audit_shows_it(database, sql, capsys):
     today = dt.datetime.now(dt.UTC).date()
     env = dict(os.environ, CONTRIBFLOW_RUN_ID="run-sla", CONTRIBFLOW_SLA_FILE_DUE_S="172800",
                CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S="172800", CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO="0.5")
@@ -112,3 +112,10 @@ def test_finish_records_the_sla_in_meta_and_its_outputs(database, sql):
     assert late > 0
     [details] = sql("select details from meta.etl_run where step = 'finish' and run_id = 'run-sla-2'")[0]
     assert details["sla_met"] == 0 and details["run_succeeded"] == 0 and details["sla_missed"].endswith("run_failed")
+
+    capsys.readouterr()
+    assert cli.main(["audit", "--date", today.isoformat()]) == 0
+    audit = capsys.readouterr().out
+    assert "SLA (meta.run_sla, recorded by finish)" in audit
+    assert "run run-sla  MET  file due " in audit
+    assert "run run-sla-2  MISSED: file_late, published_late, quarantine_ratio, run_failed" in audit

@@ -3,7 +3,8 @@
 Everything comes from ``meta`` (the pipeline's own record, never from logs): every run of the date
 and each of its steps with status and counts, the source files with their sha256 and ledger
 outcome, the quality issues (counts by rule, each issue once however many runs found it, a few
-examples), the dbt results, the withdrawn files (of the date, or applied by one of its runs), and
+examples), the dbt results, each run's SLA outcome (meta.run_sla), the withdrawn files (of the date,
+or applied by one of its runs), and
 the steps still
 RUNNING long after they started (a process killed mid-step leaves its row RUNNING: the step did not
 finish, and its transaction was rolled back).
@@ -63,6 +64,12 @@ SELECT w.id, w.file_name, w.sha256, w.file_date, w.run_id AS loaded_by_run, w.ra
   FROM meta.file_withdrawal w LEFT JOIN meta.mart_build b ON b.id = w.applied_build_id
  WHERE w.file_date = %(day)s OR b.run_id = ANY(%(runs)s) ORDER BY w.id
 """
+_SLA = """
+SELECT run_id, workflow_status, sla_met, missed, file_due_at, file_arrived_at, file_seconds_late,
+       publish_deadline_at, published_at, rows_in, rows_quarantined, quarantine_ratio, max_quarantine_ratio,
+       recorded_at
+  FROM meta.run_sla WHERE logical_date = %(day)s ORDER BY id
+"""
 _DBT = """
 SELECT run_id, step, resource_type, unique_id, status, failures, left(message, 300) AS message
   FROM meta.dbt_node_result WHERE run_id = ANY(%(runs)s) ORDER BY id
@@ -108,6 +115,7 @@ def collect(conn: psycopg.Connection, day: dt.date, stale_after_s: int) -> dict[
     withdrawals = [{k: _plain(v) for k, v in w.items()} for w in cur.execute(_WITHDRAWALS, params).fetchall()]
     published = cur.execute(_PUBLISHED).fetchone()
     freshness = [{k: _plain(v) for k, v in f.items()} for f in cur.execute(_FRESHNESS, params).fetchall()]
+    sla = [{k: _plain(v) for k, v in r.items()} for r in cur.execute(_SLA, params).fetchall()]
     stale = [{"run_id": r["run_id"], "step": s["step"], "started_at": s["started_at"], "ran_on": s["ran_on"]}
              for r in runs.values() for s in r["steps"] if s["stale"]]
     return {
@@ -121,6 +129,7 @@ def collect(conn: psycopg.Connection, day: dt.date, stale_after_s: int) -> dict[
         "withdrawals": withdrawals,
         "published": {k: _plain(v) for k, v in published.items()} if published else None,
         "freshness": freshness,
+        "sla": sla,
         "stale_steps": stale,
     }
 
@@ -188,6 +197,16 @@ def render(report: dict[str, Any]) -> str:
     p = report["published"]
     out.append("analysts now read: " + (f"build {p['id']} of run {p['run_id']} ({p['logical_date']}), "
                                         f"published {p['published_at']}" if p else "nothing published yet"))
+    out.append("")
+    out.append("SLA (meta.run_sla, recorded by finish)")
+    if not report["sla"]:
+        out.append("  none recorded")
+    for r in report["sla"]:
+        ratio = "-" if r["quarantine_ratio"] is None else f"{r['quarantine_ratio']:.2%}"
+        out.append(f"  run {r['run_id']}  {'MET' if r['sla_met'] else 'MISSED: ' + ', '.join(r['missed'])}  "
+                   f"file due {_n(r['file_due_at'])}, arrived {_n(r['file_arrived_at'])} "
+                   f"({_n(r['file_seconds_late'])}s late); publish by {_n(r['publish_deadline_at'])}, "
+                   f"published {_n(r['published_at'])}; quarantined {ratio} (limit {_n(r['max_quarantine_ratio'])})")
     out.append("")
     out.append("withdrawn files (meta.file_withdrawal: of this date, or applied by a build of its runs)")
     if not report["withdrawals"]:
