@@ -53,7 +53,7 @@ test: install provision ## Run every test: unit, integration (starts its own Pos
 	@for check in $(TEST_CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
 
 .PHONY: check
-check: install reference-data ## The edit loop (~2 min): the tests that need no database, lint (Python, SQL), drift of rendered files
+check: install reference-data promtool ## The edit loop (~2 min): the tests that need no database (promtool for the alert rules), lint (Python, SQL), drift of rendered files
 	$(BIN)/pytest -m "not integration" -q -n $(TEST_WORKERS) --dist loadfile
 	@for check in $(CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
 
@@ -95,7 +95,7 @@ promtool: ## promtool for the alert-rule tests: apt-get install prometheus when 
 	  fi; }
 
 .PHONY: test-unit
-test-unit: install reference-data ## Only the tests that need no database
+test-unit: install reference-data promtool ## Only the tests that need no database
 	$(BIN)/pytest -m "not integration"
 
 .PHONY: clean
