@@ -10,6 +10,9 @@ ROWS   ?= 10000
 
 # Checks that `make test` runs besides pytest; each section below adds its own.
 TEST_CHECKS :=
+# pytest workers (pytest-xdist): many tests wait on subprocesses, the database or a file, so more
+# workers than cores pays; each worker has its own PostgreSQL (tests/conftest.py).
+TEST_WORKERS ?= 3
 
 .PHONY: help
 help: ## List the targets
@@ -42,7 +45,7 @@ db-stop: install ## Stop the embedded PostgreSQL that `make run` started
 
 .PHONY: test
 test: install chromium ## Run every test: unit, integration (starts its own PostgreSQL), the offline checks, the daily template in containers (e2e-docker)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 	@for check in $(TEST_CHECKS); do $(MAKE) --no-print-directory $$check || exit 1; done
 
 # The evidence pack is tested in a real browser (tests/test_trace_and_auditor.py): Debian's chromium,
