@@ -48,8 +48,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from contribflow.cluster import k8s  # noqa: E402
-from contribflow.ingest import completion  # noqa: E402
 from contribflow.contract import file_name  # noqa: E402
+from contribflow.ingest import completion  # noqa: E402
 
 from argo_replay import Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
 from docker_executor import DockerExecutor, cpu_quantity, memory_bytes, secret_files  # noqa: E402
