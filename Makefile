@@ -361,18 +361,31 @@ lint-actions: $(ZIZMOR) $(SHELLCHECK) ## zizmor (offline) on .github/workflows, 
 
 
 # --- code hygiene --------------------------------------------------------------------------------
-# ruff and mypy in their own venv (.tools/lint-venv): mypy's own dependencies must not move the
-# versions dbt pins in .venv. Their configuration is in pyproject.toml.
+# ruff, mypy and sqlfluff in their own venv (.tools/lint-venv): mypy's own dependencies must not move
+# the versions dbt pins in .venv. ruff's and mypy's configuration is in pyproject.toml, sqlfluff's in
+# .sqlfluff (and the .sqlfluff of dbt/macros and of the migrations folder).
 
 LINT_VENV := $(TOOLS)/lint-venv
 RUFF      := $(LINT_VENV)/bin/ruff
 MYPY      := $(LINT_VENV)/bin/mypy
-$(RUFF) $(MYPY):
+SQLFLUFF  := $(LINT_VENV)/bin/sqlfluff
+$(RUFF) $(MYPY) $(SQLFLUFF):
 	$(PYTHON) -m venv $(LINT_VENV)
-	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check ruff==0.17.6 mypy==2.4.1
+	$(LINT_VENV)/bin/pip install --quiet --disable-pip-version-check ruff==0.17.6 mypy==2.4.1 sqlfluff==4.5.0
+
+# The raw/meta migrations (contribflow/migrate.py reads them from the package). Their .sqlfluff lives
+# in the folder and moves with it; the templater cannot be set there, hence --templater raw (they are
+# plain SQL, sent to PostgreSQL as they are).
+MIGRATIONS_DIR := contribflow/warehouse/migrations
+
+.PHONY: lint-sql
+lint-sql: $(SQLFLUFF) ## sqlfluff (PostgreSQL, .sqlfluff) on dbt/, on the SQL its macros render, and on the migrations
+	$(SQLFLUFF) lint dbt
+	$(SQLFLUFF) lint --config scripts/sqlfluff_dbt/rendered_macros.cfg dbt/models
+	$(SQLFLUFF) lint --templater raw $(MIGRATIONS_DIR)
 
 .PHONY: lint
-lint: install $(RUFF) $(MYPY) ## ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade) and mypy on contribflow/
+lint: install $(RUFF) $(MYPY) lint-sql ## ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade) and mypy on contribflow/, and lint-sql
 	$(RUFF) check .
 	$(MYPY) --python-executable $(BIN)/python
 

@@ -83,6 +83,27 @@ def _new_file(text: str) -> Path:
     return path
 
 
+def _stages_spec(text: str) -> dict:
+    """run-stages' spec, as the local runner writes it: a JSON object naming a report file and a list
+    of stages, each a name, its arguments and the environment it adds."""
+    path = Path(text)
+    if not path.is_file():  # not a folder, nor a FIFO that would block the read
+        raise argparse.ArgumentTypeError(f"{text}: not a regular file")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: cannot be read: {exc.strerror}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text}: not a JSON spec ({exc})") from None
+    stages = spec.get("stages") if isinstance(spec, dict) else None
+    if (not isinstance(stages, list) or not stages or not isinstance(spec.get("report"), str)
+            or not all(isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("args"), list)
+                       and isinstance(s.get("env"), dict) for s in stages)):
+        raise argparse.ArgumentTypeError(f"{text}: not a spec of the local runner (a report file and a list "
+                                         "of stages, each with a name, args and env)")
+    return spec
+
+
 def _declaration(text: str) -> str:
     if not _DECLARATION.fullmatch(text) or text != text.strip():
         raise argparse.ArgumentTypeError("a declaration id is 1 to 64 characters, no control character, "
@@ -392,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run-stages", help="several stages in one process, as `contribflow run` starts them "
                        "(a JSON spec the local runner writes)")
-    p.add_argument("spec", type=Path)
+    p.add_argument("spec", type=_stages_spec)
     p.set_defaults(handler=cmd_run_stages)
 
     p = sub.add_parser("dates", help="the dates of a backfill range, as a JSON list (Argo withParam)")
@@ -547,7 +568,7 @@ def cmd_run_stages(args: argparse.Namespace, settings: Settings) -> int:
     """Several stages of the local runner in this one process (contribflow/local/runner.py,
     _process_group): each through main, with its own environment, exit code and timings, reported
     in the spec's report file; the first failure stops the chain."""
-    spec = json.loads(args.spec.read_text())
+    spec = args.spec
     done: list[dict] = []
     for item in spec["stages"]:
         os.environ.update(item["env"])

@@ -199,7 +199,7 @@ def _dataset(settings, dataset: Dataset, output: bool = False, final: bool = Fal
     if final and dataset.checks is not None:
         input_facets["dataQualityAssertions"] = dq.DataQualityAssertionsDatasetFacet(assertions=[
             dq.Assertion(assertion=c.name, success=c.success, column=c.column, actual=c.actual,
-                         **({"expected": c.expected} if c.expected is not None else {}))
+                         expected=c.expected)
             for c in dataset.checks()])
     return InputDataset(namespace=namespace_, name=name, inputFacets=input_facets)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import shutil
@@ -48,6 +49,7 @@ sys.path.insert(0, str(HERE))
 
 from contribflow.cluster import k8s  # noqa: E402
 from contribflow.contract import file_name  # noqa: E402
+from contribflow.ingest import completion  # noqa: E402
 
 from argo_replay import Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
 from docker_executor import DockerExecutor, cpu_quantity, memory_bytes, secret_files  # noqa: E402
@@ -381,8 +383,14 @@ def main() -> int:
             else:
                 lines = source.read_bytes().split(b"\n", 1)
                 broken = landing / file_name(day2)
-                broken.write_bytes(b"not,the,contract,header\n" + (lines[1] if len(lines) > 1 else b""))
-                shutil.chown(broken, user=10001, group=10001)
+                content = b"not,the,contract,header\n" + (lines[1] if len(lines) > 1 else b"")
+                broken.write_bytes(content)
+                # Written whole, with its manifest, as a well-behaved source writes it: the defect
+                # is the header, not completeness (else pick waits out its stability window, retried).
+                done = completion.write_manifest(broken, sum(1 for line in content.splitlines()[1:] if line.strip()),
+                                                 hashlib.sha256(content).hexdigest(), len(content))
+                for path in (broken, done):
+                    shutil.chown(path, user=10001, group=10001)
                 name2 = f"contribflow-daily-{suffix}b"
                 result2, uid2 = replay(executor, work, objects, {"run-date": day2.isoformat(), "generate": "false"},
                                        landing, name2)

@@ -147,7 +147,7 @@ def test_under_the_control_policy_pick_waits_for_the_control_file_the_writer_wri
     path = Path(database["CONTRIBFLOW_LANDING_DIR"]) / file_name(DAY)
     env = env_with(completion="control", late_deadline_s="600", run_id="run-control",
                    outputs_dir=str(Path(database["CONTRIBFLOW_STATE_DIR"]) / "out"))
-    source = writer(path, control=".done")
+    source = writer(path, control=".done", pause=0.15)  # ~10 s left at a third: pick starts well within
     try:
         wait_for_share(path, 1 / 3)
         early = cli(["pick", "--date", DAY.isoformat()], env)

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from contribflow import generate
@@ -60,7 +61,17 @@ def test_a_file_arriving_within_the_deadline_is_picked_up_and_the_run_succeeds(d
     landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
 
     def source_system_drops_the_file() -> None:
-        time.sleep(4)
+        """3.5 s after pick started waiting (however long the stages before it took)."""
+        deadline = time.monotonic() + 120
+        with psycopg.connect(autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                try:
+                    if conn.execute("select 1 from meta.etl_run where step = 'pick'").fetchone():
+                        break
+                except psycopg.errors.UndefinedTable:
+                    pass  # init-db has not created meta yet
+                time.sleep(0.1)
+        time.sleep(3.5)
         landing.mkdir(parents=True, exist_ok=True)
         generate.write_file(landing / file_name(DAY), generate.rows_for(DAY, 800))
 

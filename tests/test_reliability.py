@@ -372,7 +372,7 @@ def test_a_failing_model_build_leaves_the_published_marts_intact(database, sql, 
         sql(INSERT_RAW, _raw_row(f"DHUGE{n:04d}", amount="999999999999.99"))
     project = tmp_path / "dbt"
     shutil.copytree(ROOT / "dbt", project, ignore=shutil.ignore_patterns("target", "logs"))
-    for name in ("dim_taxpayer.sql", "_marts.yml"):
+    for name in ("dim_taxpayer.sql", "dim_taxpayer.yml"):
         model = project / "models" / "marts" / name
         model.write_text(model.read_text().replace("numeric(38, 2)", "numeric(16, 2)")
                          .replace("numeric(38,2)", "numeric(16,2)"))

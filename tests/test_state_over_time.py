@@ -263,7 +263,7 @@ def test_withdraw_file_refuses_what_it_cannot_withdraw(database, sql, source):
     done = cli("withdraw-file", "--file", "contributions_20991231.csv", "--reason", "x")
     assert done.returncode == 1 and "only a LOADED file can be withdrawn" in done.stderr, done.stderr
     done = cli("withdraw-file", "--file", name, "--run", "refuse-2", "--reason", "  ")
-    assert done.returncode == 1 and "--reason" in done.stderr, done.stderr
+    assert done.returncode == 2 and "argument --reason" in done.stderr, done.stderr  # argparse's usage error
     assert cli("withdraw-file", "--file", name, "--run", "refuse-2", "--reason", "v2 was wrong").returncode == 0
     done = cli("withdraw-file", "--file", name, "--run", "refuse-2", "--reason", "again")
     assert done.returncode == 1 and "already withdrawn" in done.stderr, done.stderr

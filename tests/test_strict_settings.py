@@ -145,6 +145,7 @@ ARGUMENTS: list[tuple[list[str], int, str]] = [
     *_dates(["audit", "--from", D], "--to", ["--html", "<new html>"]),
     (["audit", "--from", D, "--to", D, "--html", "<folder>"], 2, "argument --html: "),
     *_dates(["purge-quarantine"], "--before", []),
+    *[(["run-stages", v], 2, "argument spec: ") for v in ["<folder>", "<fifo>", "<the file>", "/nonexistent/spec.json"]],
     *[(["withdraw-file", "--file", v, "--reason", "wrong export"], 2, "argument --file: ")
       for v in ["", "x.csv", "../contributions_20261120.csv", "contributions_20261320.csv", "contributions_20261120.CSV"]],
     *[(["withdraw-file", "--file", "contributions_20261120.csv", "--run", v, "--reason", "x"], 2, "argument --run: ")

@@ -31,7 +31,8 @@
         from {{ raw }} as r
         where {{ not_withdrawn('r') }}
         {%- if since %}
-            and r.ingestion_ts > {{ since }} and r.ingestion_ts <= (select max(ingestion_ts) from {{ raw }})
+            and r.ingestion_ts > {{ since }}
+            and r.ingestion_ts <= (select max(loaded.ingestion_ts) from {{ raw }} as loaded)
         {%- endif %}
         {%- if among %}
             and r.declaration_id in ({{ among }})
@@ -42,17 +43,18 @@
             r.status, r.country, m.file_date, m.source_file, m.source_line, m.ingestion_ts as raw_loaded_at
         from {{ restated }} as m
         inner join {{ raw }} as r
-            on r.declaration_id = m.declaration_id and r.file_date = m.file_date
-            and r.record_hash = m.record_hash and r.revision = m.revision
+            on m.declaration_id = r.declaration_id and m.file_date = r.file_date
+            and m.record_hash = r.record_hash and m.revision = r.revision
         where {{ not_withdrawn('m') }}
         {%- if since %}
-            and m.ingestion_ts > {{ since }} and m.ingestion_ts <= (select max(ingestion_ts) from {{ restated }})
+            and m.ingestion_ts > {{ since }}
+            and m.ingestion_ts <= (select max(loaded.ingestion_ts) from {{ restated }} as loaded)
         {%- endif %}
         {%- if among %}
             and m.declaration_id in ({{ among }})
         {%- endif %}
     ) as mentions
-    order by declaration_id, file_date desc, raw_loaded_at desc, source_line desc
+    order by declaration_id asc, file_date desc, raw_loaded_at desc, source_line desc
 {% endmacro %}
 
 {#- Whether declaration `declaration_id` has a state left outside withdrawn files: a row of raw, or

@@ -2,4 +2,4 @@
 -- deletes the removed ones and inserts the delta, in one transaction.
 select removed.declaration_id
 from {{ ref('fct_contributions_removed') }} as removed
-inner join {{ ref('fct_contributions_delta') }} as delta on delta.declaration_id = removed.declaration_id
+inner join {{ ref('fct_contributions_delta') }} as delta on removed.declaration_id = delta.declaration_id

@@ -8,7 +8,9 @@ select
     min(event_date) as first_event_date,
     max(event_date) as last_event_date,
     count(*) as declarations,
-    coalesce(sum(amount) filter (where status = 'PAID' and contribution_type <> 'REFUND'), 0)::numeric(38, 2) as amount_paid,
+    coalesce(
+        sum(amount) filter (where status = 'PAID' and contribution_type <> 'REFUND'), 0
+    )::numeric(38, 2) as amount_paid,
     coalesce(sum(amount) filter (where status = 'DUE'), 0)::numeric(38, 2) as amount_due
 from {{ ref('fct_contributions') }}
 group by taxpayer_key

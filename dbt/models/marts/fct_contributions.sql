@@ -10,17 +10,18 @@
                    'status', 'country', 'file_date', 'source_file', 'source_line', 'raw_loaded_at'] %}
 -- depends_on: {{ ref('fct_contributions_removed') }}
 {% if published is not none and not flags.FULL_REFRESH %}
-select {{ columns | join(', ') }}
-from {{ published }} as kept
-where not exists (
-    select from {{ ref('fct_contributions_delta') }} as replaced
-    where replaced.declaration_id = kept.declaration_id
-)
-and not exists (
-    select from {{ ref('fct_contributions_removed') }} as removed
-    where removed.declaration_id = kept.declaration_id
-)
-union all
+    select {{ columns | join(', ') }}
+    from {{ published }} as kept
+    where
+        not exists (
+            select from {{ ref('fct_contributions_delta') }} as replaced
+            where replaced.declaration_id = kept.declaration_id
+        )
+        and not exists (
+            select from {{ ref('fct_contributions_removed') }} as removed
+            where removed.declaration_id = kept.declaration_id
+        )
+    union all
 {% endif %}
 select {{ columns | join(', ') }}
 from {{ ref('fct_contributions_delta') }}

@@ -39,39 +39,65 @@
 -- depends_on: {{ ref('stg_contributions') }}
 -- depends_on: {{ ref('file_withdrawals_applied') }}
 {% if published is not none and not flags.FULL_REFRESH %}
-{%- set watermark_sql -%}
-select to_char(max(raw_loaded_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') from {{ published }}
-{%- endset -%}
-{%- set newest = run_query(watermark_sql).columns[0].values()[0] if execute else none -%}
-{%- set watermark = "timestamp '" ~ (newest or '-infinity') ~ "' at time zone 'UTC'" %}
-with arrived as (
-    {{ current_declarations(since=watermark) }}
-),
-{#- A withdrawal this build applies: each declaration it touches is restated from all of its raw
-    rows outside withdrawn files (the state of the latest remaining file), whatever the watermark;
-    one with none left is in fct_contributions_removed instead. #}
-touched as (
-    {{ withdrawn_declarations() }}
-),
-restated as (
-    {{ current_declarations(among='select declaration_id from touched') }}
-)
-select * from restated
-union all
-select arrived.*
-from arrived
-{#- One index lookup per arrived row (the limit keeps the planner from hashing all of the table). #}
-left join lateral (
-    select true as found, file_date, raw_loaded_at
-    from {{ published }} as here
-    where here.declaration_id = arrived.declaration_id
-    limit 1
-) as known on true
-where not exists (select from touched where touched.declaration_id = arrived.declaration_id)
-  {#- The macro's order: a later file date wins, then a later arrival (a state that returned
-      within one file date arrived later: ingestion_ts orders revisions too). #}
-  and (known.found is null
-       or (arrived.file_date, arrived.raw_loaded_at) >= (known.file_date, known.raw_loaded_at))
+    {%- set watermark_sql -%}
+        select to_char(max(raw_loaded_at) at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') from {{ published }}
+    {%- endset -%}
+    {%- set newest = run_query(watermark_sql).columns[0].values()[0] if execute else none -%}
+    {%- set watermark = "timestamp '" ~ (newest or '-infinity') ~ "' at time zone 'UTC'" %}
+    with arrived as (
+        {{ current_declarations(since=watermark) }}
+    ),
+
+    touched as (
+        {#- A withdrawal this build applies: each declaration it touches is restated from all of its
+            raw rows outside withdrawn files (the state of the latest remaining file), whatever the
+            watermark; one with none left is in fct_contributions_removed instead. #}
+        {{ withdrawn_declarations() }}
+    ),
+
+    restated as (
+        {{ current_declarations(among='select touched.declaration_id from touched') }}
+    )
+
+    select * from restated
+    union all
+    select arrived.*
+    from arrived
+    left join lateral (
+        {#- One index lookup per arrived row (the limit keeps the planner from hashing all of the
+            table; declaration_id is the published table's unique key: at most one row, no order). #}
+        select
+            true as found,
+            here.file_date,
+            here.raw_loaded_at
+        from {{ published }} as here
+        where here.declaration_id = arrived.declaration_id
+        limit 1  -- noqa: AM09
+    ) as known on true
+    where
+        not exists (
+            select from touched
+            where touched.declaration_id = arrived.declaration_id
+        )
+        and (
+            {#- The macro's order: a later file date wins, then a later arrival (a state that
+                returned within one file date arrived later: ingestion_ts orders revisions too). #}
+            known.found is null
+            or (arrived.file_date, arrived.raw_loaded_at) >= (known.file_date, known.raw_loaded_at)
+        )
 {% else %}
-select * from {{ ref('stg_contributions') }}
+    select
+        declaration_id,
+        taxpayer_key,
+        event_date,
+        amount,
+        currency,
+        contribution_type,
+        status,
+        country,
+        file_date,
+        source_file,
+        source_line,
+        raw_loaded_at
+    from {{ ref('stg_contributions') }}
 {% endif %}

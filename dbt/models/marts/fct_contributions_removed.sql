@@ -17,13 +17,14 @@
     audit view that reads both (fct_contributions), and two threads doing so at once deadlocked. #}
 -- depends_on: {{ ref('fct_contributions_delta') }}
 {% if published is not none and not flags.FULL_REFRESH %}
-with touched as (
-    {{ withdrawn_declarations() }}
-)
-select touched.declaration_id
-from touched
-where not {{ has_state('touched.declaration_id') }}
+    with touched as (
+        {{ withdrawn_declarations() }}
+    )
+
+    select touched.declaration_id
+    from touched
+    where not {{ has_state('touched.declaration_id') }}
 {% else %}
-select cast(null as text) as declaration_id
-where false
+    select cast(null as text) as declaration_id
+    where false
 {% endif %}
