@@ -269,6 +269,7 @@ class Bench:
         # for the baseline.
         overlap = self.files / "resent" / file_name(DAY)
         overlap.parent.mkdir(exist_ok=True)
+        overlap.unlink(missing_ok=True)  # the previous size's re-send
         write_file(overlap, _overlapping_rows(first, size))
 
         rows_in, loaded, rejected = self.ledger(env, first.name)
