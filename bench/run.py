@@ -439,7 +439,7 @@ class Bench:
     # --- trace (issue 18) -------------------------------------------------------------------------
 
     def trace_case(self, db: str, history: int, day: str) -> None:
-        """`contribflow trace` of one declaration that day ``day`` re-sent (two raw states), on the
+        """`contribflow trace` of one declaration that day ``day`` re-sent (two raw states or more), on the
         warehouse the dbt cases left (history + one day, published): the queries of trace.collect,
         in process, median of the repeats; and which indexes the plan of its raw lookup uses."""
         from contribflow.audit import trace
@@ -459,6 +459,9 @@ class Bench:
                 started = time.perf_counter()
                 found = trace.collect(conn, declaration=resent)
                 samples.append(time.perf_counter() - started)
+            # Every arrival of the declaration is a raw state (a re-send on a later date is one too).
+            arrivals = conn.execute("SELECT count(*) FROM raw.contributions WHERE declaration_id = %s",
+                                    (resent,)).fetchone()[0]
         states = len(found["declarations"][0]["raw_states"])
         used = {name: sorted(set(re.findall(r"[Ii]ndex (?:Only )?Scan (?:Backward )?using (\S+)", plan)))
                 for name, plan in plans.items()}
@@ -468,10 +471,11 @@ class Bench:
         self.measures.append(Measure.of(f"trace one declaration @{_short(history)}", 0, samples,
                                         note=f"{statistics.median(samples) * 1000:.1f} ms; {states} raw states; "
                                              f"indexes {indexes}"))
-        self.check(f"trace @{_short(history)}: both states, raw/staging/marts through their indexes",
-                   f"{states} states; {indexes}" + (f"; SEQ SCAN in {', '.join(scans)}" if scans else ""),
+        self.check(f"trace @{_short(history)}: every raw state, raw/staging/marts through their indexes",
+                   f"{states} states of {arrivals} in raw; {indexes}"
+                   + (f"; SEQ SCAN in {', '.join(scans)}" if scans else ""),
                    "contributions_declaration_id_file_date_record_hash_revision_key" in used["raw"]
-                   and states == 2 and not scans)
+                   and states == arrivals >= 2 and not scans)
 
     # --- the whole daily run --------------------------------------------------------------------
 
