@@ -96,7 +96,8 @@ def secret_data(secret: dict[str, Any]) -> dict[str, str]:
 
 def pods(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
     """(where, pod-level spec, containers) for every pod the objects make, Argo's included: an Argo
-    template's pod takes the workflow's securityContext and volumes, and its own container."""
+    template's pod takes the workflow's securityContext and volumes, and its own container; an Argo
+    Events EventSource's or Sensor's pod is its spec.template (Argo Events merges the container in)."""
     for obj in objects:
         label = f"{obj['kind']}/{obj['metadata']['name']}"
         kind = obj["kind"]
@@ -114,6 +115,10 @@ def pods(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], l
                         pod = {"securityContext": wf.get("securityContext", {}), "volumes": wf.get("volumes", []),
                                "hostNetwork": wf.get("hostNetwork", False)}
                         yield f"{label} template {template['name']}", pod, [template[key]]
+        elif kind in ("EventSource", "Sensor"):  # Argo Events: spec.template is the pod, its container merged in
+            template = obj["spec"].get("template") or {}
+            pod = {"securityContext": template.get("securityContext", {}), "volumes": template.get("volumes", [])}
+            yield label, pod, [{"name": kind.lower(), **(template.get("container") or {})}]
 
 
 def restricted_violations(where: str, pod: dict[str, Any], containers: list[dict[str, Any]]) -> list[str]:

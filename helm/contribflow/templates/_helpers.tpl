@@ -254,3 +254,84 @@ podGC:
   deleteDelayDuration: {{ $logs.keepPods.deleteDelay | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+contribflow.eventsName: the EventSource of the landing zone (its event is `landed`) and the Sensor
+that submits the daily run when a file's completion marker arrives (events.enabled).
+*/}}
+{{- define "contribflow.eventsName" -}}
+{{- printf "%s-landing" (include "contribflow.fullname" .) }}
+{{- end }}
+
+{{/*
+contribflow.sensorServiceAccountName: the Sensor's ServiceAccount (may create Workflows, nothing else).
+*/}}
+{{- define "contribflow.sensorServiceAccountName" -}}
+{{- printf "%s-sensor" (include "contribflow.fullname" .) }}
+{{- end }}
+
+{{/*
+contribflow.events.markerRegex: a completion marker of the contract's file name
+(contributions_YYYYMMDD.csv, contribflow/contract.toml) as pick knows them
+(contribflow/ingest/completion.py: `.done`, `.ok`, `.manifest.json`), at the end of a path or
+object key. Never the data file itself, which may still be being written when it appears.
+tests/test_events.py checks it against completion.py's suffixes and the contract's name.
+*/}}
+{{- define "contribflow.events.markerRegex" -}}
+(^|/)contributions_[0-9]{8}\.csv\.(done|ok|manifest\.json)$
+{{- end }}
+
+{{/*
+contribflow.events.dateTemplate: the Sensor's dataTemplate turning the marker's path or object key
+into the run date YYYY-MM-DD (the `run-date` parameter). Call with (dict "input" ".Input.name").
+*/}}
+{{- define "contribflow.events.dateTemplate" -}}
+{{ "{{" }} regexReplaceAll "^(?:.*/)?contributions_([0-9]{4})([0-9]{2})([0-9]{2})\\.csv\\..*$" {{ .input }} "${1}-${2}-${3}" {{ "}}" }}
+{{- end }}
+
+{{/*
+contribflow.events.keyPath: where the event's data holds the marker's path or key, per source:
+`path` the data filter's (gjson), `input` the dataTemplate's (Go template) expression.
+*/}}
+{{- define "contribflow.events.keyPath" -}}
+{{- $source := .Values.events.source }}
+{{- if eq $source "file" }}path: name
+input: .Input.name
+{{- else if eq $source "minio" }}path: notification.0.s3.object.key
+input: (index .Input.notification 0).s3.object.key
+{{- else if eq $source "sqs" }}path: body.Records.0.s3.object.key
+input: (index .Input.body.Records 0).s3.object.key
+{{- else }}
+{{- fail (printf "events.source=%q is not one of file, minio, sqs" $source) }}
+{{- end }}
+{{- end }}
+
+{{/*
+contribflow.events.podSecurity: the restricted pod securityContext of the EventSource and Sensor
+pods (the stage images' uid/gid 10001, so the landing volume reads as the steps write it).
+*/}}
+{{- define "contribflow.events.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+contribflow.events.containerSecurity: the restricted container securityContext of the same pods.
+*/}}
+{{- define "contribflow.events.containerSecurity" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
