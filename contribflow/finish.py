@@ -1,6 +1,7 @@
 """finish: the exit handler. Records the outcome of the whole run as its own meta.etl_run row, and
 the run date's SLA outcome (meta.run_sla, and as output parameters the Argo custom metrics read:
-workflows/metrics.py)."""
+workflows/metrics.py). A failed run, a late file or a missed SLA is told to the configured
+notifiers (contribflow/notify.py), whose failure never changes the run's outcome."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from contribflow import notify
 from contribflow.db import connect
 from contribflow.errors import StageError
 from contribflow.settings import Settings
@@ -174,6 +176,12 @@ def run(settings: Settings, day: dt.date, status: str, now: dt.datetime | None =
                         "steps_not_successful": ",".join(not_ok), "builds_abandoned": abandoned,
                         **outputs(outcome, facts, run_ok, now)}
         _record(settings, day, status, outcome, facts)
+        step.details["notification"] = notify.run_finished(settings, notify.RunSummary(
+            run_id=settings.run_id, logical_date=day, status=status, run_succeeded=run_ok,
+            missed=outcome.missed, steps_not_successful=tuple(not_ok), rows_in=facts.rows_in,
+            rows_quarantined=facts.rows_quarantined, quarantine_ratio=outcome.quarantine_ratio,
+            file_seconds_late=outcome.file_seconds_late, workflow_name=settings.workflow_name,
+            namespace=settings.workflow_namespace))
         if not run_ok:
             raise StageError(
                 f"run {settings.run_id} for {day} ended {status}"

@@ -181,3 +181,23 @@ def error_text(exc: BaseException) -> str:
     if getattr(exc, "sqlstate", None):
         return database_error(exc)
     return str(exc) or type(exc).__name__
+
+
+# --- addresses ---------------------------------------------------------------------------------
+
+def url(address: str) -> str:
+    """An address as it may be logged: its scheme, host and port only. A webhook's path or query
+    is often its credential (a Slack or Teams webhook URL is all it takes to post), and userinfo is
+    a password: ``https://hooks.slack.com/services/T0/B0/XyZ`` is shown ``https://hooks.slack.com/…``."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "[an address that is not a URL]"
+    if not parts.scheme or not host:
+        return "[an address that is not a URL]"
+    shown = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+    return shown + ("/…" if (parts.path not in ("", "/") or parts.query or parts.fragment
+                             or parts.username or parts.password) else "/")

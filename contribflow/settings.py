@@ -31,6 +31,8 @@ SCHEMA_DRIFT_POLICIES = ("refuse", "keep")
 VOLUME_ACTIONS = ("warn", "fail")
 RESENT_FILE_POLICIES = ("warn", "refuse")
 COMPLETION_POLICIES = ("auto", "control", "manifest", "stable")
+NOTIFY_FORMATS = ("generic", "slack", "teams")
+"""The shape of the notification webhook's payload (contribflow/notify.py)."""
 """How pick knows a source file is complete (contribflow/ingest/completion.py)."""
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 MIN_PRODUCTION_KEY_CHARS = 32
@@ -84,6 +86,7 @@ BOUNDS: dict[str, Bound] = {
     "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S": Bound(0, 2 * 86_400, "seconds after the run date's 00:00 UTC",
                                                 integer=True),
     "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO": Bound(0, 1, "share of rows"),
+    "CONTRIBFLOW_NOTIFY_TIMEOUT_S": Bound(0.1, 60, "seconds"),
 }
 """Every numeric setting's range, checked at start (docs/reference.md lists the same)."""
 
@@ -181,6 +184,43 @@ def _run_id(env: dict[str, str]) -> str:
     return raw
 
 
+def _url(raw: str, name: str, secret: bool) -> str:
+    """An http(s) address with a host. A secret one (a Slack webhook's path is its credential) is
+    never repeated in the refusal: only what is wrong with it."""
+    from urllib.parse import urlsplit
+
+    shown = "" if secret else f"={raw[:120]!r}"
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 (raises ValueError on a port out of range)
+    except ValueError:
+        raise SettingsError(f"{name}{shown} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name}{shown} is not an http:// or https:// URL with a host")
+    if any(c.isspace() or ord(c) < 0x20 for c in raw):
+        raise SettingsError(f"{name}{shown} holds whitespace or a control character")
+    return raw
+
+
+def _webhook_url(env: dict[str, str]) -> str:
+    """CONTRIBFLOW_NOTIFY_WEBHOOK_URL, or the file CONTRIBFLOW_NOTIFY_WEBHOOK_URL_FILE names (a
+    mounted Secret, a file outside the repository): one of them, never both."""
+    name, file_name = "CONTRIBFLOW_NOTIFY_WEBHOOK_URL", "CONTRIBFLOW_NOTIFY_WEBHOOK_URL_FILE"
+    raw, path = env.get(name, ""), env.get(file_name, "")
+    if raw and path:
+        raise SettingsError(f"{name} and {file_name} are both set: give the webhook URL one way")
+    if path:
+        try:
+            raw = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{file_name}={path[:200]!r} cannot be read: "
+                                f"{getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+        if not raw:
+            raise SettingsError(f"{file_name}={path[:200]!r} is empty")
+        name = f"{file_name} ({path[:200]!r})"
+    return _url(raw, name, secret=True) if raw else ""
+
+
 def _key(env: dict[str, str], environment: str) -> str:
     raw = env.get("CONTRIBFLOW_PSEUDONYM_KEY") or DEV_PSEUDONYM_KEY
     if raw != raw.strip():
@@ -257,6 +297,17 @@ class Settings:
     sla_max_quarantine_ratio: float | None = None
     """The SLA: the largest acceptable share of a day's rows quarantined (below the reject threshold,
     which fails the file; this one only marks the SLA missed)."""
+    workflow_namespace: str = ""
+    """The Argo namespace of the run (``{{workflow.namespace}}``, for the link to the Argo UI)."""
+    notify_webhook_url: str = field(default="", repr=False)
+    """Where ``finish`` posts a failed run, a late file or a missed SLA (empty: nowhere). A secret:
+    never logged, never repeated in an error (contribflow/notify.py)."""
+    notify_format: str = "generic"
+    """The payload's shape: ``generic`` JSON, ``slack`` or ``teams``."""
+    notify_timeout_s: float = 10.0
+    """Seconds each attempt to post may take (one retry after a failure)."""
+    argo_ui_url: str = ""
+    """The Argo UI's base address; the notification links to the run there (empty: no link)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -300,6 +351,13 @@ class Settings:
             sla_file_due_s=_optional_int(env, "CONTRIBFLOW_SLA_FILE_DUE_S"),
             sla_publish_deadline_s=_optional_int(env, "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S"),
             sla_max_quarantine_ratio=_optional_number(env, "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO"),
+            workflow_namespace=_text(env, "CONTRIBFLOW_WORKFLOW_NAMESPACE", _LABEL, "a name (no control "
+                                     "character, at most 253 characters)"),
+            notify_webhook_url=_webhook_url(env),
+            notify_format=_choice(env, "CONTRIBFLOW_NOTIFY_FORMAT", "generic", NOTIFY_FORMATS),
+            notify_timeout_s=_number(env, "CONTRIBFLOW_NOTIFY_TIMEOUT_S", 10.0),
+            argo_ui_url=(_url(env["CONTRIBFLOW_ARGO_UI_URL"], "CONTRIBFLOW_ARGO_UI_URL", secret=False).rstrip("/")
+                         if env.get("CONTRIBFLOW_ARGO_UI_URL") else ""),
         )
         settings.check()
         return settings

@@ -30,7 +30,7 @@ from workflows import contribflow_backfill, contribflow_cron, contribflow_daily,
 
 RENDERED = ROOT / "workflows" / "rendered"
 DAILY_FILE = RENDERED / "workflowtemplate-contribflow-daily.yaml"
-SECRET_LIKE = ("PASSWORD", "KEY", "SECRET", "TOKEN", "PGUSER")
+SECRET_LIKE = ("PASSWORD", "KEY", "SECRET", "TOKEN", "PGUSER", "WEBHOOK")
 
 
 def load(path: Path) -> dict:
@@ -202,7 +202,7 @@ def test_every_secret_comes_from_a_secret_ref_and_none_is_literal():
                 if any(word in var["name"] for word in SECRET_LIKE):
                     assert "value" not in var, var
                     ref = var["valueFrom"]["secretKeyRef"]
-                    assert ref["name"] in (k8s.DB_SECRET, k8s.PSEUDONYM_SECRET) and ref["key"]
+                    assert ref["name"] in (k8s.DB_SECRET, k8s.PSEUDONYM_SECRET, k8s.NOTIFY_SECRET) and ref["key"]
     text = "".join(p.read_text() for p in RENDERED.glob("*.yaml"))
     assert DEV_PSEUDONYM_KEY not in text and "password:" not in text.lower()
 
@@ -229,6 +229,15 @@ def test_each_stage_connects_as_its_own_role_and_only_ingest_sees_the_pseudonym_
         assert tmpl[stage.name]["container"]["envFrom"] == [{"configMapRef": {"name": k8s.CONFIGMAP, "optional": False}}]
     assert env_of(tmpl["ingest"]["container"])["CONTRIBFLOW_PSEUDONYM_KEY"]["valueFrom"]["secretKeyRef"] == \
         {"name": k8s.PSEUDONYM_SECRET, "key": k8s.PSEUDONYM_SECRET_KEY, "optional": False}
+    # only finish notifies: the webhook URL from an optional Secret (none: nothing posted), the namespace for the link
+    for stage in (*STAGES, EXIT_STAGE):
+        env = env_of(tmpl[stage.name]["container"])
+        assert ("CONTRIBFLOW_NOTIFY_WEBHOOK_URL" in env) == (stage.name == "finish") == \
+            ("CONTRIBFLOW_WORKFLOW_NAMESPACE" in env)
+    finish = env_of(tmpl["finish"]["container"])
+    assert finish["CONTRIBFLOW_NOTIFY_WEBHOOK_URL"]["valueFrom"]["secretKeyRef"] == \
+        {"name": k8s.NOTIFY_SECRET, "key": k8s.NOTIFY_SECRET_KEY, "optional": True}
+    assert finish["CONTRIBFLOW_WORKFLOW_NAMESPACE"]["value"] == "{{workflow.namespace}}"
 
 
 def test_only_a_transient_failure_is_retried_and_dbt_test_never():

@@ -96,12 +96,16 @@ def env(stage: Stage) -> list[m.EnvVar]:
         values.append(m.EnvVar(name="CONTRIBFLOW_DBT_TARGET_DIR", value=k8s.DBT_TARGET_DIR))
     if stage.needs_pseudonym_key:
         values.append(_secret("CONTRIBFLOW_PSEUDONYM_KEY", k8s.PSEUDONYM_SECRET, k8s.PSEUDONYM_SECRET_KEY))
+    if stage.name == "finish":  # the notifier (contribflow/notify.py): the run's link, the webhook if any
+        values.append(m.EnvVar(name="CONTRIBFLOW_WORKFLOW_NAMESPACE", value="{{workflow.namespace}}"))
+        values.append(_secret("CONTRIBFLOW_NOTIFY_WEBHOOK_URL", k8s.NOTIFY_SECRET, k8s.NOTIFY_SECRET_KEY,
+                              optional=True))
     return values
 
 
-def _secret(var: str, secret: str, key: str) -> m.EnvVar:
+def _secret(var: str, secret: str, key: str, optional: bool = False) -> m.EnvVar:
     return m.EnvVar(name=var, value_from=m.EnvVarSource(
-        secret_key_ref=m.SecretKeySelector(name=secret, key=key, optional=False)))
+        secret_key_ref=m.SecretKeySelector(name=secret, key=key, optional=optional)))
 
 
 def security_context() -> m.SecurityContext:

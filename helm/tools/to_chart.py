@@ -49,7 +49,8 @@ KINDS = {"WorkflowTemplate", "CronWorkflow"}
 IMAGE_BY_REFERENCE = {image.reference(): name for name, image in IMAGES.items()}
 DB_KEYS = {key: (role, part) for role in k8s.DB_ROLES
            for key, part in zip(k8s.db_secret_keys(role), ("username", "password"))}
-FIXED_NAMES = {k8s.DB_SECRET, k8s.PSEUDONYM_SECRET, k8s.CONFIGMAP, k8s.LANDING_PVC, k8s.SERVICE_ACCOUNT}
+FIXED_NAMES = {k8s.DB_SECRET, k8s.PSEUDONYM_SECRET, k8s.NOTIFY_SECRET, k8s.CONFIGMAP, k8s.LANDING_PVC,
+               k8s.SERVICE_ACCOUNT}
 
 
 class ConversionError(ValueError):
@@ -192,6 +193,11 @@ class Converter:
                 raise ConversionError(f"{where}: key {key!r} of Secret {name} is not {k8s.PSEUDONYM_SECRET_KEY!r}")
             ref["name"] = self.tokens.scalar('{{ include "contribflow.pseudonymSecretName" . | quote }}')
             ref["key"] = self.tokens.scalar("{{ .Values.pseudonym.secretKey | quote }}")
+        elif name == k8s.NOTIFY_SECRET:
+            if key != k8s.NOTIFY_SECRET_KEY:
+                raise ConversionError(f"{where}: key {key!r} of Secret {name} is not {k8s.NOTIFY_SECRET_KEY!r}")
+            ref["name"] = self.tokens.scalar('{{ include "contribflow.notifySecretName" . | quote }}')
+            ref["key"] = self.tokens.scalar("{{ .Values.notifications.webhook.secretKey | quote }}")
         else:
             raise ConversionError(f"{where}: Secret {name!r} is not one the chart provides")
 

@@ -335,3 +335,11 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/*
+contribflow.notifySecretName: the Secret holding the notification webhook's URL (finish reads it,
+optional: without it nothing is posted). The chart never creates it: the URL is a credential.
+*/}}
+{{- define "contribflow.notifySecretName" -}}
+{{- default (printf "%s-notify" (include "contribflow.fullname" .)) .Values.notifications.webhook.existingSecret }}
+{{- end }}
