@@ -119,3 +119,38 @@ def test_finish_records_the_sla_in_meta_and_its_outputs_and_the_audit_shows_it(d
     assert "SLA (meta.run_sla, recorded by finish)" in audit
     assert "run run-sla  MET  file due " in audit
     assert "run run-sla-2  MISSED: file_late, published_late, quarantine_ratio, run_failed" in audit
+
+
+@pytest.mark.integration
+def test_the_evidence_pack_shows_each_runs_sla_outcome(database, sql, tmp_path):
+    import re
+
+    from contribflow.audit import evidence_pack
+
+    today = dt.datetime.now(dt.UTC).date()
+    assert cli.main(["init-db", "--date", today.isoformat()]) == 0
+    env = dict(os.environ)
+    finish.run(Settings.from_env(dict(env, CONTRIBFLOW_RUN_ID="run-met")), today, "Succeeded")
+    finish.run(Settings.from_env(dict(env, CONTRIBFLOW_RUN_ID="run-late", CONTRIBFLOW_SLA_FILE_DUE_S="0",
+                                      CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S="0")), today, "Succeeded")
+    assert sorted(sql("select run_id, sla_met from meta.run_sla")) == [("run-late", False), ("run-met", True)]
+    out = tmp_path / "pack.html"
+    summary = evidence_pack.run(Settings.from_env(env), today, today, out)
+    assert "3 run(s)" in summary  # init-db's, and the two whose finish recorded an SLA outcome
+    html = out.read_text()
+    rows = re.findall(r'<tr class="sla-run"><td><code>([^<]+)</code></td><td>([^<]+)</td><td>([^<]+)</td>\s*'
+                      r'<td class="(MET|MISSED)">([^<]+)</td>\s*<td>([^<]+)</td><td>([^<]+)</td>'
+                      r'<td class="num">([^<]+)</td>', html)
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("run-met", today.isoformat(), "Succeeded", "MET", "met"),
+        ("run-late", today.isoformat(), "Succeeded", "MISSED", "missed: file_late, not_published")]
+    met, late = rows
+    assert met[5] == "-" and met[7] == "-"  # no deadline in force: nothing due, nothing late
+    assert late[5].startswith(today.isoformat()) and int(late[7].replace(",", "")) > 0
+    assert re.search(r'id="total-sla-missed">1</b>1 met', html)
+    assert re.search(r'Run <code>run-late</code> for [^:]+: <span class="SUCCESS">SUCCESS</span>;\s*SLA '
+                     r'<span class="MISSED">missed: file_late, not_published</span>', html)
+    # a period without any run says so
+    empty = tmp_path / "empty.html"
+    evidence_pack.run(Settings.from_env(env), today - dt.timedelta(days=30), today - dt.timedelta(days=29), empty)
+    assert "No SLA outcome recorded for this period" in empty.read_text()

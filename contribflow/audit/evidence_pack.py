@@ -64,6 +64,12 @@ _BUILDS = """
 SELECT id, run_id, logical_date, status, delta_rows, dim_rows, started_at, published_at, error
   FROM meta.mart_build WHERE run_id = ANY(%(runs)s) ORDER BY id
 """
+_SLA = """
+SELECT run_id, logical_date, workflow_status, sla_met, missed, file_due_at, file_arrived_at, file_seconds_late,
+       publish_deadline_at, published_at, rows_in, rows_quarantined, quarantine_ratio, max_quarantine_ratio,
+       recorded_at
+  FROM meta.run_sla WHERE logical_date BETWEEN %(first)s AND %(last)s OR run_id = ANY(%(runs)s) ORDER BY id
+"""
 _PUBLISHED = """
 SELECT id, run_id, logical_date, published_at, delta_rows, dim_rows
   FROM meta.mart_build WHERE status = 'PUBLISHED' ORDER BY id DESC LIMIT 1
@@ -171,6 +177,12 @@ def collect(conn: psycopg.Connection, first: dt.date, last: dt.date, identifiers
             entry["not_passed"].append(n)
 
     late = [s for s in steps if s["error_class"] == "late"]
+    sla = _rows(cur, _SLA, params)
+    for record in sla:  # each run shows the outcome its finish recorded (the last, were it run twice)
+        if record["run_id"] in runs:
+            runs[record["run_id"]]["sla"] = record
+    for run in runs.values():
+        run.setdefault("sla", None)
     published = cur.execute(_PUBLISHED).fetchone()
     who = cur.execute("SELECT current_user AS role, current_database() AS db, "
                       "clock_timestamp() AS at").fetchone()
@@ -181,11 +193,12 @@ def collect(conn: psycopg.Connection, first: dt.date, last: dt.date, identifiers
                    "loaded": sum(d["loaded"] for d in days), "quarantined": sum(d["quarantined"] for d in days),
                    "runs": len(runs), "runs_succeeded": sum(r["status"] == "SUCCESS" for r in runs.values()),
                    "runs_failed": sum(r["status"] == "FAILED" for r in runs.values()),
-                   "late": len(late)},
+                   "late": len(late), "sla_met": sum(bool(r["sla_met"]) for r in sla),
+                   "sla_missed": sum(not r["sla_met"] for r in sla)},
         "days": days, "chart": _chart(days), "runs": list(runs.values()), "step_stats": step_stats,
         "ledger": ledger, "quality_issues": issues, "dbt": list(dbt.values()),
         "freshness": _rows(cur, _FRESHNESS, params), "late": late,
-        "builds": _rows(cur, _BUILDS, params),
+        "builds": _rows(cur, _BUILDS, params), "sla": sla,
         "published": dict(published) if published else None,
     }
 
