@@ -291,6 +291,10 @@ lint-alerts: test-alerts ## Same as test-alerts (promtool checks, then unit-test
 # scripts/cluster.sh, which checks each target's tools (docker, kind, kubectl, helm, argo) first.
 
 ARGO_VERSION ?= v4.1.2
+# EVENTS=1: kind-up also installs Argo Events (ARGO_EVENTS_VERSION) and an EventBus, and keeps the kind
+# values' arrival trigger (events.enabled); without it the chart is installed with events off.
+EVENTS       ?= 0
+ARGO_EVENTS_VERSION ?= v1.9.11
 NAMESPACE    ?= contribflow
 FROM         ?=
 TO           ?=
@@ -301,11 +305,12 @@ KUBE_CONTEXT ?=
 SHELLCHECK_VENV := $(TOOLS)/shellcheck-venv
 SHELLCHECK      := $(SHELLCHECK_VENV)/bin/shellcheck
 CLUSTER_SH = KIND_CLUSTER='$(KIND_CLUSTER)' ARGO_VERSION='$(ARGO_VERSION)' NAMESPACE='$(NAMESPACE)' DATE='$(DATE)' \
+  EVENTS='$(EVENTS)' ARGO_EVENTS_VERSION='$(ARGO_EVENTS_VERSION)' \
   FROM='$(FROM)' TO='$(TO)' PARALLEL='$(PARALLEL)' PARAMS='$(PARAMS)' UI_PORT='$(UI_PORT)' \
   KUBE_CONTEXT='$(KUBE_CONTEXT)' CONTRIBFLOW='$(BIN)/contribflow' scripts/cluster.sh
 
 .PHONY: kind-up
-kind-up: ## Local cluster: kind, Argo Workflows (ARGO_VERSION), the stage images, the chart; waits until ready
+kind-up: ## Local cluster: kind, Argo Workflows (ARGO_VERSION), the stage images, the chart (EVENTS=1: Argo Events too); waits until ready
 	@$(CLUSTER_SH) preflight kind-up
 	@$(CLUSTER_SH) create-cluster
 	@echo "==> the stage images of the image map, built and loaded into kind cluster $(KIND_CLUSTER) (make images kind-load)"

@@ -19,6 +19,11 @@ KIND_VALUES=${KIND_VALUES:-helm/contribflow/ci/kind-values.yaml}
 ARGO_VERSION=${ARGO_VERSION:-v4.1.2}
 ARGO_NAMESPACE=${ARGO_NAMESPACE:-argo}
 ARGO_INSTALL_URL=${ARGO_INSTALL_URL:-https://github.com/argoproj/argo-workflows/releases/download/$ARGO_VERSION/install.yaml}
+EVENTS=${EVENTS:-0}
+ARGO_EVENTS_VERSION=${ARGO_EVENTS_VERSION:-v1.9.11}
+ARGO_EVENTS_NAMESPACE=${ARGO_EVENTS_NAMESPACE:-argo-events}
+ARGO_EVENTS_INSTALL_URL=${ARGO_EVENTS_INSTALL_URL:-https://github.com/argoproj/argo-events/releases/download/$ARGO_EVENTS_VERSION/install.yaml}
+EVENTBUS=${EVENTBUS:-deploy/argo-events/eventbus.yaml}
 ARGO_UI_NODEPORT=32746 # kind-config.yaml maps it to 127.0.0.1:2746
 PG_WORKLOAD=${PG_WORKLOAD:-statefulset/$RELEASE-postgresql}
 CONTRIBFLOW=${CONTRIBFLOW:-.venv/bin/contribflow}
@@ -132,6 +137,13 @@ create_cluster() {
     -p '[{"op":"replace","path":"/spec/template/spec/containers/0/args","value":["server","--auth-mode=server"]}]'
   run "${k[@]}" -n "$ARGO_NAMESPACE" patch service argo-server --type=json \
     -p "[{\"op\":\"replace\",\"path\":\"/spec/type\",\"value\":\"NodePort\"},{\"op\":\"add\",\"path\":\"/spec/ports/0/nodePort\",\"value\":$ARGO_UI_NODEPORT}]"
+  if [ "$EVENTS" = 1 ]; then
+    say "Argo Events $ARGO_EVENTS_VERSION into namespace $ARGO_EVENTS_NAMESPACE (EVENTS=1: the chart's arrival trigger)"
+    "${k[@]}" get namespace "$ARGO_EVENTS_NAMESPACE" >/dev/null 2>&1 || run "${k[@]}" create namespace "$ARGO_EVENTS_NAMESPACE"
+    run "${k[@]}" apply --server-side --force-conflicts -n "$ARGO_EVENTS_NAMESPACE" -f "$ARGO_EVENTS_INSTALL_URL"
+    run "${k[@]}" wait --for=condition=Established --timeout=120s \
+      crd/eventbus.argoproj.io crd/eventsources.argoproj.io crd/sensors.argoproj.io
+  fi
 }
 
 deploy() {
@@ -140,8 +152,20 @@ deploy() {
   say "chart $CHART as release $RELEASE in namespace $NAMESPACE with $KIND_VALUES"
   # No --wait: it would wait for the landing PVC to bind, which on kind's WaitForFirstConsumer
   # storage happens only when the first workflow pod mounts it. The rollouts below are the wait.
+  local events=()
+  if [ "$EVENTS" = 1 ]; then
+    [ -f "$EVENTBUS" ] || die "the EventBus manifest $EVENTBUS is missing"
+  else
+    say "events.enabled=false: no Argo Events on this cluster (make kind-up EVENTS=1 installs it and keeps the"
+    say "kind values' arrival trigger; the CronWorkflow runs the daily load either way)"
+    events=(--set events.enabled=false)
+  fi
   run helm --kube-context "$KIND_CONTEXT" upgrade --install "$RELEASE" "$CHART" \
-    -n "$NAMESPACE" --create-namespace -f "$KIND_VALUES"
+    -n "$NAMESPACE" --create-namespace -f "$KIND_VALUES" ${events[@]+"${events[@]}"}
+  if [ "$EVENTS" = 1 ]; then
+    say "the EventBus the arrival EventSource and Sensor use ($EVENTBUS)"
+    run "${k[@]}" apply -n "$NAMESPACE" -f "$EVENTBUS"
+  fi
   say "waiting for the Argo controller, the Argo server and PostgreSQL"
   run "${k[@]}" -n "$ARGO_NAMESPACE" rollout status deployment/workflow-controller --timeout="$ROLLOUT_TIMEOUT"
   run "${k[@]}" -n "$ARGO_NAMESPACE" rollout status deployment/argo-server --timeout="$ROLLOUT_TIMEOUT"

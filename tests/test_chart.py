@@ -467,6 +467,7 @@ def test_argocd_application_syncs_the_chart_with_kind_values():
     assert "ci/kind-values.yaml" in source["helm"]["valueFiles"]
     params = {p["name"]: p["value"] for p in source["helm"].get("parameters", [])}
     assert params["workflows.cron.suspend"] == "false"
+    assert params["events.enabled"] == "false"  # the kind values' arrival trigger needs Argo Events installed
     sync = app["spec"]["syncPolicy"]
     assert sync["automated"] == {"prune": True, "selfHeal": True}
     assert "CreateNamespace=true" in sync["syncOptions"]

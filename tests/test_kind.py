@@ -156,7 +156,8 @@ def test_kind_up_creates_the_cluster_installs_argo_loads_the_images_and_the_char
     assert sorted(a[2] for a in loaded) == sorted(refs)
     assert all(a[3:] == ["--name", "contribflow"] for a in loaded)
     assert ["--kube-context", "kind-contribflow", "upgrade", "--install", "contribflow", "helm/contribflow",
-            "-n", "contribflow", "--create-namespace", "-f", "helm/contribflow/ci/kind-values.yaml"] in result.of("helm")
+            "-n", "contribflow", "--create-namespace", "-f", "helm/contribflow/ci/kind-values.yaml",
+            "--set", "events.enabled=false"] in result.of("helm")  # no Argo Events without EVENTS=1
     rollouts = [a[a.index("status") + 1] for a in result.of("kubectl") if "rollout" in a]
     assert rollouts == ["deployment/workflow-controller", "deployment/argo-server", "statefulset/contribflow-postgresql"]
     order = [result.index("kind", "create", "cluster"),
@@ -342,3 +343,42 @@ def test_the_readme_quickstart_lists_exactly_the_cluster_targets():
     makefile = (ROOT / "Makefile").read_text()
     cluster = makefile[makefile.index("# --- cluster ---"):]
     assert set(re.findall(r"^([a-z0-9-]+): .*## ", cluster, flags=re.M)) >= set(listed)
+
+
+# --- EVENTS=1: Argo Events and the arrival trigger ----------------------------------------------------
+
+def test_kind_up_without_events_installs_the_chart_with_the_arrival_trigger_off(make):
+    result = make("kind-up")
+    assert result.returncode == 0, result.stderr
+    [upgrade] = [a for a in result.of("helm") if "upgrade" in a]
+    assert upgrade[-2:] == ["--set", "events.enabled=false"]
+    assert not [a for a in result.of("kubectl") if any("argo-events" in x for x in a)]
+    assert "make kind-up EVENTS=1 installs it" in result.stdout
+
+
+def test_kind_up_with_events_installs_argo_events_then_the_chart_with_its_trigger_and_the_eventbus(make):
+    from argo_schema import events_schema
+
+    result = make("kind-up", "EVENTS=1")
+    assert result.returncode == 0, result.stderr
+    ctx = ["--context", "kind-contribflow"]
+    manifest = "https://github.com/argoproj/argo-events/releases/download/v1.9.11/install.yaml"
+    assert [*ctx, "create", "namespace", "argo-events"] in result.of("kubectl")
+    assert [*ctx, "apply", "--server-side", "--force-conflicts", "-n", "argo-events", "-f", manifest] \
+        in result.of("kubectl")
+    waits = [a for a in result.of("kubectl") if "wait" in a]
+    assert any("crd/sensors.argoproj.io" in a and "crd/eventsources.argoproj.io" in a for a in waits)
+    [upgrade] = [a for a in result.of("helm") if "upgrade" in a]
+    assert upgrade[-2:] == ["-f", "helm/contribflow/ci/kind-values.yaml"]  # the kind values' events.enabled stays
+    eventbus = [*ctx, "apply", "-n", "contribflow", "-f", "deploy/argo-events/eventbus.yaml"]
+    assert eventbus in result.of("kubectl")
+    order = [result.index("kubectl", *ctx, "apply", "--server-side", "--force-conflicts", "-n", "argo"),
+             result.index("kubectl", *ctx, "apply", "--server-side", "--force-conflicts", "-n", "argo-events"),
+             result.index("helm", "--kube-context", "kind-contribflow", "upgrade"),
+             result.index("kubectl", *eventbus)]
+    assert order == sorted(order)
+    bus = yaml.safe_load((ROOT / "deploy" / "argo-events" / "eventbus.yaml").read_text())
+    assert events_schema().errors(bus) == []
+    kind_values = yaml.safe_load((ROOT / "helm" / "contribflow" / "ci" / "kind-values.yaml").read_text())
+    assert kind_values["events"]["enabled"] is True and kind_values["events"]["source"] == "file"
+    assert bus["metadata"]["name"] == "default"  # the chart's events.eventBusName
