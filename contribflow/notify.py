@@ -82,7 +82,8 @@ def argo_link(settings: Settings, summary: RunSummary) -> str | None:
     """The run's page in the Argo UI (``<base>/workflows/<namespace>/<name>``), when all three are known."""
     if not (settings.argo_ui_url and summary.workflow_name and summary.namespace):
         return None
-    return f"{settings.argo_ui_url}/workflows/{quote(summary.namespace, safe='')}/{quote(summary.workflow_name, safe='')}"
+    namespace, name = quote(summary.namespace, safe=""), quote(summary.workflow_name, safe="")
+    return f"{settings.argo_ui_url}/workflows/{namespace}/{name}"
 
 
 def _facts(summary: RunSummary) -> list[tuple[str, str]]:

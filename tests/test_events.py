@@ -13,11 +13,12 @@ import re
 
 import pytest
 
-from argo_schema import EVENTS, ArgoSchema, argo_errors, check_all_argo, events_schema
-from chart_render import CHART, NAMESPACE, docs, find, one, pods, restricted_violations, run_helm, template_text
 from contribflow import contract
 from contribflow.cluster import k8s
 from contribflow.ingest import completion
+
+from argo_schema import EVENTS, ArgoSchema, argo_errors, check_all_argo, events_schema
+from chart_render import CHART, NAMESPACE, docs, find, one, pods, restricted_violations, run_helm, template_text
 
 MINIO = ["--set", "events.source=minio", "--set", "events.minio.bucket=landing",
          "--set", "events.minio.endpoint=minio.minio:9000", "--set", "events.minio.credentialsSecret.name=minio"]
