@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from crd_schema import CrdSchema
 from reference import reference_dir
 
@@ -57,7 +58,11 @@ def crd() -> CrdSchema:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_scenario_renders_a_prometheus_rule_unless_enabled(scenario):
-    assert find(scenario_docs(scenario), "PrometheusRule") == []
+    values = {} if scenario == "defaults" else yaml.safe_load(
+        (ROOT / "helm" / "contribflow" / "ci" / f"{scenario}.yaml").read_text()) or {}
+    enabled = bool(values.get("monitoring", {}).get("prometheusRule", {}).get("enabled"))
+    assert len(find(scenario_docs(scenario), "PrometheusRule")) == int(enabled)
+    assert enabled == (scenario == "monitoring-values")  # the scenario that lint-chart checks it in
 
 
 # --- promtool ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -339,10 +340,10 @@ class Prometheus:
         return None
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory) -> Iterator[Prometheus]:
-    """Debian's prometheus on a free loopback port over the story's backfilled blocks; stopped after."""
-    tmp = tmp_path_factory.mktemp("prometheus")
+@contextmanager
+def backfilled_prometheus(tmp: Path) -> Iterator[Prometheus]:
+    """Debian's prometheus on a free loopback port over the story's backfilled blocks (in ``tmp``);
+    stopped on leaving. scripts/dashboard_preview.py uses it too."""
     data, storage = tmp / "series.om", tmp / "data"
     data.write_text(openmetrics(build_series(emitted())))
     done = subprocess.run([_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(data),
@@ -379,6 +380,12 @@ def prometheus(tmp_path_factory) -> Iterator[Prometheus]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory) -> Iterator[Prometheus]:
+    with backfilled_prometheus(tmp_path_factory.mktemp("prometheus")) as server:
+        yield server
 
 
 # --- what is checked ----------------------------------------------------------------------------------
@@ -462,9 +469,9 @@ def test_the_latest_run_panels_show_what_the_story_says(prometheus):
     """Not only data: the right data (the latest finished run is DAY-1's: failed, SLA missed, 90 min late)."""
     by_title = {title: target for title, target in panel_targets(dashboard())}
 
-    def values(title: str) -> dict[str, float]:
+    def values(title: str, by: str = "run_date") -> dict[str, float]:
         answer = prometheus.get("/api/v1/query", query=by_title[title]["expr"], time=str(EVAL))
-        return {r["metric"].get("run_date", ""): float(r["value"][1]) for r in answer["data"]["result"]}
+        return {r["metric"].get(by, ""): float(r["value"][1]) for r in answer["data"]["result"]}
 
     latest = (DAY - dt.timedelta(days=1)).isoformat()
     assert values("Latest run: outcome") == {latest: 0}
@@ -477,6 +484,10 @@ def test_the_latest_run_panels_show_what_the_story_says(prometheus):
     recent = {r.run_date for r in RUNS if r.end and r.end > EVAL - 30 * 86400}
     assert set(history) == recent and len(recent) == 29
     assert {d for d, met in history.items() if not met} == {(DAY - dt.timedelta(days=n)).isoformat() for n in (6, 1)}
+    # the counters count what happened in the 30 days, the first increment too (Argo creates a counter at it)
+    assert values("Failed step attempts, 30 days", by="step") == {"ingest": 1, "dbt-test": 2}
+    succeeded = sum(1 for r in RUNS if r.succeeded and r.end and r.end > EVAL - 30 * 86400)
+    assert values("Runs by outcome, 30 days", by="status") == {"Succeeded": succeeded, "Failed": 1}
 
 
 def test_a_broken_expression_and_a_wrong_metric_name_fail_the_check(prometheus):
