@@ -127,8 +127,8 @@ def _lines(panel: dict, server: story.Prometheus, width: int, height: int) -> st
         points = " ".join(f"{(float(t) - start) / (story.EVAL - start) * w:.1f},{h - float(v) / top * h:.1f}"
                           for t, v in r["values"])
         paths.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>')
-        legend.append(f'<div><i style="background:{color}"></i>{html.escape(_legend(target["legendFormat"], r["metric"]))}'
-                      f' {_format(float(r["values"][-1][1]), "s")}</div>')
+        name = html.escape(_legend(target["legendFormat"], r["metric"]))
+        legend.append(f'<div><i style="background:{color}"></i>{name} {_format(float(r["values"][-1][1]), "s")}</div>')
     return (f'<div class="lines"><svg width="{w}" height="{h}">{"".join(paths)}</svg>'
             f'<div class="legend">{"".join(legend)}</div></div>')
 
@@ -138,13 +138,20 @@ def render(server: story.Prometheus) -> str:
     boxes = []
     for panel in board["panels"]:
         g = panel["gridPos"]
-        style = f"left:{g['x'] * CELL_W}px;top:{g['y'] * CELL_H}px;width:{g['w'] * CELL_W - 6}px;height:{g['h'] * CELL_H - 6}px"
+        style = (f"left:{g['x'] * CELL_W}px;top:{g['y'] * CELL_H}px;"
+                 f"width:{g['w'] * CELL_W - 6}px;height:{g['h'] * CELL_H - 6}px")
         if panel["type"] == "row":
             boxes.append(f'<div class="row" style="{style}">{html.escape(panel["title"])}</div>')
             continue
-        inner = {"stat": lambda p: _stat(p, server), "bargauge": lambda p: _bars(p, server),
-                 "table": lambda p: _table(p, server),
-                 "timeseries": lambda p: _lines(p, server, g["w"] * CELL_W - 20, g["h"] * CELL_H - 40)}[panel["type"]](panel)
+        kind = panel["type"]
+        if kind == "stat":
+            inner = _stat(panel, server)
+        elif kind == "bargauge":
+            inner = _bars(panel, server)
+        elif kind == "table":
+            inner = _table(panel, server)
+        else:
+            inner = _lines(panel, server, g["w"] * CELL_W - 20, g["h"] * CELL_H - 40)
         boxes.append(f'<div class="panel" style="{style}"><h3>{html.escape(panel["title"])}</h3>{inner}</div>')
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"]) * CELL_H + 50
     when = dt.datetime.fromtimestamp(story.EVAL, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -163,10 +170,13 @@ font-size:22px;font-weight:500;border-radius:2px;min-width:40px}}
 .bars{{padding:0 8px;overflow:hidden}} .bar{{display:flex;align-items:center;gap:6px;height:17px}}
 .bar span{{width:75px;color:#9fa7b3;font-size:11px}} .bar div{{flex:1;background:#22252b;height:11px}}
 .bar i{{display:block;height:100%}} .bar b{{width:48px;text-align:right;font-weight:normal}}
-table{{border-collapse:collapse;width:100%;font-size:11px}} th,td{{padding:1px 8px;text-align:right;border-bottom:1px solid #22252b}}
+table{{border-collapse:collapse;width:100%;font-size:11px}}
+th,td{{padding:1px 8px;text-align:right;border-bottom:1px solid #22252b}}
 th:first-child,td:first-child{{text-align:left}} th{{color:#6e9fff;font-weight:500}}
-.lines{{display:flex;padding:4px 8px}} svg{{background:#181b1f;border-left:1px solid #2c3235;border-bottom:1px solid #2c3235}}
-.legend{{padding-left:8px;font-size:11px}} .legend i{{display:inline-block;width:10px;height:3px;margin-right:4px;vertical-align:middle}}
+.lines{{display:flex;padding:4px 8px}}
+svg{{background:#181b1f;border-left:1px solid #2c3235;border-bottom:1px solid #2c3235}}
+.legend{{padding-left:8px;font-size:11px}}
+.legend i{{display:inline-block;width:10px;height:3px;margin-right:4px;vertical-align:middle}}
 </style><header>{html.escape(board["title"])}<small>the test's Prometheus data, at {when}; a sketch of the
 Grafana dashboard, drawn by scripts/dashboard_preview.py</small></header><main>{"".join(boxes)}</main>"""
 

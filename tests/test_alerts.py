@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from argo_metrics import ARGO_PREFIX, stored_names
 from crd_schema import CrdSchema
 from reference import reference_dir
 
-from argo_metrics import ARGO_PREFIX, stored_names
 from chart_render import SCENARIOS, docs, find, helm, run_helm, scenario_docs, template_text
 from conftest import ROOT
 

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from argo_metrics import ARGO_PREFIX, AUDIT_TRAIL_INTACT, Metric, emitted, stored_names
+
 from chart_render import SCENARIOS, find, helm, scenario_docs, template_text
 from conftest import ROOT
 
