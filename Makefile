@@ -82,16 +82,20 @@ chromium: ## Headless Chromium for the evidence-pack test: apt-get install chrom
 	  fi; }
 
 # The chart's alert rules are tested with Prometheus's own promtool (tests/test_alerts.py, make
-# test-alerts): Debian's prometheus package, installed here when missing (as root), as chromium is.
+# test-alerts), and every alert and dashboard expression against a real prometheus server that the
+# test starts itself on loopback (tests/test_prometheus_expressions.py): Debian's prometheus package
+# (both binaries), installed here when missing (as root), as chromium is. The package's own service is
+# not used: where apt starts it (systemd), it is stopped and disabled.
 .PHONY: promtool
-promtool: ## promtool for the alert-rule tests: apt-get install prometheus when missing (root)
-	@command -v promtool >/dev/null 2>&1 || { \
+promtool: ## promtool and prometheus for the alert and dashboard tests: apt-get install prometheus when missing (root)
+	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "==> promtool is missing: apt-get install -y prometheus (the chart's alert rules are tested with it)"; \
+	    echo "==> promtool/prometheus missing: apt-get install -y prometheus (the alert rules and dashboard are tested with it)"; \
 	    (apt-get install -y --no-install-recommends prometheus || \
 	     { apt-get update && apt-get install -y --no-install-recommends prometheus; }) || exit 1; \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi; \
 	  else \
-	    echo "make $@: promtool is not on PATH and only root may apt-get install it: run sudo apt-get install -y prometheus" >&2; exit 1; \
+	    echo "make $@: promtool or prometheus is not on PATH and only root may apt-get install it: run sudo apt-get install -y prometheus" >&2; exit 1; \
 	  fi; }
 
 .PHONY: test-unit

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from argo_metrics import ARGO_PREFIX, stored_names
 from crd_schema import CrdSchema
 from reference import reference_dir
 
@@ -27,8 +28,7 @@ from contribflow.settings import Settings  # noqa: E402
 
 ALERTS = {"ContribFlowRunFailed", "ContribFlowRunStuck", "ContribFlowFileLate",
           "ContribFlowMartsNotPublishedByDeadline", "ContribFlowMartsStale", "ContribFlowQuarantineRatioHigh",
-          "ContribFlowVolumeWarning"}
-RENDERED = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.yaml"
+          "ContribFlowVolumeWarning", "ContribFlowAuditTrailBroken"}
 
 
 def promtool() -> str:
@@ -58,7 +58,11 @@ def crd() -> CrdSchema:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_scenario_renders_a_prometheus_rule_unless_enabled(scenario):
-    assert find(scenario_docs(scenario), "PrometheusRule") == []
+    values = {} if scenario == "defaults" else yaml.safe_load(
+        (ROOT / "helm" / "contribflow" / "ci" / f"{scenario}.yaml").read_text()) or {}
+    enabled = bool(values.get("monitoring", {}).get("prometheusRule", {}).get("enabled"))
+    assert len(find(scenario_docs(scenario), "PrometheusRule")) == int(enabled)
+    assert enabled == (scenario == "monitoring-values")  # the scenario that lint-chart checks it in
 
 
 # --- promtool ---------------------------------------------------------------------------------------
@@ -69,7 +73,7 @@ def test_the_rules_pass_promtool_check_and_the_unit_tests_fire_what_they_expect(
     done = run_promtool(doc, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     tests = sorted(p.name for p in (ROOT / "tests" / "alerts").glob("*.yaml"))
-    assert tests == ["run.yaml", "sla.yaml"]
+    assert tests == ["audit.yaml", "run.yaml", "sla.yaml"]
     assert done.stdout.count("SUCCESS") == len(tests) and "FAILED" not in done.stdout
     check = subprocess.run([promtool(), "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True,
                            text=True)
@@ -99,26 +103,25 @@ def test_a_wrong_metric_name_fails_the_unit_tests(tmp_path):
     assert "ContribFlowRunFailed" in done.stdout + done.stderr
 
 
-def _emitted_metrics() -> set[str]:
-    doc = yaml.safe_load(RENDERED.read_text())
-    names = {p["name"] for p in doc["spec"]["metrics"]["prometheus"]}
-    for t in doc["spec"]["templates"]:
-        names |= {p["name"] for p in (t.get("metrics") or {}).get("prometheus", [])}
-    return names
-
-
 def _metric_names(text: str) -> set[str]:
-    return set(re.findall(r"\bcontribflow_[a-z0-9_]+", text))
+    """Every metric name in ``text`` that has contribflow_ in it, whole (prefix included)."""
+    return set(re.findall(r"\b[a-z_]*contribflow_[a-z0-9_]+", text))
 
 
 def test_every_metric_the_rules_and_their_tests_use_is_one_the_templates_emit():
-    emitted = _emitted_metrics()
+    emitted = stored_names()  # the rendered workflows' metric names, as Argo's endpoint exports them
+    assert all(name.startswith(ARGO_PREFIX + "contribflow_") for name in emitted)
     used = _metric_names(" ".join(r["expr"] for r in rules_by_alert(rule()).values()))
     assert used and used <= emitted, used - emitted
     fed = _metric_names("".join(p.read_text() for p in (ROOT / "tests" / "alerts").glob("*.yaml")))
     assert fed and fed <= emitted, fed - emitted
-    # and the check itself catches a name the templates do not emit
-    assert not _metric_names("contribflow_run_success == 0") <= emitted
+    # and the check itself catches a name the templates do not emit, or one without Argo's prefix
+    assert not _metric_names(f"{ARGO_PREFIX}contribflow_run_success == 0") <= emitted
+    assert not _metric_names("contribflow_run_succeeded == 0") <= emitted
+    # the prefix is a value: "" for metrics that reach Prometheus without it
+    bare = _metric_names(" ".join(r["expr"] for r in rules_by_alert(
+        rule("--set", "monitoring.metricPrefix=")).values()))
+    assert bare == {name.removeprefix(ARGO_PREFIX) for name in used}
 
 
 # --- the CRD, strictly ------------------------------------------------------------------------------
@@ -189,7 +192,8 @@ def test_the_sla_values_reach_the_steps_settings_and_the_alerts():
     alerts = rules_by_alert(rule(*args))
     assert "vector(time() - 90000)" in alerts["ContribFlowFileLate"]["expr"]
     assert "vector(time() - 100000)" in alerts["ContribFlowMartsNotPublishedByDeadline"]["expr"]
-    assert alerts["ContribFlowQuarantineRatioHigh"]["expr"].startswith("contribflow_quarantine_ratio > 0.001 ")
+    assert alerts["ContribFlowQuarantineRatioHigh"]["expr"].startswith(
+        "argo_workflows_contribflow_quarantine_ratio > 0.001 ")
 
     # null leaves a part of the SLA out: no setting, no alert
     off = ("--set", "settings.sla.fileDueSeconds=null", "--set", "settings.sla.maxQuarantineRatio=null")
