@@ -405,6 +405,11 @@ lint: install $(RUFF) $(MYPY) lint-sql ## ruff (pyflakes, pycodestyle, isort, bu
 site: install ## Build the documentation site (MkDocs, docs/) into site/ with --strict: a broken link fails
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
+.PHONY: dashboard-preview
+dashboard-preview: install promtool chromium ## A picture of the Grafana dashboard's panels from its test's Prometheus data: build/dashboard.png
+	@mkdir -p build
+	$(BIN)/python scripts/dashboard_preview.py build/dashboard.png --html build/dashboard.html
+
 # --- dbt documentation ---------------------------------------------------------------------------
 # dbt's own docs site (models, every mart column, contracts, tests, lineage, the analysts' exposure),
 # generated against $PG* or the embedded warehouse `make run` fills (its catalog gives column types).
