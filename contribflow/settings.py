@@ -84,6 +84,7 @@ BOUNDS: dict[str, Bound] = {
     "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S": Bound(0, 2 * 86_400, "seconds after the run date's 00:00 UTC",
                                                 integer=True),
     "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO": Bound(0, 1, "share of rows"),
+    "CONTRIBFLOW_REQUEST_TTL_HOURS": Bound(1, 720, "hours", integer=True),
 }
 """Every numeric setting's range, checked at start (docs/reference.md lists the same)."""
 
@@ -257,6 +258,9 @@ class Settings:
     sla_max_quarantine_ratio: float | None = None
     """The SLA: the largest acceptable share of a day's rows quarantined (below the reject threshold,
     which fails the file; this one only marks the SLA missed)."""
+    request_ttl_hours: int = 72
+    """A correction request (issue 28) expires this many hours after it was made, decided or not:
+    an approval long after the question was asked approves a situation that has moved on."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -300,6 +304,7 @@ class Settings:
             sla_file_due_s=_optional_int(env, "CONTRIBFLOW_SLA_FILE_DUE_S"),
             sla_publish_deadline_s=_optional_int(env, "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S"),
             sla_max_quarantine_ratio=_optional_number(env, "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO"),
+            request_ttl_hours=_int(env, "CONTRIBFLOW_REQUEST_TTL_HOURS", 72),
         )
         settings.check()
         return settings

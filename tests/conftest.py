@@ -101,3 +101,49 @@ def sql(database: dict[str, str]):
 
     yield query
     conn.close()
+
+
+class People:
+    """Personal logins (issue 28) for one test: ``add(role)`` creates one through ``contribflow db
+    add-person`` (as the server's administrator), ``cli(name, argv)`` runs the CLI as that person (a
+    session as that login: PGUSER, as a person's own shell would have it)."""
+
+    def __init__(self, database: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.database, self.monkeypatch, self.made = database, monkeypatch, []
+
+    def add(self, role: str, name: str | None = None) -> str:
+        import uuid
+
+        from contribflow import cli
+
+        name = name or f"cf28_{role}_{uuid.uuid4().hex[:6]}"
+        assert cli.main(["db", "add-person", name, "--role", role]) == 0
+        self.made.append(name)
+        return name
+
+    def cli(self, name: str | None, argv: list[str]) -> int:
+        """``contribflow ARGV`` as ``name`` (None: the administrator, who runs init-db and apply)."""
+        from contribflow import cli
+
+        self.monkeypatch.setenv("PGUSER", name or self.database["PGUSER"])
+        try:
+            return cli.main(argv)
+        finally:
+            self.monkeypatch.setenv("PGUSER", self.database["PGUSER"])
+
+    def request(self, name: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> int:
+        """Make a request as ``name``; its id (the first line the command prints)."""
+        capsys.readouterr()
+        assert self.cli(name, ["request", *argv]) == 0
+        return int(capsys.readouterr().out.splitlines()[0])
+
+
+@pytest.fixture
+def people(database: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[People]:
+    made = People(database, monkeypatch)
+    yield made
+    admin = psycopg.connect(host=database["PGHOST"], user=database["PGUSER"], dbname="postgres", autocommit=True)
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database["PGDATABASE"]}" WITH (FORCE)')  # its grants go with it
+        for name in made.made:
+            admin.execute(f'DROP ROLE IF EXISTS "{name}"')
