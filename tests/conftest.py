@@ -109,7 +109,8 @@ class People:
     session as that login: PGUSER, as a person's own shell would have it)."""
 
     def __init__(self, database: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-        self.database, self.monkeypatch, self.made = database, monkeypatch, []
+        self.database, self.monkeypatch = database, monkeypatch
+        self.made: list[str] = []
 
     def add(self, role: str, name: str | None = None) -> str:
         import uuid
@@ -130,6 +131,21 @@ class People:
             return cli.main(argv)
         finally:
             self.monkeypatch.setenv("PGUSER", self.database["PGUSER"])
+
+    def approved(self, argv: list[str]) -> int:
+        """A request (``contribflow request ARGV``) made by one test person and approved by another:
+        for the tests of what a correction does, once four eyes allowed it. Its id."""
+        import contextlib
+        import io
+
+        if not hasattr(self, "operator"):
+            self.operator, self.approver = self.add("operator"), self.add("approver")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert self.cli(self.operator, ["request", *argv]) == 0
+            request_id = int(out.getvalue().splitlines()[0])
+            assert self.cli(self.approver, ["approve", str(request_id)]) == 0
+        return request_id
 
     def request(self, name: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> int:
         """Make a request as ``name``; its id (the first line the command prints)."""

@@ -159,6 +159,14 @@ def test_rejected_and_expired_requests_are_never_applied(database, sql, people, 
     assert people.cli(a, ["requests", "--open"]) == 0
     assert capsys.readouterr().out.strip() == "no open request"
 
+    # The evidence pack of the period lists every request with who asked, who decided and why.
+    pack = Path(database["CONTRIBFLOW_STATE_DIR"]) / "pack.html"
+    assert cli.main(["audit", "--from", DAY.isoformat(), "--to", NEXT.isoformat(), "--html", str(pack)]) == 0
+    section = pack.read_text().split('<section id="requests">')[1].split("</section>")[0]
+    assert section.count("<tr><td class=\"num\">") == 4, section
+    assert "REJECTED by " + c in section and "keep it until the audit" in section and "EXPIRED" in section
+    assert "APPLIED by " + c in section and "90 days passed" in section and section.count(a + " at") == 4
+
 
 def test_a_request_names_what_exists_and_people_are_logins(database, sql, people, capsys, monkeypatch):
     assert cli.main(["init-db"]) == 0
