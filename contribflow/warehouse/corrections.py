@@ -168,10 +168,12 @@ def apply(settings: Settings, request_id: int) -> Applied:
     with StepRun(settings, "apply", req.day) as step, connect(settings) as conn:
         with conn.transaction():
             if not conn.execute("SELECT meta.apply_correction(%s)", (request_id,)).fetchone()[0]:
-                step.details = {"request": request_id, "already_applied": True}
+                step.details = {"request": request_id, "already_applied": "true", "run_date": req.day.isoformat(),
+                                "rebuild": "false"}
                 return Applied(req, False, step.details)
             details = _ACTIONS[req.kind](settings, conn, req)
-        step.details = {"request": request_id, "kind": req.kind, **details}
+        step.details = {"request": request_id, "kind": req.kind, **details, "run_date": req.day.isoformat(),
+                        "rebuild": "true" if req.kind in REBUILDS else "false"}
         step.source_file = details.get("file")
         with connect(settings) as again:
             return Applied(load(again, request_id), True, step.details)
