@@ -74,8 +74,8 @@ def test_a_withdrawal_needs_a_second_person_and_is_applied_once(database, sql, p
         for statement in (
                 "INSERT INTO meta.correction_decision (request_id, approved, decided_by, decided_at) "
                 f"VALUES ({rid}, true, 'someone', now())",
-                f"INSERT INTO meta.correction_request (kind, arguments, reason, requested_by, requested_at, expires_at) "
-                f"VALUES ('purge-quarantine', '{{}}', 'x', 'x', now(), now() + interval '1 h')",
+                "INSERT INTO meta.correction_request (kind, arguments, reason, requested_by, requested_at, expires_at) "
+                "VALUES ('purge-quarantine', '{}', 'x', 'x', now(), now() + interval '1 h')",
                 f"UPDATE meta.correction_request SET requested_by = 'someone' WHERE id = {rid}",
                 f"SELECT meta.apply_correction({rid})",
                 "INSERT INTO meta.file_withdrawal (source_file_id, file_name, sha256, file_date, run_id, raw_rows, "

@@ -258,7 +258,6 @@ def test_withdraw_file_refuses_what_it_cannot_withdraw(database, sql, source, pe
     run_day(D1, "refuse-1")
     source.send(D1, [row(1, "PAID")])  # the same name, loaded again by another run
     run_day(D1, "refuse-2")
-    name = source.files[0][2]
     day = D1.isoformat()
     done = cli("apply", str(people.approved(["withdraw-file", "--date", day, "--reason", "x"])))
     assert done.returncode == 1 and "loaded by 2 runs" in done.stderr and "refuse-1" in done.stderr \

@@ -26,8 +26,14 @@ from contribflow.cluster.imagemap import IMAGES, image_for
 from contribflow.dates import date_range
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, by_name, topological_order
 from contribflow.settings import DEV_PSEUDONYM_KEY
-from workflows import (contribflow_apply_request, contribflow_backfill, contribflow_cron, contribflow_daily, render,
-                       steps)
+from workflows import (
+    contribflow_apply_request,
+    contribflow_backfill,
+    contribflow_cron,
+    contribflow_daily,
+    render,
+    steps,
+)
 
 RENDERED = ROOT / "workflows" / "rendered"
 DAILY_FILE = RENDERED / "workflowtemplate-contribflow-daily.yaml"

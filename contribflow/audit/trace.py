@@ -239,10 +239,11 @@ def render(trace: dict[str, Any]) -> str:
                 out.append(f"       CORRECTED: replaces the quarantined line {r['corrects_quarantined_line']} of "
                            f"{r['file_date']} (a reload-corrected request)")
             if r["request_id"] is not None:
+                note = f", note: {r['approval_reason']}" if r["approval_reason"] else ""
                 out.append(f"       request {r['request_id']} ({r['request_kind']}): requested by {r['requested_by']} "
                            f"at {r['requested_at']}, reason: {r['request_reason']}; approved by {r['approved_by']} "
-                           f"at {r['approved_at']}" + (f", note: {r['approval_reason']}" if r["approval_reason"] else "")
-                           + f"; applied by {r['request_applied_by']} at {r['request_applied_at']}")
+                           f"at {r['approved_at']}{note}; applied by {r['request_applied_by']} at "
+                           f"{r['request_applied_at']}")
             out.append(f"       file {r['source_file']} line {r['source_line']}  sha256 {_n(r['sha256'])}")
             out.append(f"       ingested {r['ingestion_ts']}  run {r['run_id']}")
             by = (f"Argo workflow {r['workflow_name']} (uid {r['run_id']})" if r["workflow_name"]

@@ -3,6 +3,7 @@ containers run, with the same parameters and output passing as the Argo DAG."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -11,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 

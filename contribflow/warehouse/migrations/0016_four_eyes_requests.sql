@@ -282,8 +282,8 @@ ALTER FUNCTION meta.applied_request(text) OWNER TO contribflow_migrator;
 ALTER FUNCTION meta.require_applied_withdrawal() OWNER TO contribflow_migrator;
 ALTER FUNCTION meta.require_applied_purge() OWNER TO contribflow_migrator;
 
-REVOKE ALL ON FUNCTION meta.request_correction(text, jsonb, text, integer), meta.decide_correction(bigint, boolean, text),
-    meta.apply_correction(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION meta.request_correction(text, jsonb, text, integer),
+    meta.decide_correction(bigint, boolean, text), meta.apply_correction(bigint) FROM PUBLIC;
 GRANT USAGE ON SCHEMA meta TO contribflow_operator, contribflow_approver;
 -- Every person may call them: the functions themselves refuse a non-operator's request and a
 -- non-approver's decision, with a message that says so (a missing EXECUTE would only say
