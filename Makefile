@@ -304,11 +304,12 @@ FROM         ?=
 TO           ?=
 PARALLEL     ?= 2
 PARAMS       ?=
+ID           ?=
 UI_PORT      ?= 2747
 KUBE_CONTEXT ?=
 SHELLCHECK_VENV := $(TOOLS)/shellcheck-venv
 SHELLCHECK      := $(SHELLCHECK_VENV)/bin/shellcheck
-CLUSTER_SH = KIND_CLUSTER='$(KIND_CLUSTER)' ARGO_VERSION='$(ARGO_VERSION)' NAMESPACE='$(NAMESPACE)' DATE='$(DATE)' \
+CLUSTER_SH = KIND_CLUSTER='$(KIND_CLUSTER)' ARGO_VERSION='$(ARGO_VERSION)' NAMESPACE='$(NAMESPACE)' DATE='$(DATE)' ID='$(ID)' \
   EVENTS='$(EVENTS)' ARGO_EVENTS_VERSION='$(ARGO_EVENTS_VERSION)' \
   FROM='$(FROM)' TO='$(TO)' PARALLEL='$(PARALLEL)' PARAMS='$(PARAMS)' UI_PORT='$(UI_PORT)' \
   KUBE_CONTEXT='$(KUBE_CONTEXT)' CONTRIBFLOW='$(BIN)/contribflow' scripts/cluster.sh
@@ -328,6 +329,10 @@ kind-down: ## Delete the kind cluster (KIND_CLUSTER, default contribflow)
 .PHONY: submit
 submit: ## argo submit the daily template for DATE (PARAMS="rows=5000 …") and watch it
 	@$(CLUSTER_SH) submit
+
+.PHONY: apply-request
+apply-request: ## argo submit the contribflow-apply-request template for an approved request ID=N and watch it
+	@$(CLUSTER_SH) apply-request
 
 .PHONY: backfill
 backfill: install ## One run per date FROM..TO through the Kubernetes API, at most PARALLEL at once

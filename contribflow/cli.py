@@ -38,6 +38,7 @@ _WHOLE = re.compile(r"-?[0-9]+", re.ASCII)
 _DECLARATION = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _REGISTRY = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", re.ASCII)
+_PERSON = re.compile(r"[a-z_][a-z0-9_]{0,62}", re.ASCII)
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
 MAX_ROWS = 100_000_000
 """generate's --rows bound (generate.MAX_ROWS, not imported: the CLI stays light)."""
@@ -195,34 +196,87 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_purge_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow.warehouse import purge
-
-    step = purge.run(settings, args.before)
-    d = step.details
-    older = (d["other_values_masked"], d["ledger_details_masked"], d["step_errors_masked"])
-    print(f"purge-quarantine: {d['quarantined_rows_removed']} quarantined rows of {d['files']} file(s) dated "
-          f"before {d['before']} removed, {d['identifier_values_masked']} failing identifier values masked"
-          + (f" (and, written by versions before 0011, {older[0]} other failing values, {older[1]} ledger "
-             f"details, {older[2]} ingest step errors)" if any(older) else "")
-          + "; raw.contributions untouched")
-    return 0
+    raise StageError("purge-quarantine destroys evidence and needs a second person's approval since issue 28: "
+                     f"contribflow request purge-quarantine --before {args.before} --reason TEXT, then an approver "
+                     "runs contribflow approve ID, then contribflow apply ID (docs/runbook.md)")
 
 
 def cmd_withdraw_file(args: argparse.Namespace, settings: Settings) -> int:
-    from contribflow.warehouse import withdraw
+    day = file_date(Path(args.file))
+    raise StageError("withdraw-file changes published numbers and needs a second person's approval since issue 28: "
+                     f"contribflow request withdraw-file --date {day}"
+                     + (f" --run {args.run}" if args.run else "")
+                     + " --reason TEXT, then an approver runs contribflow approve ID, then contribflow apply ID "
+                       "(docs/runbook.md)")
 
-    step = withdraw.run(settings, args.file, args.run, args.reason)
-    d = step.details
-    print(f"withdraw-file: {d['file']} (sha256 {d['sha256']}, file date {d['file_date']}, loaded by run "
-          f"{d['loaded_by_run']}, {d['raw_rows']} rows in raw) withdrawn by {d['withdrawn_by']} "
-          f"(withdrawal {d['withdrawal_id']}); raw.contributions untouched")
-    if d.get("kept_by_later_files"):
-        print(f"withdraw-file: {d['kept_by_later_files']} of its declarations were repeated by a later file of "
-              f"{d['file_date']}: they keep that state, from the later file")
-    print("withdraw-file: the marts still show it until the next build is published: re-run a day "
-          f"(`contribflow run --date {d['file_date']} --no-generate`, or the next daily run); its publish "
-          "step reports withdrawals_applied")
+
+def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow.warehouse import corrections
+
+    arguments: dict[str, object] = {}
+    if args.kind == "purge-quarantine":
+        arguments["before"] = args.before.isoformat()
+    else:
+        arguments["date"] = args.date.isoformat()
+    if args.kind == "withdraw-file" and args.run:
+        arguments["run"] = args.run
+    if args.kind == "reprocess" and args.threshold is not None:
+        arguments["threshold"] = args.threshold
+    if args.kind == "reload-corrected":
+        if file_date(Path(args.file)) != args.date:
+            raise ValueError(f"--file {args.file} is not a file of --date {args.date}")
+        arguments["file"] = args.file
+    request_id = corrections.request(settings, args.kind, arguments, args.reason)
+    print(request_id)
+    print(f"request: {args.kind} requested (request {request_id}); it expires in {settings.request_ttl_hours} h "
+          f"(CONTRIBFLOW_REQUEST_TTL_HOURS) unless another person approves it: contribflow approve {request_id}",
+          file=sys.stderr)
     return 0
+
+
+def cmd_requests(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow.warehouse import corrections
+
+    found = corrections.listing(settings, args.open)
+    if args.json:
+        import dataclasses
+
+        print(json.dumps([dataclasses.asdict(r) for r in found], default=str, indent=2))
+        return 0
+    for r in found:
+        print(r.describe())
+    if not found:
+        print("no " + ("open " if args.open else "") + "request")
+    return 0
+
+
+def cmd_decide(approved: bool):
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        from contribflow.warehouse import corrections
+
+        print(corrections.decide(settings, args.id, approved, args.reason).describe())
+        return 0
+
+    return handler
+
+
+def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow.warehouse import corrections
+
+    applied = corrections.apply(settings, args.id)
+    req = applied.request
+    if not applied.done:
+        print(f"apply: request {req.id} was applied already by {req.applied_by} at {req.applied_at}; nothing done")
+        return 0
+    print(f"apply: {req.describe()}: " + ", ".join(f"{k}={v}" for k, v in applied.details.items()))
+    if req.kind not in corrections.REBUILDS or args.no_publish:
+        return 0
+    from contribflow.local import runner
+
+    print(f"apply: rebuilding and publishing the marts for {req.day} (write-audit-publish)")
+    results = runner.run_graph(settings, {"run-date": req.day.isoformat()}, dict(os.environ),
+                               stages=runner.rebuild_stages())
+    return 0 if all(r.state in ("ok", "skipped") for r in results) else 1
 
 
 def cmd_contract(args: argparse.Namespace, settings: Settings) -> int:
@@ -285,6 +339,19 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow.local import embedded
 
     data_dir = settings.state_dir / "pgdata"
+    if (args.name is None) != (args.action != "add-person") or (args.role is None) != (args.action != "add-person"):
+        raise ValueError("db add-person takes a NAME and --role operator|approver|auditor; the other actions "
+                         "take neither")
+    if args.action == "add-person":
+        from contribflow.warehouse import corrections
+
+        if not embedded.configured() and settings.environment != "production":
+            os.environ.update(embedded.start(data_dir))
+        created = corrections.add_person(settings, args.name, args.role)
+        print(f"db add-person: {args.name} " + ("created (LOGIN, no password yet)" if created else "exists")
+              + f", member of contribflow_{args.role}. An administrator sets the password in psql: "
+              f"\\password {args.name}  (never on a command line; on a cluster, from the Secret the chart names)")
+        return 0
     if args.action == "psql":
         import shutil
 
@@ -439,8 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(raw taxpayer ids) of files dated before a day",
                        description="Remove the quarantined rows of files dated before --before and mask the "
                                    "failing identifier values recorded for them (docs/runbook.md, retention). "
-                                   "raw.contributions, the legal record, is never touched. Run as the "
-                                   "warehouse's owner (the migrator login).")
+                                   "raw.contributions, the legal record, is never touched. Since issue 28 "
+                                   "a request: contribflow request purge-quarantine (this command refuses).")
     p.add_argument("--before", type=_date, required=True, help="first file date kept, YYYY-MM-DD")
     p.set_defaults(handler=cmd_purge_quarantine)
 
@@ -449,14 +516,64 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Record the withdrawal of a LOADED source file in meta.file_withdrawal (who, "
                                    "when, why): from the next build on its rows are no declaration's state; each "
                                    "declaration falls back to the latest remaining file that mentioned it, or "
-                                   "leaves the marts. raw.contributions is never touched. Run as the "
-                                   "warehouse's owner (the migrator login); docs/runbook.md.")
+                                   "leaves the marts. raw.contributions is never touched. Since issue 28 a "
+                                   "request: contribflow request withdraw-file (this command refuses).")
     p.add_argument("--file", required=True, type=_source_file_name,
                    help="the file name, as meta.source_file has it (contributions_YYYYMMDD.csv)")
     p.add_argument("--run", default=None, type=_matching(RUN_ID, "a run id"),
                    help="the run that loaded it, when more than one run loaded that name")
     p.add_argument("--reason", required=True, type=_reason, help="why it is withdrawn (recorded; not empty)")
     p.set_defaults(handler=cmd_withdraw_file)
+
+    p = sub.add_parser("request", help="ask for a correction that a second person approves (four eyes)",
+                       description="Record a correction request in meta, as you (the login you connect as): "
+                                   "an approver other than you approves it (contribflow approve ID) before it "
+                                   "expires (CONTRIBFLOW_REQUEST_TTL_HOURS), then contribflow apply ID runs it. "
+                                   "Prints the request's id.")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    reason_help = "why (recorded with who and when; not empty)"
+    k = kinds.add_parser("withdraw-file", help="take the file LOADED for a date out of the marts (raw untouched)")
+    k.add_argument("--date", type=_date, required=True, help="the file's date, YYYY-MM-DD")
+    k.add_argument("--run", default=None, type=_matching(RUN_ID, "a run id"),
+                   help="the run that loaded it, when more than one run loaded that name")
+    k.add_argument("--reason", required=True, type=_reason, help=reason_help)
+    k = kinds.add_parser("reprocess", help="load a REJECTED file of a date, with a threshold for that run only")
+    k.add_argument("--date", type=_date, required=True, help="the file's date, YYYY-MM-DD")
+    k.add_argument("--threshold", type=_share, default=None,
+                   help="the reject threshold for that run, 0 to 1 (default: CONTRIBFLOW_REJECT_THRESHOLD)")
+    k.add_argument("--reason", required=True, type=_reason, help=reason_help)
+    k = kinds.add_parser("reload-corrected", help="load a correction file of quarantined rows, linked to them")
+    k.add_argument("--date", type=_date, required=True, help="the date of the quarantined rows, YYYY-MM-DD")
+    k.add_argument("--file", required=True, type=_source_file_name,
+                   help="the correction file's name in the landing folder (contributions_YYYYMMDD.csv)")
+    k.add_argument("--reason", required=True, type=_reason, help=reason_help)
+    k = kinds.add_parser("purge-quarantine", help="end the quarantine's retention before a date")
+    k.add_argument("--before", type=_date, required=True, help="first file date kept, YYYY-MM-DD")
+    k.add_argument("--reason", required=True, type=_reason, help=reason_help)
+    p.set_defaults(handler=cmd_request)
+
+    p = sub.add_parser("requests", help="list correction requests (who asked, who decided, applied)")
+    p.add_argument("--open", action="store_true", help="only those still to approve or apply")
+    p.add_argument("--json", action="store_true", help="JSON for machines instead of lines")
+    p.set_defaults(handler=cmd_requests)
+    request_id = _whole(1, 2**63 - 1)
+    p = sub.add_parser("approve", help="approve another person's request (you must be an approver)")
+    p.add_argument("id", type=request_id, help="the request's id")
+    p.add_argument("--reason", type=_reason, default=None, help="a note kept with the approval (optional)")
+    p.set_defaults(handler=cmd_decide(True))
+    p = sub.add_parser("reject", help="reject another person's request (you must be an approver)")
+    p.add_argument("id", type=request_id, help="the request's id")
+    p.add_argument("--reason", type=_reason, required=True, help="why it is rejected (recorded)")
+    p.set_defaults(handler=cmd_decide(False))
+    p = sub.add_parser("apply", help="run an approved request's action once, then rebuild and publish the marts",
+                       description="Apply an approved, unexpired request in the transaction that records its "
+                                   "application (a second apply does nothing); a withdrawal, re-processing or "
+                                   "re-load then rebuilds and publishes the day through write-audit-publish. "
+                                   "Run as the warehouse's owner (the migrator login).")
+    p.add_argument("id", type=request_id, help="the request's id")
+    p.add_argument("--no-publish", action="store_true",
+                   help="apply only (the contribflow-apply-request workflow rebuilds in its own steps)")
+    p.set_defaults(handler=cmd_apply)
 
     p = sub.add_parser("trace", help="trace a mart row back to its file lines, runs, checks and tests",
                        description="For each mart row of a declaration (or of a pseudonymous taxpayer "
@@ -486,9 +603,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(handler=cmd_images)
 
-    p = sub.add_parser("db", help="the embedded PostgreSQL used when no server is configured")
-    p.add_argument("action", choices=("start", "stop", "env", "psql"),
-                   help="psql: a psql shell in the local warehouse ($PG* if set, else the embedded server)")
+    p = sub.add_parser("db", help="the embedded PostgreSQL used when no server is configured; add a person")
+    p.add_argument("action", choices=("start", "stop", "env", "psql", "add-person"),
+                   help="psql: a psql shell in the local warehouse ($PG* if set, else the embedded server); "
+                        "add-person: a personal LOGIN role, member of the group role of --role (needs CREATEROLE)")
+    p.add_argument("name", nargs="?", default=None, type=_matching(_PERSON, "a person's login (1 to 63 lower-case "
+                                                                             "letters, digits, '_')"),
+                   help="add-person: the person's login name")
+    p.add_argument("--role", choices=("operator", "approver", "auditor"), default=None,
+                   help="add-person: operator (requests), approver (approves or rejects), auditor (reads)")
     p.set_defaults(handler=cmd_db)
 
     from contribflow.cluster import client as cluster  # imports `kubernetes` only when a cluster command runs
@@ -515,7 +638,8 @@ def _reader_went_away() -> int:
 
 
 WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit",
-                      "purge-quarantine", "trace", "withdraw-file"}
+                      "purge-quarantine", "trace", "withdraw-file", "request", "requests", "approve",
+                      "reject", "apply"}
 """The subcommands that read or write the warehouse: without PG* variables they use the embedded
 server, as ``contribflow run`` does (outside production)."""
 

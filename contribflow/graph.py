@@ -112,6 +112,29 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+APPLY_PARAMETERS: dict[str, str] = {"request-id": ""}
+APPLY_STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="apply",
+        image="ingest",  # a re-process or re-load ingests a file: the image with the ingest stack
+        args=("{param:request-id}", "--no-publish"),
+        outputs=("run_date", "rebuild"),
+        db_role="migrator",
+        needs_pseudonym_key=True,
+        needs_landing=True,
+        retry_transient=True,
+    ),
+    *(Stage(name=s.name, image=s.image, args=("--date", "{output:apply.run_date}"),
+            depends=("apply",) if s.name == "dbt-build" else s.depends, outputs=s.outputs, db_role=s.db_role,
+            needs_dbt_target=s.needs_dbt_target, retry_transient=s.retry_transient, when="apply.rebuild")
+      for s in STAGES if s.db_role == "transformer"),
+)
+"""``contribflow-apply-request`` (issue 28): an approved correction request applied
+(``contribflow apply ID --no-publish``), then, when it changes the marts (output ``rebuild``), the
+day rebuilt and published through write-audit-publish by the daily graph's own stages.
+``contribflow apply ID`` runs the same stages locally. ``when`` here names an upstream output."""
+
+
 EXIT_STAGE = Stage(
     name="finish",
     image="migrations",

@@ -87,6 +87,7 @@ BOUNDS: dict[str, Bound] = {
                                                 integer=True),
     "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO": Bound(0, 1, "share of rows"),
     "CONTRIBFLOW_NOTIFY_TIMEOUT_S": Bound(0.1, 60, "seconds"),
+    "CONTRIBFLOW_REQUEST_TTL_HOURS": Bound(1, 720, "hours", integer=True),
 }
 """Every numeric setting's range, checked at start (docs/reference.md lists the same)."""
 
@@ -308,6 +309,9 @@ class Settings:
     """Seconds each attempt to post may take (one retry after a failure)."""
     argo_ui_url: str = ""
     """The Argo UI's base address; the notification links to the run there (empty: no link)."""
+    request_ttl_hours: int = 72
+    """A correction request (issue 28) expires this many hours after it was made, decided or not:
+    an approval long after the question was asked approves a situation that has moved on."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -358,6 +362,7 @@ class Settings:
             notify_timeout_s=_number(env, "CONTRIBFLOW_NOTIFY_TIMEOUT_S", 10.0),
             argo_ui_url=(_url(env["CONTRIBFLOW_ARGO_UI_URL"], "CONTRIBFLOW_ARGO_UI_URL", secret=False).rstrip("/")
                          if env.get("CONTRIBFLOW_ARGO_UI_URL") else ""),
+            request_ttl_hours=_int(env, "CONTRIBFLOW_REQUEST_TTL_HOURS", 72),
         )
         settings.check()
         return settings

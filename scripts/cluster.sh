@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The cluster path behind the Makefile's `# --- cluster ---` targets:
-#   scripts/cluster.sh preflight TARGET | create-cluster | deploy | kind-down | submit | backfill | ui | psql | e2e
+#   scripts/cluster.sh preflight TARGET | create-cluster | deploy | kind-down | submit | apply-request | backfill | ui | psql | e2e
 # Every step says what it does, and prints each command before running it. Each command first checks
 # the tools it needs (name, minimum version, where to get it) and stops before doing anything when
 # one is missing. Settings come from the environment; the Makefile passes them.
@@ -198,6 +198,14 @@ submit() {
   run argo submit "${ctx[@]}" --from workflowtemplate/contribflow-daily -n "$NAMESPACE" "${args[@]}" --watch
 }
 
+apply_request() {
+  case "${ID:-}" in ''|*[!0-9]*) die "make apply-request needs ID=N, the id of an approved request (contribflow requests --open)" ;; esac
+  require apply-request argo
+  mapfile -t ctx < <(context_flag)
+  say "submitting workflowtemplate/contribflow-apply-request for request $ID in namespace $NAMESPACE and watching it"
+  run argo submit "${ctx[@]}" --from workflowtemplate/contribflow-apply-request -n "$NAMESPACE" -p "request-id=$ID" --watch
+}
+
 backfill() {
   [ -n "$FROM" ] && [ -n "$TO" ] || die "make backfill needs FROM=YYYY-MM-DD and TO=YYYY-MM-DD"
   require_contribflow
@@ -258,9 +266,10 @@ case ${1:-} in
   deploy) deploy ;;
   kind-down) kind_down ;;
   submit) submit ;;
+  apply-request) apply_request ;;
   backfill) backfill ;;
   ui) ui ;;
   psql) psql_shell ;;
   e2e) e2e ;;
-  *) die "usage: scripts/cluster.sh preflight kind-up | create-cluster | deploy | kind-down | submit | backfill | ui | psql | e2e" ;;
+  *) die "usage: scripts/cluster.sh preflight kind-up | create-cluster | deploy | kind-down | submit | apply-request | backfill | ui | psql | e2e" ;;
 esac

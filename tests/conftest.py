@@ -101,3 +101,65 @@ def sql(database: dict[str, str]):
 
     yield query
     conn.close()
+
+
+class People:
+    """Personal logins (issue 28) for one test: ``add(role)`` creates one through ``contribflow db
+    add-person`` (as the server's administrator), ``cli(name, argv)`` runs the CLI as that person (a
+    session as that login: PGUSER, as a person's own shell would have it)."""
+
+    def __init__(self, database: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.database, self.monkeypatch = database, monkeypatch
+        self.made: list[str] = []
+
+    def add(self, role: str, name: str | None = None) -> str:
+        import uuid
+
+        from contribflow import cli
+
+        name = name or f"cf28_{role}_{uuid.uuid4().hex[:6]}"
+        assert cli.main(["db", "add-person", name, "--role", role]) == 0
+        self.made.append(name)
+        return name
+
+    def cli(self, name: str | None, argv: list[str]) -> int:
+        """``contribflow ARGV`` as ``name`` (None: the administrator, who runs init-db and apply)."""
+        from contribflow import cli
+
+        self.monkeypatch.setenv("PGUSER", name or self.database["PGUSER"])
+        try:
+            return cli.main(argv)
+        finally:
+            self.monkeypatch.setenv("PGUSER", self.database["PGUSER"])
+
+    def approved(self, argv: list[str]) -> int:
+        """A request (``contribflow request ARGV``) made by one test person and approved by another:
+        for the tests of what a correction does, once four eyes allowed it. Its id."""
+        import contextlib
+        import io
+
+        if not hasattr(self, "operator"):
+            self.operator, self.approver = self.add("operator"), self.add("approver")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert self.cli(self.operator, ["request", *argv]) == 0
+            request_id = int(out.getvalue().splitlines()[0])
+            assert self.cli(self.approver, ["approve", str(request_id)]) == 0
+        return request_id
+
+    def request(self, name: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> int:
+        """Make a request as ``name``; its id (the first line the command prints)."""
+        capsys.readouterr()
+        assert self.cli(name, ["request", *argv]) == 0
+        return int(capsys.readouterr().out.splitlines()[0])
+
+
+@pytest.fixture
+def people(database: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[People]:
+    made = People(database, monkeypatch)
+    yield made
+    admin = psycopg.connect(host=database["PGHOST"], user=database["PGUSER"], dbname="postgres", autocommit=True)
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database["PGDATABASE"]}" WITH (FORCE)')  # its grants go with it
+        for name in made.made:
+            admin.execute(f'DROP ROLE IF EXISTS "{name}"')

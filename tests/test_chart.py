@@ -59,6 +59,10 @@ DAILY = f"{k8s.WORKFLOW_TEMPLATE}"
     ("--set", "externalDatabase.sslmode=maybe", "externalDatabase.sslmode"),
     ("--set", "auth.secretKeys.loader.password=", "auth.secretKeys.loader.password"),
     ("--set", "postgresql.enabeld=false", "enabeld"),
+    ("--set-json", 'people=[{"name":"alice","role":"admin","existingSecret":"s","passwordKey":"p"}]', "role"),
+    ("--set-json", 'people=[{"name":"Alice","role":"operator","existingSecret":"s","passwordKey":"p"}]', "name"),
+    ("--set-json", 'people=[{"name":"alice","role":"operator","password":"x","existingSecret":"s","passwordKey":"p"}]',
+     "password"),
 ])
 def test_values_schema_rejects_wrong_types_and_unknown_keys(flag, value, names):
     result = run_helm("template", "contribflow", str(CHART), flag, value)
@@ -110,7 +114,7 @@ def test_scenario_lints_strictly_and_its_argo_objects_are_valid(scenario):
     events = {"EventSource", "Sensor"} if (yaml.safe_load((CHART / "ci" / f"{scenario}.yaml").read_text())
                                             if scenario != "defaults" else {}).get("events", {}).get("enabled") else set()
     assert {o["kind"] for o in argo} == {"WorkflowTemplate", "CronWorkflow"} | events
-    assert check_all_argo(argo) == {"argo-v4.1.2": 3, "argo-events-v1.9.11": len(events)}
+    assert check_all_argo(argo) == {"argo-v4.1.2": 4, "argo-events-v1.9.11": len(events)}
     assert all(o["metadata"].get("namespace") == NAMESPACE for o in objects)
 
 
@@ -432,6 +436,24 @@ def test_conversion_refuses_what_the_chart_cannot_name(tmp_path, change, message
 
 
 # --- scenarios, the test hook, Argo CD -----------------------------------------------------------
+
+
+def test_people_get_logins_in_their_group_with_passwords_only_from_their_secrets():
+    objects = scenario_docs("existing-secret-values")
+    initdb = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-initdb"))
+    script = initdb["data"]["10-contribflow-roles.sh"]
+    for name, group in (("alice", "contribflow_operator"), ("carol", "contribflow_approver")):
+        assert f'cat /run/secrets/contribflow-people/{name})' in script
+        assert f'-v login_user="{name}" -v group="{group}"' in script
+    assert "for group in contribflow_operator contribflow_approver" in script  # before the migrations
+    sts = next(o for o in objects if o["kind"] == "StatefulSet")
+    people = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "people")
+    assert [(src["secret"]["name"], src["secret"]["items"]) for src in people["projected"]["sources"]] == [
+        ("contribflow-person-alice", [{"key": "password", "path": "alice"}]),
+        ("contribflow-person-carol", [{"key": "password", "path": "carol"}])]
+    defaults = scenario_docs("defaults")
+    sts = next(o for o in defaults if o["kind"] == "StatefulSet")
+    assert "people" not in {v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]}
 
 
 def test_eks_values_use_irsa_shared_landing_ecr_and_rds():

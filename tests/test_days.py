@@ -79,7 +79,7 @@ def test_a_days_file_corrected_in_place_twice_and_back(database, sql, source, ex
                ([r.declaration_id for r in rest],)) == [(len(rest),)]
 
 
-def test_a_corrected_day_then_its_first_version_withdrawn(database, sql, source, expect):
+def test_a_corrected_day_then_its_first_version_withdrawn(database, sql, source, expect, people):
     """The source corrects a day's file in place (v2 repeats x, drops y, adds z); the operator then
     withdraws v1. x stays, now from v2 (which repeated it: stored once, the repeat recorded); y,
     only in v1, leaves the marts; raw keeps every row."""
@@ -97,7 +97,9 @@ def test_a_corrected_day_then_its_first_version_withdrawn(database, sql, source,
     assert_published(sql, expect, "the corrected day")  # x is named from v2, its latest mention
     assert sql("select count(*) from raw.contributions") == [(3,)]  # x stored once
     first = sql("select run_id from meta.source_file where outcome = 'LOADED' order by id")[0][0]
-    assert cli.main(["withdraw-file", "--file", v1.name, "--run", first, "--reason", "v1 was a wrong export"]) == 0
+    request = people.approved(["withdraw-file", "--date", D1.isoformat(), "--run", first,
+                               "--reason", "v1 was a wrong export"])
+    assert cli.main(["apply", str(request), "--no-publish"]) == 0
     expect.withdraw(v1)
     assert ok(run_day(D1))
     assert_published(sql, expect, "v1 withdrawn")

@@ -224,6 +224,17 @@ def test_submit_runs_argo_submit_from_the_template_with_the_date_and_params(make
     assert missing.of("argo") == []
 
 
+def test_apply_request_submits_the_apply_template_with_the_request_id(make):
+    result = make("apply-request", "ID=42")
+    assert result.returncode == 0, result.stderr
+    assert result.of("argo")[-1] == ["submit", "--from", "workflowtemplate/contribflow-apply-request", "-n",
+                                     "contribflow", "-p", "request-id=42", "--watch"]
+    for bad in ("ID=", "ID=4x2", "ID=-1"):
+        refused = make("apply-request", bad)
+        assert refused.returncode != 0 and "make apply-request needs ID=N" in refused.stderr, bad
+        assert refused.of("argo") == []
+
+
 def test_ui_port_forwards_the_argo_server(make):
     result = make("ui")
     assert result.returncode == 0, result.stderr

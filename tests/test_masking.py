@@ -341,7 +341,7 @@ def test_every_defect_the_generator_knows_is_in_the_hostile_day():
 
 
 @pytest.mark.integration
-def test_purge_masks_what_a_version_older_than_0011_wrote_after_the_upgrade(database, sql, capsys):
+def test_purge_masks_what_a_version_older_than_0011_wrote_after_the_upgrade(database, sql, capsys, people):
     """During an upgrade an older ingest may still write quoted values; purge-quarantine masks them
     for the files it purges (and leaves the later files' own text alone)."""
     from contribflow import cli
@@ -357,8 +357,9 @@ def test_purge_masks_what_a_version_older_than_0011_wrote_after_the_upgrade(data
                ('r', 'f', %s, 2, 'accepted_values', 'status', 'TAXP_70002')""", (sha,))
         sql("""insert into meta.etl_run (run_id, step, logical_date, status, error)
                values ('r', 'ingest', %s, 'FAILED', 'invalid input syntax for type numeric: "TAXP_70003"')""", (day,))
-    assert cli.main(["purge-quarantine", "--before", "2026-11-10"]) == 0
-    assert "1 other failing values, 1 ledger details, 1 ingest step errors" in capsys.readouterr().out
+    request = people.approved(["purge-quarantine", "--before", "2026-11-10", "--reason", "retention ended"])
+    assert cli.main(["apply", str(request)]) == 0
+    assert "other_values_masked=1, ledger_details_masked=1, step_errors_masked=1" in capsys.readouterr().out
     texts = sql("""select f.file_date::text, f.detail, i.failing_value, r.error from meta.source_file f
                      join meta.data_quality_issue i on i.source_sha256 = f.sha256
                      join meta.etl_run r on r.logical_date = f.file_date order by 1""")

@@ -79,6 +79,11 @@ def stage_logins(database, pg_server) -> Iterator[dict[str, str]]:
             admin.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO "{group}"')
             if role in ("migrator", "transformer"):
                 admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO "{group}"')
+        # The people's group roles (migration 0016), which the chart's init script creates too.
+        for group in ("contribflow_operator", "contribflow_approver"):
+            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone():
+                admin.execute(f'CREATE ROLE "{group}" NOLOGIN')
+            admin.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO "{group}"')
         # What migration 0002 asks an administrator for when the migrator may not create roles:
         # the migrator (acting as its group) may SET every group role, to grant and own for it.
         migrator = roles.group_role("migrator")
@@ -284,3 +289,43 @@ def test_the_backfill_runs_one_audited_daily_workflow_per_date(database, pg_serv
     assert runs == [("2026-11-23", names[0], 1, steps, steps), ("2026-11-24", names[1], 1, steps, steps)]
     assert files == [("2026-11-23", "LOADED"), ("2026-11-24", "LOADED")]
     assert per_day == [("2026-11-23", True), ("2026-11-24", True)]
+
+
+APPLY = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-apply-request.yaml"
+
+
+def test_replaying_contribflow_apply_request_applies_an_approved_withdrawal_once_and_publishes_it(
+        database, pg_server, stage_logins, people, tmp_path, sql):
+    """Issue 28 on the cluster's terms: the rendered contribflow-apply-request, replayed with the
+    stage logins, applies an approved request as the migrator and publishes the day without the
+    file; replayed again, it changes nothing and rebuilds nothing."""
+    dbname = database["PGDATABASE"]
+    result, _, _ = replay(tmp_path / "day", pg_server, dbname, {**PARAMS, "rows": "300"}, stage_logins)
+    assert result.status == "Succeeded", {n: r.attempts and r.attempts[-1].stderr for n, r in result.tasks.items()
+                                          if r.phase != "Succeeded"}
+    raw_rows = sql("select count(*) from raw.contributions")
+    assert sql("select count(*) from marts.fct_contributions")[0][0] > 0
+    request = people.approved(["withdraw-file", "--date", DAY.isoformat(), "--reason", "a test export"])
+
+    applied, _, _ = replay(tmp_path / "apply", pg_server, dbname, {"request-id": str(request)}, stage_logins,
+                           rendered=APPLY)
+    failures = {n: r.attempts and r.attempts[-1].stderr for n, r in applied.tasks.items() if r.phase != "Succeeded"}
+    assert applied.status == "Succeeded", failures
+    assert list(applied.tasks) == ["apply", "dbt-build", "dbt-test", "publish"]
+    assert applied.tasks["apply"].argv == ["contribflow", "apply", str(request), "--no-publish"]
+    assert applied.tasks["apply"].outputs["run_date"] == DAY.isoformat()
+    assert applied.tasks["dbt-build"].argv[-2:] == ["--date", DAY.isoformat()]
+    assert sql("select w.applied_build_id = b.id from meta.file_withdrawal w, meta.mart_build b "
+               "where b.status = 'PUBLISHED' order by b.id desc limit 1") == [(True,)]  # published by this run
+    assert sql("select count(*) from marts.fct_contributions") == [(0,)]  # the day's only file is withdrawn
+    assert sql("select count(*) from raw.contributions") == raw_rows  # raw keeps it
+    assert sql("select a.applied_by = %s, w.request_id from meta.correction_application a "
+               "join meta.file_withdrawal w on w.request_id = a.request_id", (stage_logins["migrator"],)) == [
+        (True, request)]
+
+    again, _, _ = replay(tmp_path / "again", pg_server, dbname, {"request-id": str(request)}, stage_logins,
+                         rendered=APPLY)
+    assert again.status == "Succeeded"
+    assert {n: r.phase for n, r in again.tasks.items()} == {"apply": "Succeeded", "dbt-build": "Skipped",
+                                                            "dbt-test": "Skipped", "publish": "Skipped"}
+    assert sql("select count(*) from meta.correction_application") == [(1,)]

@@ -52,15 +52,21 @@ def test_reprocessing_a_day_after_the_reject_threshold_tripped(database, sql, tm
     assert sql("select count(*) from raw.contributions") == [(20,)]
 
 
-def test_accepting_a_rejected_file_with_a_threshold_for_that_run_only(database, sql, monkeypatch):
+def test_accepting_a_rejected_file_with_a_threshold_for_that_run_only(database, sql, people, capfd):
     landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
     assert cli.main(["init-db"]) == 0
     path = _day_with_bad_rows(landing, bad=3)
     assert _ingest(path) == 1
-    # ... or the business accepts the file as it is: one run with a higher threshold.
+    # ... or the business accepts the file as it is: one run with a higher threshold, asked by an
+    # operator, approved by another person, applied by the pipeline (which then publishes the day).
     issues = sql("select source_line, rule, column_name from meta.data_quality_issue order by 1, 2")
-    monkeypatch.setenv("CONTRIBFLOW_REJECT_THRESHOLD", "0.2")
-    assert _ingest(path) == 0
+    operator, approver = people.add("operator"), people.add("approver")
+    request = people.request(operator, ["reprocess", "--date", DAY.isoformat(), "--threshold", "0.2",
+                                        "--reason", "the business accepts 15 % (ticket 9)"], capfd)
+    assert people.cli(approver, ["approve", str(request)]) == 0
+    assert people.cli(None, ["apply", str(request)]) == 0
+    assert "rows_loaded=17" in capfd.readouterr().out
+    assert sql("select count(*) from marts.fct_contributions") == [(17,)]  # published
     assert sql("select outcome, rows_loaded, rows_rejected, rows_withheld from meta.source_file order by id") == [
         ("REJECTED", 0, 3, 17), ("LOADED", 17, 3, 0)]
     assert sql("select count(*) from raw.contributions") == [(17,)]
@@ -69,7 +75,7 @@ def test_accepting_a_rejected_file_with_a_threshold_for_that_run_only(database, 
     assert sql("select source_line, rule, column_name from meta.data_quality_issue order by 1, 2") == issues
 
 
-def test_correcting_and_reloading_quarantined_rows(database, sql, tmp_path):
+def test_correcting_and_reloading_quarantined_rows(database, sql, tmp_path, people, capfd):
     landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
     assert cli.main(["init-db"]) == 0
     original = _day_with_bad_rows(landing, bad=1)
@@ -86,17 +92,27 @@ def test_correcting_and_reloading_quarantined_rows(database, sql, tmp_path):
     shutil.move(original, archived / original.name)
     fixed = raw.replace(",-1.0,", ",1.0,")
     correction = write_source(landing, DAY, [fixed.rstrip("\n")], header=HEADER)
-    # 3. ingest it: only the corrected row is new
-    assert _ingest(correction) == 0
+    # 3. request its load; another person approves; apply: only the corrected row is new
+    operator, approver = people.add("operator"), people.add("approver")
+    request = people.request(operator, ["reload-corrected", "--date", DAY.isoformat(), "--file", correction.name,
+                                        "--reason", "amount corrected by the source (ticket 11)"], capfd)
+    assert people.cli(approver, ["approve", str(request)]) == 0
+    assert people.cli(None, ["apply", str(request)]) == 0
+    assert "rows_linked=1" in capfd.readouterr().out
+    assert sql("select declaration_id, quarantine_line, corrected_line from meta.correction_link") == [
+        (fixed.split(",")[0], 2, 2)]
     assert sql("select count(*) from raw.contributions") == [(20,)]
     assert sql("select source_line, amount::text from raw.contributions where declaration_id = %s",
                (fixed.split(",")[0],)) == [(2, "1.00")]
     # the quarantine keeps the original bad row (append-only evidence), the ledger both files
     assert sql("select count(*) from raw.contributions_quarantine") == [(1,)]
     assert sql("select count(*) from meta.source_file where outcome = 'LOADED'") == [(2,)]
+    trace = cli.main(["trace", "--declaration", fixed.split(",")[0]])
+    out = capfd.readouterr().out
+    assert trace == 0 and "CORRECTED" in out and f"request {request}" in out and approver in out, out
 
 
-def test_purging_the_quarantine_after_its_retention_keeps_the_records(database, sql, capsys):
+def test_purging_the_quarantine_after_its_retention_keeps_the_records(database, sql, capsys, people):
     landing = Path(database["CONTRIBFLOW_LANDING_DIR"])
     assert cli.main(["init-db"]) == 0
     for offset, day in enumerate((DAY, NEXT)):
@@ -106,9 +122,11 @@ def test_purging_the_quarantine_after_its_retention_keeps_the_records(database, 
         assert _ingest(path, day) == 0
     raw_before = sql("select count(*) from raw.contributions")
 
-    assert cli.main(["purge-quarantine", "--before", NEXT.isoformat()]) == 0
-    assert "1 quarantined rows of 1 file(s) dated before 2026-11-03 removed, 1 failing identifier values masked" \
-        in capsys.readouterr().out
+    assert cli.main(["purge-quarantine", "--before", NEXT.isoformat()]) == 1  # not without a request
+    assert f"contribflow request purge-quarantine --before {NEXT}" in capsys.readouterr().err
+    request = people.approved(["purge-quarantine", "--before", NEXT.isoformat(), "--reason", "90 days passed"])
+    assert cli.main(["apply", str(request)]) == 0
+    assert "files=1, quarantined_rows_removed=1, identifier_values_masked=1" in capsys.readouterr().out
     assert sql("select file_date from raw.contributions_quarantine") == [(NEXT,)]
     # The day kept shows the failing identifier as ingest wrote it: its length and character
     # classes, never the value (contribflow/redact.py).
@@ -116,7 +134,8 @@ def test_purging_the_quarantine_after_its_retention_keeps_the_records(database, 
                   join meta.source_file f on f.sha256 = i.source_sha256 order by 1""") == [
         (DAY, "[purged]"), (NEXT, "[13 characters: uppercase, digits, punctuation]")]
     assert sql("select count(*) from raw.contributions") == raw_before  # the legal record stays
-    assert sql("select status, rows_in from meta.etl_run where step = 'purge-quarantine'") == [("SUCCESS", 1)]
+    assert sql("select status, details->>'quarantined_rows_removed' from meta.etl_run where step = 'apply'") == [
+        ("SUCCESS", "1")]
 
 
 def test_the_runbook_names_only_commands_that_exist():
@@ -147,7 +166,7 @@ def test_deleting_records_after_their_retention_is_possible_only_as_the_runbook_
         sql("DELETE FROM raw.contributions")
 
 
-def test_withdrawing_a_loaded_file_as_the_runbook_says(database, sql, capsys):
+def test_withdrawing_a_loaded_file_as_the_runbook_says(database, sql, capfd, people):
     """docs/runbook.md "Withdraw a loaded file": day 2's file re-sent two declarations in a new
     state and brought a new one; withdrawn, the first two fall back to day 1, the third leaves."""
     import os
@@ -170,25 +189,31 @@ def test_withdrawing_a_loaded_file_as_the_runbook_says(database, sql, capsys):
     marts = "select declaration_id, status, file_date from marts.fct_contributions order by 1"
     assert [r[1] for r in sql(marts)] == ["PAID", "CANCELLED", "DUE", "DUE"]
 
-    # 1. find the load; 2. record the withdrawal, as the owner, with the reason
+    # 1. find the load; 2. an operator requests the withdrawal with the reason
     audit = subprocess.run([sys.executable, "-m", "contribflow", "audit", "--date", NEXT.isoformat()],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "contributions_20261103.csv" in audit.stdout and "rb-day2" in audit.stdout
-    assert cli.main(["withdraw-file", "--file", "contributions_20261103.csv",
-                     "--reason", "test export sent by mistake"]) == 0
-    assert "--no-generate" in capsys.readouterr().out
-    assert [r[1] for r in sql(marts)] == ["PAID", "CANCELLED", "DUE", "DUE"]  # not yet published
-    # 3. publish it by re-running the day
-    out = run_day(NEXT, "rb-rerun")
+    operator, approver = people.add("operator"), people.add("approver")
+    request = people.request(operator, ["withdraw-file", "--date", NEXT.isoformat(),
+                                        "--reason", "test export sent by mistake"], capfd)
+    # 3. another person approves it
+    assert people.cli(approver, ["approve", str(request)]) == 0
+    assert [r[1] for r in sql(marts)] == ["PAID", "CANCELLED", "DUE", "DUE"]  # not applied yet
+    # 4. apply it: recorded, rebuilt and published
+    capfd.readouterr()
+    assert people.cli(None, ["apply", str(request)]) == 0
+    out = capfd.readouterr().out
     assert "withdrawals_applied=1" in out and "fct_rows_removed=1" in out, out
     assert sql(marts) == [("DEC_20261101_000001", "DUE", DAY), ("DEC_20261101_000002", "DUE", DAY),
                           ("DEC_20261101_000003", "DUE", DAY)]
     assert sql("select count(*) from raw.contributions") == [(6,)]  # raw keeps every row
-    # 4. check: trace and audit show it
+    # 5. check: trace and audit show it
     trace = subprocess.run([sys.executable, "-m", "contribflow", "trace", "--declaration", "DEC_20261101_000004"],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "WITHDRAWN" in trace.stdout and "test export sent by mistake" in trace.stdout
     assert "applied by build" in trace.stdout
+    assert f"request {request} (withdraw-file): requested by {operator}" in trace.stdout
+    assert f"approved by {approver}" in trace.stdout
     audit = subprocess.run([sys.executable, "-m", "contribflow", "audit", "--date", NEXT.isoformat()],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "test export sent by mistake" in audit.stdout and "applied by build" in audit.stdout

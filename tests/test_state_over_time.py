@@ -199,7 +199,7 @@ def test_every_contract_valid_value_builds_and_the_next_day_publishes(database, 
 
 @pytest.mark.parametrize("where", ["the last", "the first"])
 def test_withdrawing_a_file_falls_back_to_the_latest_remaining_state_or_leaves_the_marts(
-        database, sql, source, where):
+        database, sql, source, where, people):
     """A file withdrawn: each declaration it mentioned shows the state of the latest remaining file
     that mentioned it, or leaves the marts if none remains; raw keeps every row; a full refresh
     gives the same marts as the incremental build."""
@@ -212,9 +212,11 @@ def test_withdrawing_a_file_falls_back_to_the_latest_remaining_state_or_leaves_t
     raw_before = sql("select * from raw.contributions order by declaration_id, ingestion_ts")
 
     name, number = (source.files[1][2], 1) if where == "the last" else (source.files[0][2], 0)
-    done = cli("withdraw-file", "--file", name, "--reason", "the source sent it by mistake (ticket 42)")
+    request = people.approved(["withdraw-file", "--date", source.files[number][0].isoformat(),
+                               "--reason", "the source sent it by mistake (ticket 42)"])
+    done = cli("apply", str(request), "--no-publish")
     assert done.returncode == 0, done.stderr
-    assert "re-run a day" in done.stdout and "--no-generate" in done.stdout
+    assert f"file={name}" in done.stdout and "withdrawal_id=1" in done.stdout, done.stdout
     # Recorded, not yet applied: the marts still show the file.
     assert sql("select file_name, file_date, run_id, raw_rows, reason, applied_build_id, withdrawn_by_login = "
                "session_user from meta.file_withdrawal") == [
@@ -251,22 +253,25 @@ def test_withdrawing_a_file_falls_back_to_the_latest_remaining_state_or_leaves_t
     assert sorted(sql("select * from marts.dim_taxpayer")) == dim
 
 
-def test_withdraw_file_refuses_what_it_cannot_withdraw(database, sql, source):
+def test_withdraw_file_refuses_what_it_cannot_withdraw(database, sql, source, people):
     source.send(D1, [row(1)])
     run_day(D1, "refuse-1")
     source.send(D1, [row(1, "PAID")])  # the same name, loaded again by another run
     run_day(D1, "refuse-2")
-    name = source.files[0][2]
-    done = cli("withdraw-file", "--file", name, "--reason", "x")
+    day = D1.isoformat()
+    done = cli("apply", str(people.approved(["withdraw-file", "--date", day, "--reason", "x"])))
     assert done.returncode == 1 and "loaded by 2 runs" in done.stderr and "refuse-1" in done.stderr \
         and "--run" in done.stderr, done.stderr
-    done = cli("withdraw-file", "--file", "contributions_20991231.csv", "--reason", "x")
+    done = cli("apply", str(people.approved(["withdraw-file", "--date", day, "--run", "refuse-9", "--reason", "x"])))
     assert done.returncode == 1 and "only a LOADED file can be withdrawn" in done.stderr, done.stderr
-    done = cli("withdraw-file", "--file", name, "--run", "refuse-2", "--reason", "  ")
+    done = cli("request", "withdraw-file", "--date", day, "--run", "refuse-2", "--reason", "  ")
     assert done.returncode == 2 and "argument --reason" in done.stderr, done.stderr  # argparse's usage error
-    assert cli("withdraw-file", "--file", name, "--run", "refuse-2", "--reason", "v2 was wrong").returncode == 0
-    done = cli("withdraw-file", "--file", name, "--run", "refuse-2", "--reason", "again")
+    request = people.approved(["withdraw-file", "--date", day, "--run", "refuse-2", "--reason", "v2 was wrong"])
+    assert cli("apply", str(request), "--no-publish").returncode == 0
+    again = people.approved(["withdraw-file", "--date", day, "--run", "refuse-2", "--reason", "again"])
+    done = cli("apply", str(again), "--no-publish")
     assert done.returncode == 1 and "already withdrawn" in done.stderr, done.stderr
+    assert sql("select count(*) from meta.correction_application") == [(1,)]  # refused: nothing applied
     assert sql("select count(*) from meta.file_withdrawal") == [(1,)]
     # Nobody but the owner records one: the pipeline's roles may only read it.
     for role in ("contribflow_loader", "contribflow_transformer", "contribflow_auditor"):
@@ -322,7 +327,7 @@ def test_a_failed_build_names_the_failing_node_and_the_databases_message(databas
 
 
 def test_a_withdrawal_recorded_after_a_build_waits_for_the_next_and_a_same_day_repeat_is_warned(
-        database, sql, source):
+        database, sql, source, people):
     """A build applies the withdrawals recorded before it started: one recorded between dbt-build and
     publish stays pending (the marts still show the file) and the next run applies it. And withdrawing
     a file whose states a later file of the same date repeated keeps those states, from the later
@@ -337,10 +342,11 @@ def test_a_withdrawal_recorded_after_a_build_waits_for_the_next_and_a_same_day_r
     for args in (["ingest", "--file", str(path)], ["dbt-build"]):
         assert cli(*args, "--date", D2.isoformat(), env=env).returncode == 0
 
-    done = cli("withdraw-file", "--file", source.files[0][2], "--run", "late-w-1", "--reason", "wrong export")
+    request = people.approved(["withdraw-file", "--date", D1.isoformat(), "--run", "late-w-1",
+                               "--reason", "wrong export"])
+    done = cli("apply", str(request), "--no-publish")
     assert done.returncode == 0, done.stderr
-    assert "1 of its declarations were repeated by a later file of 2026-11-02: they keep that state" \
-        in done.stdout, done.stdout
+    assert "kept_by_later_files=1" in done.stdout, done.stdout
     for stage in ("dbt-test", "publish"):
         done = cli(stage, "--date", D2.isoformat(), env=env)
         assert done.returncode == 0, done.stdout + done.stderr

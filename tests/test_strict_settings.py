@@ -95,6 +95,8 @@ SETTINGS: dict[str, tuple[str | None, list[str], str]] = {
     "CONTRIBFLOW_NOTIFY_TIMEOUT_S": ("notify_timeout_s", ["0", "-1", "61", "nan", "inf"], "a number from 0.1 to 60"),
     "CONTRIBFLOW_ARGO_UI_URL": ("argo_ui_url", ["argo.example.com", "ftp://argo.example.com", "https://"],
                                 "is not an http:// or https:// URL"),
+    "CONTRIBFLOW_REQUEST_TTL_HOURS": ("request_ttl_hours", ["0", "721", "1.5", "nan", "72h", "-1"],
+                                      "a whole number from 1 to 720 (hours)"),
     "CONTRIBFLOW_LOG_FORMAT": (None, ["xml", "jsonl"], "must be one of text, json"),
     "CONTRIBFLOW_LOG_LEVEL": (None, ["LOUD", "5"], "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
 }
@@ -165,6 +167,25 @@ ARGUMENTS: list[tuple[list[str], int, str]] = [
       for v in ["", "../x", "a b", "r" * 129]],
     *[(["withdraw-file", "--file", "contributions_20261120.csv", "--reason", v], 2, "argument --reason: ")
       for v in ["", "   ", "a\x00b", "line\nbreak", "x" * 1001]],
+    *_dates(["request", "withdraw-file", "--reason", "x"], "--date", []),
+    *_dates(["request", "reprocess", "--reason", "x"], "--date", []),
+    *_dates(["request", "purge-quarantine", "--reason", "x"], "--before", []),
+    *[(["request", "reprocess", "--date", D, "--threshold", v, "--reason", "x"], 2, "argument --threshold: ")
+      for v in ["nan", "1.5", "-0.1", ".5", "1e-2"]],
+    *[(["request", "reload-corrected", "--date", D, "--file", v, "--reason", "x"], 2, "argument --file: ")
+      for v in ["", "../contributions_20261120.csv", "contributions_20261320.csv"]],
+    *[(["request", "withdraw-file", "--date", D, "--reason", v], 2, "argument --reason: ")
+      for v in ["", "   ", "a\x00b", "x" * 1001]],
+    *[(["request", "withdraw-file", "--date", D, "--run", v, "--reason", "x"], 2, "argument --run: ")
+      for v in ["", "../x", "a b"]],
+    (["request", "launder-money", "--reason", "x"], 2, "argument KIND: invalid choice"),
+    *[([command, v], 2, "argument id: ") for command in ("approve", "apply") for v in ["0", "-1", "x", "1.5", ""]],
+    (["reject", "1"], 2, "the following arguments are required: --reason"),
+    *[(["reject", v, "--reason", "x"], 2, "argument id: ") for v in ["0", "x"]],
+    *[([command, "1", "--reason", v], 2, "argument --reason: ") for command in ("approve", "reject")
+      for v in ["", "  ", "a\nb"]],
+    (["db", "add-person", "Bob", "--role", "operator"], 2, "argument name: "),
+    (["db", "add-person", "bob", "--role", "admin"], 2, "argument --role: invalid choice"),
     *[(["trace", "--declaration", v], 2, "argument --declaration: a declaration id is 1 to 64 characters")
       for v in ["", "a\tb", "x" * 65, " DEC_1"]],
     (["trace", "--taxpayer-key", "TAXP_12345"], 2, "argument --taxpayer-key: a taxpayer key is the 64"),

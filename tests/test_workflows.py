@@ -26,7 +26,14 @@ from contribflow.cluster.imagemap import IMAGES, image_for
 from contribflow.dates import date_range
 from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, by_name, topological_order
 from contribflow.settings import DEV_PSEUDONYM_KEY
-from workflows import contribflow_backfill, contribflow_cron, contribflow_daily, render, steps
+from workflows import (
+    contribflow_apply_request,
+    contribflow_backfill,
+    contribflow_cron,
+    contribflow_daily,
+    render,
+    steps,
+)
 
 RENDERED = ROOT / "workflows" / "rendered"
 DAILY_FILE = RENDERED / "workflowtemplate-contribflow-daily.yaml"
@@ -58,10 +65,10 @@ def all_rendered() -> list[dict]:
 
 # --- 1. schema validation, strict ------------------------------------------------------------------
 
-def test_the_three_objects_are_rendered_and_each_is_valid_argo_strictly():
+def test_the_four_objects_are_rendered_and_each_is_valid_argo_strictly():
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in all_rendered())
-    assert kinds == [("CronWorkflow", k8s.CRON_WORKFLOW), ("WorkflowTemplate", k8s.BACKFILL_TEMPLATE),
-                     ("WorkflowTemplate", k8s.WORKFLOW_TEMPLATE)]
+    assert kinds == [("CronWorkflow", k8s.CRON_WORKFLOW), ("WorkflowTemplate", k8s.APPLY_TEMPLATE),
+                     ("WorkflowTemplate", k8s.BACKFILL_TEMPLATE), ("WorkflowTemplate", k8s.WORKFLOW_TEMPLATE)]
     for path in sorted(RENDERED.glob("*.yaml")):
         assert default_schema().check_file(path) == 1, path
 
@@ -290,6 +297,24 @@ def test_runs_of_one_date_are_serialised_cleaned_up_and_readable_in_the_ui():
                 assert notes["workflows.argoproj.io/description"]
 
 
+def test_the_apply_request_template_applies_then_rebuilds_only_when_the_correction_changes_the_marts():
+    doc = load(RENDERED / "workflowtemplate-contribflow-apply-request.yaml")
+    spec, tmpl = doc["spec"], templates(doc)
+    assert [p["name"] for p in spec["arguments"]["parameters"]] == ["request-id"]
+    assert "value" not in spec["arguments"]["parameters"][0]  # an id must be given, never defaulted
+    assert tmpl["apply"]["container"]["args"] == ["apply", "{{workflow.parameters.request-id}}", "--no-publish"]
+    apply_env = env_of(tmpl["apply"]["container"])
+    assert apply_env["PGUSER"]["valueFrom"]["secretKeyRef"]["key"].startswith("migrator")
+    tasks = {t["name"]: t for t in tmpl["apply-request"]["dag"]["tasks"]}
+    assert [tasks[n].get("depends") for n in ("apply", "dbt-build", "dbt-test", "publish")] == [
+        None, "apply", "dbt-build", "dbt-test"]
+    for name in ("dbt-build", "dbt-test", "publish"):
+        assert tasks[name]["when"] == "{{tasks.apply.outputs.parameters.rebuild}} == true"
+        assert tmpl[name]["container"]["args"] == [name, "--date", "{{inputs.parameters.apply-run_date}}"]
+        assert tmpl[name]["container"]["image"] == templates(daily())[name]["container"]["image"]
+    assert spec["synchronization"]["mutexes"] == [{"name": "contribflow-apply-request-{{workflow.parameters.request-id}}"}]
+
+
 def test_the_backfill_fans_out_one_daily_run_per_date_with_bounded_parallelism():
     doc = load(RENDERED / "workflowtemplate-contribflow-backfill.yaml")
     spec = doc["spec"]
@@ -367,7 +392,7 @@ def test_each_module_holds_its_object_at_module_level_as_hera_generate_yaml_expe
     from hera.workflows import Workflow
 
     found = {}
-    for module in (contribflow_daily, contribflow_cron, contribflow_backfill):
+    for module in (contribflow_daily, contribflow_cron, contribflow_backfill, contribflow_apply_request):
         objects = [v for v in vars(module).values() if isinstance(v, Workflow)]
         assert len(objects) == 1, module.__name__
         found[module.__name__] = objects[0]

@@ -4,7 +4,8 @@ One self-contained HTML file (inline CSS and inline SVG, no script, no external 
 fetched when it is opened), to attach to an audit: rows loaded vs quarantined per day (a chart),
 run outcomes and step durations, quality issues by rule with examples (identifier values masked),
 dbt test results, source freshness and late-file events, the ledger of files with their sha256, and
-which build analysts read. Everything comes from ``meta`` (the pipeline's own record); the auditor
+which build analysts read, and the period's correction requests with who asked and who
+approved. Everything comes from ``meta`` (the pipeline's own record); the auditor
 role (migration 0008) reads all of it.
 
 The markup is a Jinja2 template (``templates/evidence_pack.html.j2``, autoescaped); this module only
@@ -38,6 +39,19 @@ SELECT file_date, file_name, sha256, size_bytes, rows_in, rows_loaded, rows_alre
        rows_withheld, outcome, detail, run_id, seen_at
   FROM meta.source_file WHERE file_date BETWEEN %(first)s AND %(last)s ORDER BY file_date, id
 """
+_REQUESTS = """
+SELECT r.id, r.kind, r.arguments::text AS arguments, r.reason, r.requested_by, r.requested_at, r.expires_at,
+       meta.correction_state(r.id) AS state, d.approved, d.decided_by, d.decided_at, d.reason AS decision_reason,
+       a.applied_by, a.applied_at
+  FROM meta.correction_request r
+  LEFT JOIN meta.correction_decision d ON d.request_id = r.id
+  LEFT JOIN meta.correction_application a ON a.request_id = r.id
+ WHERE r.requested_at::date BETWEEN %(first)s AND %(last)s
+    OR (coalesce(r.arguments->>'date', r.arguments->>'before'))::date BETWEEN %(first)s AND %(last)s
+ ORDER BY r.id
+"""
+"""The corrections (issue 28) made in the period or concerning one of its dates: who asked, who
+decided, when it was applied."""
 _STEPS = """
 SELECT run_id, step, logical_date, status, started_at, duration_s, rows_in, rows_loaded, rows_rejected,
        error, error_class, workflow_name, pod_name, ran_on
@@ -199,6 +213,7 @@ def collect(conn: psycopg.Connection, first: dt.date, last: dt.date, identifiers
         "ledger": ledger, "quality_issues": issues, "dbt": list(dbt.values()),
         "freshness": _rows(cur, _FRESHNESS, params), "late": late,
         "builds": _rows(cur, _BUILDS, params), "sla": sla,
+        "requests": _rows(cur, _REQUESTS, params),
         "published": dict(published) if published else None,
     }
 

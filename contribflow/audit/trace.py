@@ -58,9 +58,22 @@ SELECT r.declaration_id, r.taxpayer_key, r.event_date, r.amount, r.currency, r.c
        e.workflow_name, e.task_name, e.pod_name, e.ran_on, e.status AS ingest_status,
        e.started_at AS ingest_started_at, e.db_login AS ingest_db_login, r.revision,
        w.withdrawn_at, w.withdrawn_by_login, w.withdrawn_by_role, w.reason AS withdrawal_reason,
-       w.applied_build_id AS withdrawal_applied_by_build
+       w.applied_build_id AS withdrawal_applied_by_build,
+       q.id AS request_id, q.kind AS request_kind, q.requested_by, q.requested_at, q.reason AS request_reason,
+       q.decided_by AS approved_by, q.decided_at AS approved_at, q.decision_reason AS approval_reason,
+       q.applied_by AS request_applied_by, q.applied_at AS request_applied_at,
+       l.quarantine_line AS corrects_quarantined_line
   FROM raw.contributions r
   LEFT JOIN meta.file_withdrawal w ON w.file_name = r.source_file AND w.run_id = r.run_id
+  LEFT JOIN LATERAL (SELECT request_id, quarantine_line FROM meta.correction_link
+                      WHERE declaration_id = r.declaration_id AND corrected_file = r.source_file
+                        AND corrected_line = r.source_line ORDER BY id DESC LIMIT 1) l ON true
+  LEFT JOIN LATERAL (SELECT cr.id, cr.kind, cr.requested_by, cr.requested_at, cr.reason, cd.decided_by, cd.decided_at,
+                            cd.reason AS decision_reason, ca.applied_by, ca.applied_at
+                       FROM meta.correction_request cr
+                       JOIN meta.correction_decision cd ON cd.request_id = cr.id
+                       LEFT JOIN meta.correction_application ca ON ca.request_id = cr.id
+                      WHERE cr.id = coalesce(w.request_id, l.request_id)) q ON true
   LEFT JOIN LATERAL (SELECT sha256, outcome FROM meta.source_file
                       WHERE run_id = r.run_id AND file_name = r.source_file AND outcome = 'LOADED'
                       ORDER BY id DESC LIMIT 1) f ON true
@@ -222,6 +235,15 @@ def render(trace: dict[str, Any]) -> str:
                 out.append(f"       WITHDRAWN (not part of the declaration's state): at {r['withdrawn_at']} by "
                            f"{r['withdrawn_by_login']} as {r['withdrawn_by_role']}, reason: "
                            f"{r['withdrawal_reason']}; {applied}")
+            if r["corrects_quarantined_line"] is not None:
+                out.append(f"       CORRECTED: replaces the quarantined line {r['corrects_quarantined_line']} of "
+                           f"{r['file_date']} (a reload-corrected request)")
+            if r["request_id"] is not None:
+                note = f", note: {r['approval_reason']}" if r["approval_reason"] else ""
+                out.append(f"       request {r['request_id']} ({r['request_kind']}): requested by {r['requested_by']} "
+                           f"at {r['requested_at']}, reason: {r['request_reason']}; approved by {r['approved_by']} "
+                           f"at {r['approved_at']}{note}; applied by {r['request_applied_by']} at "
+                           f"{r['request_applied_at']}")
             out.append(f"       file {r['source_file']} line {r['source_line']}  sha256 {_n(r['sha256'])}")
             out.append(f"       ingested {r['ingestion_ts']}  run {r['run_id']}")
             by = (f"Argo workflow {r['workflow_name']} (uid {r['run_id']})" if r["workflow_name"]

@@ -3,6 +3,7 @@ containers run, with the same parameters and output passing as the Argo DAG."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -124,15 +125,23 @@ def _run_group(settings: Settings, stages: list[Stage], args: list[list[str]],
     return done
 
 
+def rebuild_stages() -> tuple[Stage, ...]:
+    """The stages after ingest (dbt-build, dbt-test, publish), the first one depending on nothing:
+    what ``contribflow apply`` runs after a correction, as the daily run does after its ingest."""
+    after = [s for s in STAGES if s.db_role == "transformer"]
+    return (dataclasses.replace(after[0], depends=()), *after[1:])
+
+
 def run_graph(settings: Settings, params: dict[str, str], env: dict[str, str] | None = None,
-              command: Command = cli_command) -> list[StepResult]:
+              command: Command = cli_command, stages: tuple[Stage, ...] = STAGES) -> list[StepResult]:
     """Run every stage in dependency order; a failure skips its dependants. Then the exit stage.
-    ``command``: how each stage is executed (cli_command: this interpreter's ``contribflow``)."""
+    ``command``: how each stage is executed (cli_command: this interpreter's ``contribflow``);
+    ``stages``: the daily graph, or a part of it (rebuild_stages)."""
     env = dict(os.environ if env is None else env, CONTRIBFLOW_RUN_ID=settings.run_id)
     params = {**PARAMETERS, **params}
     resolve = _resolver(settings, params)
     results: dict[str, StepResult] = {}
-    order = topological_order(STAGES)
+    order = topological_order(stages)
     for number, stage in enumerate(order, 1):
         label = f"[{number}/{len(order)}] {stage.name}"
         if stage.name in results:  # ran in the process of an earlier stage (_process_group)

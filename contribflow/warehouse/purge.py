@@ -15,57 +15,57 @@ also masks, with 0011's functions, every other place such a version put a raw va
 values of every column, the ledger's details (a header refusal that quoted a file's first row)
 and the ingest steps' errors and details of those dates.
 
-It runs as the warehouse's owner (the migrator login, or the local embedded server), never as a
-pipeline step: the loader may only add to the quarantine.
+Since issue 28 it is a request that a second person approves (``contribflow request
+purge-quarantine``); ``contribflow apply`` runs it as the warehouse's owner (the migrator login, or
+the local embedded server), never as a daily pipeline step: the loader may only add to the quarantine.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+import psycopg
+
 from contribflow.contract import BASE
-from contribflow.db import connect
 from contribflow.ingest import ledger
-from contribflow.settings import Settings
-from contribflow.step import StepRun
 
 MASK = "[purged]"
 IDENTIFIER_COLUMNS = tuple(c.name for c in BASE.columns if c.type == "identifier")
 _FILES = "SELECT sha256 FROM meta.source_file WHERE file_date < %(before)s"
 
 
-def run(settings: Settings, before: dt.date) -> StepRun:
+def purge(conn: psycopg.Connection, before: dt.date) -> dict:
+    """Purge inside the caller's transaction, which must have applied an approved purge-quarantine
+    request (meta.apply_correction, migration 0016): the quarantine's DELETE trigger refuses it
+    otherwise, to every role."""
     params = {"before": before, "mask": MASK, "identifiers": list(IDENTIFIER_COLUMNS)}
-    with StepRun(settings, "purge-quarantine", None) as step, connect(settings) as conn, conn.transaction():
-        files = conn.execute(
-            "SELECT DISTINCT source_sha256 FROM raw.contributions_quarantine WHERE file_date < %(before)s",
-            params).fetchall()
-        removed = conn.execute("DELETE FROM raw.contributions_quarantine WHERE file_date < %(before)s",
-                               params).rowcount
-        masked = conn.execute(
-            f"""UPDATE meta.data_quality_issue SET failing_value = %(mask)s
-                 WHERE source_sha256 IN ({_FILES})
-                   AND column_name = ANY(%(identifiers)s) AND failing_value IS DISTINCT FROM %(mask)s""",
-            params).rowcount
-        values = conn.execute(
-            f"""UPDATE meta.data_quality_issue SET failing_value = meta.masked_failing_value(column_name, failing_value)
-                 WHERE source_sha256 IN ({_FILES})
-                   AND failing_value IS DISTINCT FROM meta.masked_failing_value(column_name, failing_value)""",
-            params).rowcount
-        details = ledger.mask_details(conn, before)
-        errors = conn.execute(
-            """UPDATE meta.etl_run
-                  SET error = meta.masked_message(error),
-                      details = CASE WHEN details ? 'extra_columns' THEN jsonb_set(details, '{extra_columns}',
-                                     to_jsonb(meta.masked_names(details->>'extra_columns', ','))) ELSE details END
-                WHERE step = 'ingest' AND logical_date < %(before)s
-                  AND (error IS DISTINCT FROM meta.masked_message(error)
-                       OR details->>'extra_columns'
-                          IS DISTINCT FROM meta.masked_names(details->>'extra_columns', ','))""",
-            params).rowcount
-        step.rows_in = removed
-        step.details = {"before": before.isoformat(), "files": len(files),
-                        "quarantined_rows_removed": removed, "identifier_values_masked": masked,
-                        "other_values_masked": values, "ledger_details_masked": details,
-                        "step_errors_masked": errors}
-    return step
+    files = conn.execute(
+        "SELECT DISTINCT source_sha256 FROM raw.contributions_quarantine WHERE file_date < %(before)s",
+        params).fetchall()
+    removed = conn.execute("DELETE FROM raw.contributions_quarantine WHERE file_date < %(before)s",
+                           params).rowcount
+    masked = conn.execute(
+        f"""UPDATE meta.data_quality_issue SET failing_value = %(mask)s
+             WHERE source_sha256 IN ({_FILES})
+               AND column_name = ANY(%(identifiers)s) AND failing_value IS DISTINCT FROM %(mask)s""",
+        params).rowcount
+    values = conn.execute(
+        f"""UPDATE meta.data_quality_issue SET failing_value = meta.masked_failing_value(column_name, failing_value)
+             WHERE source_sha256 IN ({_FILES})
+               AND failing_value IS DISTINCT FROM meta.masked_failing_value(column_name, failing_value)""",
+        params).rowcount
+    details = ledger.mask_details(conn, before)
+    errors = conn.execute(
+        """UPDATE meta.etl_run
+              SET error = meta.masked_message(error),
+                  details = CASE WHEN details ? 'extra_columns' THEN jsonb_set(details, '{extra_columns}',
+                                 to_jsonb(meta.masked_names(details->>'extra_columns', ','))) ELSE details END
+            WHERE step = 'ingest' AND logical_date < %(before)s
+              AND (error IS DISTINCT FROM meta.masked_message(error)
+                   OR details->>'extra_columns'
+                      IS DISTINCT FROM meta.masked_names(details->>'extra_columns', ','))""",
+        params).rowcount
+    return {"before": before.isoformat(), "files": len(files),
+            "quarantined_rows_removed": removed, "identifier_values_masked": masked,
+            "other_values_masked": values, "ledger_details_masked": details,
+            "step_errors_masked": errors}
