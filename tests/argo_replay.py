@@ -152,8 +152,10 @@ class Replay:
                  work_dir: Path, workflow_uid: str, workflow_name: str,
                  base_env: Mapping[str, str] | None = None, claims: Mapping[str, Path] | None = None,
                  workflow_templates: Mapping[str, dict[str, Any]] | None = None, timeout_s: int = 900,
-                 executor: Any = None) -> None:
+                 executor: Any = None, namespace: str = "contribflow") -> None:
         self.spec = template["spec"]
+        self.namespace = namespace
+        """The namespace the Workflow runs in (``{{workflow.namespace}}``)."""
         self.templates = {t["name"]: t for t in self.spec["templates"]}
         self.secrets, self.config_maps = secrets, config_maps
         self.work_dir = work_dir
@@ -183,7 +185,7 @@ class Replay:
 
     def _global_scope(self, status: str | None) -> dict[str, str]:
         scope = {f"workflow.parameters.{k}": v for k, v in self.parameters.items()}
-        scope.update({"workflow.uid": self.uid, "workflow.name": self.name})
+        scope.update({"workflow.uid": self.uid, "workflow.name": self.name, "workflow.namespace": self.namespace})
         if status is not None:
             scope["workflow.status"] = status
         return scope
@@ -266,7 +268,7 @@ class Replay:
                        config_maps=self.config_maps, work_dir=self.work_dir / child_name,
                        workflow_uid=str(uuid.uuid4()), workflow_name=child_name, base_env=self.base_env,
                        claims=self.persistent, workflow_templates=self.workflow_templates,
-                       timeout_s=self.timeout_s, executor=self.executor).run()
+                       timeout_s=self.timeout_s, executor=self.executor, namespace=self.namespace).run()
         run = TaskRun(name, "Succeeded" if child.status == "Succeeded" else "Failed", workflow=child)
         for out in template.get("outputs", {}).get("parameters", []):
             if out.get("valueFrom", {}).get("jsonPath") == "{.metadata.name}":
