@@ -8,8 +8,9 @@ REPEATABLE READ reader sees the marts, their history and their record of one pub
   delta's post-hook inside its transaction, under the raw-writer lock: the macro
   ``record_high_water``), the withdrawals in force, and every LOADED source file up to the ledger's
   high-water mark with its sha256 (``meta.publication_input``).
-- **Code**: package version, ``CONTRIBFLOW_GIT_REVISION``, dbt's version and the project checksum
-  dbt-build recorded (``transform.project_checksum``), ``CONTRIBFLOW_IMAGE_DIGESTS``.
+- **Code**: package version, the settings git_revision and image_digests (CONTRIBFLOW_GIT_REVISION,
+  CONTRIBFLOW_IMAGE_DIGESTS), dbt's version and the project checksum dbt-build recorded
+  (``transform.project_checksum``).
 - **Outputs**: each published table's row count and content hash (``meta.publication_output``;
   the hash is defined in migration 0014 and docs/auditors.md). After the first recorded
   publication (and on a full refresh) the hash is kept up to date from the day's changes: the
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 
 import psycopg
@@ -58,7 +58,6 @@ TABLES = (Hashed("fct_contributions", "declaration_id", FCT_COLUMNS, "meta.fct_r
           Hashed("dim_taxpayer", "taxpayer_key", DIM_COLUMNS, "meta.dim_row_digest"))
 """The published tables a publication records, in marts (their history: <name>_history)."""
 MARTS = "marts"
-UNKNOWN = "unknown"
 
 
 def content(conn: psycopg.Connection, relation: str, table: Hashed) -> tuple[int, str]:
@@ -66,21 +65,6 @@ def content(conn: psycopg.Connection, relation: str, table: Hashed) -> tuple[int
     count, digest = conn.execute(
         f"SELECT count(*), meta.digest_hex(coalesce(sum({table.digest('t')}), 0)) FROM {relation} t").fetchone()
     return count, digest
-
-
-def image_digests(settings: Settings) -> dict[str, str]:
-    """``CONTRIBFLOW_IMAGE_DIGESTS``: a JSON object image name -> digest, where the deployment knows them."""
-    text = os.environ.get("CONTRIBFLOW_IMAGE_DIGESTS", "").strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise StageError(f"CONTRIBFLOW_IMAGE_DIGESTS is not JSON ({exc}): give an object, image name -> "
-                         "digest") from None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise StageError("CONTRIBFLOW_IMAGE_DIGESTS must be a JSON object of strings, image name -> digest")
-    return value
 
 
 def _history(conn: psycopg.Connection, table: Hashed, keys_sql: str | None, publication: int,
@@ -140,8 +124,7 @@ def record(conn: psycopg.Connection, settings: Settings, build_id: int, full_ref
                    %s, %s, %s, %s, %s)
            RETURNING id, published_at""",
         (build_id, run_id, logical_date, full_refresh, raw_high_water, ledger_high_water, __version__,
-         os.environ.get("CONTRIBFLOW_GIT_REVISION", "").strip() or UNKNOWN, dbt_version, dbt_checksum,
-         json.dumps(image_digests(settings)))).fetchone()
+         settings.git_revision, dbt_version, dbt_checksum, json.dumps(dict(settings.image_digests)))).fetchone()
     if ledger_high_water is not None:
         conn.execute(
             """INSERT INTO meta.publication_input (publication_id, source_file_id, file_name, sha256, file_date,
