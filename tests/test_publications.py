@@ -10,16 +10,18 @@ after a later withdrawal; ``--check-published`` finds a row changed behind the p
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import psycopg
 import pytest
+from test_state_over_time import Source, cli, row, run_day
 
 import days
-from test_state_over_time import Source, cli, row, run_day
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +193,23 @@ def test_the_history_and_the_record_are_read_by_whom_they_should_be(database, sq
                            else "update meta.publication_input set withdrawn = true"):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(change)
+
+
+def test_the_content_hash_is_what_docs_auditors_md_defines(database, sql):
+    """The canonical text the docs show is the one the SQL hashes, and the sum wraps modulo 2^128."""
+    assert cli("init-db").returncode == 0
+    doc = (ROOT / "docs" / "auditors.md").read_text(encoding="utf-8")
+    canonical = re.search(r"```text\n(5:DEC_1,[^\n]*)\n```", doc).group(1)
+    [(ours, theirs, expected)] = sql(
+        "select meta.fct_row_digest('DEC_1', 'k', '2026-11-01', 100.00, 'EUR', 'INCOME_TAX', 'DUE', 'LU', "
+        "'2026-11-02', 'contributions_20261102.csv', 2, '2026-11-02 08:00:00+00'), meta.hex128(md5(%s)), "
+        "meta.hex128(%s)", (canonical, hashlib.md5(canonical.encode()).hexdigest()))
+    assert ours == theirs == expected == int(hashlib.md5(canonical.encode()).hexdigest(), 16)
+    top = "f" * 32
+    assert sql("select meta.digest_hex(meta.hex128(%s)), meta.digest_hex(meta.hex128(%s) + 1), "
+               "meta.digest_hex(-1), meta.digest_hex(0)", (top, top)) == [(top, "0" * 32, top, "0" * 32)]
+    # NULL and the empty text differ; so do fields that would run together without their lengths.
+    assert sql("select meta.dim_row_digest('a', null, null, null, 1, 0, 0) <> "
+               "meta.dim_row_digest('a', '', null, null, 1, 0, 0)") == [(True,)]
+    assert sql("select meta.dim_row_digest('a,1:b', null, null, null, 1, 0, 0) <> "
+               "meta.dim_row_digest('a', ',1:b', null, null, 1, 0, 0)") == [(True,)]

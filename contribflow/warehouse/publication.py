@@ -60,10 +60,18 @@ TABLES = (Hashed("fct_contributions", "declaration_id", FCT_COLUMNS, "meta.fct_r
 MARTS = "marts"
 
 
+def one(cursor: psycopg.Cursor) -> tuple:
+    """The one row a query returns (an aggregate, an INSERT … RETURNING)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise StageError("a query that returns one row returned none")
+    return tuple(row)
+
+
 def content(conn: psycopg.Connection, relation: str, table: Hashed) -> tuple[int, str]:
     """(rows, content hash) of ``relation`` holding ``table``'s columns, every row hashed."""
-    count, digest = conn.execute(
-        f"SELECT count(*), meta.digest_hex(coalesce(sum({table.digest('t')}), 0)) FROM {relation} t").fetchone()
+    count, digest = one(conn.execute(
+        f"SELECT count(*), meta.digest_hex(coalesce(sum({table.digest('t')}), 0)) FROM {relation} t"))
     return count, digest
 
 
@@ -80,7 +88,7 @@ def _history(conn: psycopg.Connection, table: Hashed, keys_sql: str | None, publ
                       WHERE true{among.format(alias='t')}""")
     conn.execute(f"CREATE UNIQUE INDEX ON publication_rows ({table.key})")
     conn.execute("ANALYZE publication_rows")
-    closed, closed_sum = conn.execute(
+    closed, closed_sum = one(conn.execute(
         f"""WITH closed AS (
                 UPDATE {history} h SET valid_to_publication = %(pub)s, valid_to = %(at)s
                  WHERE h.valid_to_publication IS NULL{among.format(alias='h')}
@@ -88,8 +96,8 @@ def _history(conn: psycopg.Connection, table: Hashed, keys_sql: str | None, publ
                                     WHERE n.{table.key} = h.{table.key} AND n.row_digest = h.row_digest)
                 RETURNING h.row_digest)
             SELECT count(*), coalesce(sum(row_digest), 0) FROM closed""",
-        {"pub": publication, "at": published_at}).fetchone()
-    opened, opened_sum = conn.execute(
+        {"pub": publication, "at": published_at}))
+    opened, opened_sum = one(conn.execute(
         f"""WITH opened AS (
                 INSERT INTO {history} ({cols}, row_digest, valid_from_publication, valid_from)
                 SELECT {cols}, row_digest, %(pub)s, %(at)s FROM publication_rows n
@@ -97,7 +105,7 @@ def _history(conn: psycopg.Connection, table: Hashed, keys_sql: str | None, publ
                                     WHERE h.{table.key} = n.{table.key} AND h.valid_to_publication IS NULL)
                 RETURNING row_digest)
             SELECT count(*), coalesce(sum(row_digest), 0) FROM opened""",
-        {"pub": publication, "at": published_at}).fetchone()
+        {"pub": publication, "at": published_at}))
     conn.execute("DROP TABLE publication_rows")
     return closed, closed_sum, opened, opened_sum
 
@@ -107,15 +115,15 @@ def record(conn: psycopg.Connection, settings: Settings, build_id: int, full_ref
     """Record the publication of build ``build_id`` (inside publish's transaction, after its DML),
     keep the history, and return what the step reports. ``*_keys_sql``: the keys the publication
     may have changed (a query); ignored on a full refresh or the first recorded publication."""
-    run_id, logical_date, dbt_version, dbt_checksum = conn.execute(
+    run_id, logical_date, dbt_version, dbt_checksum = one(conn.execute(
         "SELECT run_id, logical_date, dbt_version, dbt_checksum FROM meta.mart_build WHERE id = %s",
-        (build_id,)).fetchone()
+        (build_id,)))
     high = conn.execute("SELECT to_regclass('marts_build.build_high_water') IS NOT NULL").fetchone()[0]
     raw_high_water, ledger_high_water = (conn.execute(
         "SELECT raw_high_water, ledger_high_water FROM marts_build.build_high_water").fetchone() or (None, None)) \
         if high else (None, None)
     previous = conn.execute("SELECT max(id) FROM meta.publication").fetchone()[0]
-    publication, published_at = conn.execute(
+    publication, published_at = one(conn.execute(
         """INSERT INTO meta.publication (build_id, run_id, logical_date, full_refresh, raw_high_water,
                                         ledger_high_water, withdrawal_ids, project_version, git_revision,
                                         dbt_version, dbt_checksum, image_digests)
@@ -124,7 +132,7 @@ def record(conn: psycopg.Connection, settings: Settings, build_id: int, full_ref
                    %s, %s, %s, %s, %s)
            RETURNING id, published_at""",
         (build_id, run_id, logical_date, full_refresh, raw_high_water, ledger_high_water, __version__,
-         settings.git_revision, dbt_version, dbt_checksum, json.dumps(dict(settings.image_digests)))).fetchone()
+         settings.git_revision, dbt_version, dbt_checksum, json.dumps(dict(settings.image_digests)))))
     if ledger_high_water is not None:
         conn.execute(
             """INSERT INTO meta.publication_input (publication_id, source_file_id, file_name, sha256, file_date,
@@ -142,9 +150,9 @@ def record(conn: psycopg.Connection, settings: Settings, build_id: int, full_ref
         closed, closed_sum, opened, opened_sum = _history(conn, table, None if full or keys_sql is None else keys_sql,
                                                            publication, published_at)
         if full:
-            rows, digest = conn.execute(
+            rows, digest = one(conn.execute(
                 f"""SELECT count(*), meta.digest_hex(coalesce(sum(row_digest), 0))
-                      FROM {MARTS}.{table.name}_history WHERE valid_to_publication IS NULL""").fetchone()
+                      FROM {MARTS}.{table.name}_history WHERE valid_to_publication IS NULL"""))
         else:
             before = conn.execute(
                 "SELECT row_count, content_hash FROM meta.publication_output WHERE publication_id = %s "
@@ -152,9 +160,9 @@ def record(conn: psycopg.Connection, settings: Settings, build_id: int, full_ref
             if before is None:
                 raise StageError(f"publication {previous} recorded no output for {table.name}: "
                                  "run a full refresh (dbt-build --full-refresh) to record it from every row")
-            rows, digest = conn.execute(
+            rows, digest = one(conn.execute(
                 "SELECT %s::bigint - %s + %s, meta.digest_hex(meta.hex128(%s) - %s + %s)",
-                (before[0], closed, opened, before[1], closed_sum, opened_sum)).fetchone()
+                (before[0], closed, opened, before[1], closed_sum, opened_sum)))
         conn.execute(
             """INSERT INTO meta.publication_output (publication_id, table_name, row_count, content_hash, computed)
                VALUES (%s, %s, %s, %s, %s)""",
