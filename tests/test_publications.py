@@ -149,9 +149,20 @@ def test_three_days_a_reversal_and_a_withdrawal_every_publication_as_of_and_repr
     assert "fct_contributions: DIFFERS" in out and "DEC_20261101_000010" in out, out
     assert "dim_taxpayer: identical" in out, out
     assert reproduce("--publication", "4")[0] == 0  # the rebuild from raw does not read the marts
+    # The runbook's remedy: a full refresh re-publishes every row from raw, and its record hashes them all.
+    env = dict(os.environ, CONTRIBFLOW_RUN_ID="pub-5-full")
+    for stage in (["dbt-build", "--full-refresh"], ["dbt-test"], ["publish"]):
+        done = cli(stage[0], "--date", D4.isoformat(), *stage[1:], env=env)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert reproduce("--check-published")[0] == 0
+    assert sql("select computed from meta.publication_output where publication_id = 5") == [("full",), ("full",)]
+    assert_as_of(sql, 5, shown[4])
+    # The tampered row was never a published version: the history has no new one for it.
+    assert sql("select count(*) from marts.fct_contributions_history where declaration_id = 'DEC_20261101_000010'") \
+        == [(1,)]
 
     # Bad arguments: a clear error, exit 2 (errors.EXIT_USAGE).
-    for args, says in [(("--publication", "99"), "there is no publication 99: publications are numbered 1 to 4"),
+    for args, says in [(("--publication", "99"), "there is no publication 99: publications are numbered 1 to 5"),
                        (("--publication", "1", "--check-published"), "exactly one of"),
                        ((), "exactly one of")]:
         code, out = reproduce(*args)
