@@ -50,7 +50,7 @@ class Hashed:
     digest_function: str
 
     def digest(self, alias: str) -> str:
-        """The row digest of ``alias``'s row (meta.fct_row_digest / meta.dim_row_digest)."""
+        """The row digest of ``alias``'s row, 32 hex digits (meta.fct_row_digest / meta.dim_row_digest)."""
         return f"{self.digest_function}({', '.join(f'{alias}.{c}' for c in self.columns)})"
 
 
@@ -70,8 +70,11 @@ def one(cursor: psycopg.Cursor) -> tuple:
 
 def content(conn: psycopg.Connection, relation: str, table: Hashed) -> tuple[int, str]:
     """(rows, content hash) of ``relation`` holding ``table``'s columns, every row hashed."""
+    # OFFSET 0 keeps the digest a column of the subquery: meta.hex128 is inlined on a column, not on
+    # the md5 expression it would otherwise be handed (which it reads thrice).
     count, digest = one(conn.execute(
-        f"SELECT count(*), meta.digest_hex(coalesce(sum({table.digest('t')}), 0)) FROM {relation} t"))
+        f"""SELECT count(*), meta.digest_hex(coalesce(sum(meta.hex128(d)), 0))
+              FROM (SELECT {table.digest('t')} AS d FROM {relation} t OFFSET 0) rows"""))
     return count, digest
 
 
@@ -95,7 +98,7 @@ def _history(conn: psycopg.Connection, table: Hashed, keys_sql: str | None, publ
                    AND NOT EXISTS (SELECT FROM publication_rows n
                                     WHERE n.{table.key} = h.{table.key} AND n.row_digest = h.row_digest)
                 RETURNING h.row_digest)
-            SELECT count(*), coalesce(sum(row_digest), 0) FROM closed""",
+            SELECT count(*), coalesce(sum(meta.hex128(row_digest)), 0) FROM closed""",
         {"pub": publication, "at": published_at}))
     opened, opened_sum = one(conn.execute(
         f"""WITH opened AS (
@@ -104,7 +107,7 @@ def _history(conn: psycopg.Connection, table: Hashed, keys_sql: str | None, publ
                  WHERE NOT EXISTS (SELECT FROM {history} h
                                     WHERE h.{table.key} = n.{table.key} AND h.valid_to_publication IS NULL)
                 RETURNING row_digest)
-            SELECT count(*), coalesce(sum(row_digest), 0) FROM opened""",
+            SELECT count(*), coalesce(sum(meta.hex128(row_digest)), 0) FROM opened""",
         {"pub": publication, "at": published_at}))
     conn.execute("DROP TABLE publication_rows")
     return closed, closed_sum, opened, opened_sum
@@ -151,7 +154,7 @@ def record(conn: psycopg.Connection, settings: Settings, build_id: int, full_ref
                                                            publication, published_at)
         if full:
             rows, digest = one(conn.execute(
-                f"""SELECT count(*), meta.digest_hex(coalesce(sum(row_digest), 0))
+                f"""SELECT count(*), meta.digest_hex(coalesce(sum(meta.hex128(row_digest)), 0))
                       FROM {MARTS}.{table.name}_history WHERE valid_to_publication IS NULL"""))
         else:
             before = conn.execute(

@@ -16,13 +16,15 @@ CREATE FUNCTION meta.canonical_field(value text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN CASE WHEN value IS NULL THEN '-' ELSE length(value)::text || ':' || value END;
 
+-- Plain SQL the planner inlines (its argument, a column, appears thrice): a per-row call of a
+-- non-inlined function cost ~100 times the md5 itself.
 CREATE FUNCTION meta.hex128(hex text) RETURNS numeric
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN ('x' || lpad(substr(hex, 1, 8), 16, '0'))::bit(64)::bigint::numeric * 79228162514264337593543950336
-         + ('x' || lpad(substr(hex, 9, 8), 16, '0'))::bit(64)::bigint::numeric * 18446744073709551616
-         + ('x' || lpad(substr(hex, 17, 8), 16, '0'))::bit(64)::bigint::numeric * 4294967296
-         + ('x' || lpad(substr(hex, 25, 8), 16, '0'))::bit(64)::bigint::numeric;
-COMMENT ON FUNCTION meta.hex128(text) IS '32 hex digits (an md5) as the unsigned 128-bit integer they write';
+    RETURN ('x' || substr(hex, 1, 16))::bit(64)::bigint::numeric * 18446744073709551616
+         + ('x' || substr(hex, 17, 16))::bit(64)::bigint::numeric
+         + CASE WHEN ('x' || substr(hex, 17, 16))::bit(64)::bigint < 0 THEN 18446744073709551616 ELSE 0 END;
+COMMENT ON FUNCTION meta.hex128(text) IS
+    '32 hex digits (an md5) as the 128-bit integer they write, modulo 2^128 (the high half read signed)';
 
 -- A sum of digests (or a difference of two) as the 32 hex digits of its value modulo 2^128.
 CREATE FUNCTION meta.digest_hex(total numeric) RETURNS text
@@ -35,30 +37,32 @@ CREATE FUNCTION meta.digest_hex(total numeric) RETURNS text
                                + 340282366920938463463374607431768211456,
                                340282366920938463463374607431768211456) AS m) AS normalised);
 
+-- A row's digest, as the md5's 32 hex digits (meta.hex128 reads them as the integer). STABLE,
+-- not IMMUTABLE: to_char is STABLE, and an IMMUTABLE SQL function calling it is never inlined.
 CREATE FUNCTION meta.fct_row_digest(
     declaration_id text, taxpayer_key text, event_date date, amount numeric, currency text,
     contribution_type text, status text, country text, file_date date, source_file text,
-    source_line integer, raw_loaded_at timestamptz) RETURNS numeric
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN meta.hex128(md5(
+    source_line integer, raw_loaded_at timestamptz) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN md5(
         meta.canonical_field(declaration_id) || ',' || meta.canonical_field(taxpayer_key) || ','
         || meta.canonical_field(to_char(event_date, 'YYYY-MM-DD')) || ','
         || meta.canonical_field(round(amount, 2)::text) || ',' || meta.canonical_field(currency) || ','
         || meta.canonical_field(contribution_type) || ',' || meta.canonical_field(status) || ','
         || meta.canonical_field(country) || ',' || meta.canonical_field(to_char(file_date, 'YYYY-MM-DD')) || ','
         || meta.canonical_field(source_file) || ',' || meta.canonical_field(source_line::text) || ','
-        || meta.canonical_field(to_char(raw_loaded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))));
+        || meta.canonical_field(to_char(raw_loaded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
 
 CREATE FUNCTION meta.dim_row_digest(
     taxpayer_key text, main_country text, first_event_date date, last_event_date date, declarations bigint,
-    amount_paid numeric, amount_due numeric) RETURNS numeric
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN meta.hex128(md5(
+    amount_paid numeric, amount_due numeric) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN md5(
         meta.canonical_field(taxpayer_key) || ',' || meta.canonical_field(main_country) || ','
         || meta.canonical_field(to_char(first_event_date, 'YYYY-MM-DD')) || ','
         || meta.canonical_field(to_char(last_event_date, 'YYYY-MM-DD')) || ','
         || meta.canonical_field(declarations::text) || ',' || meta.canonical_field(round(amount_paid, 2)::text) || ','
-        || meta.canonical_field(round(amount_due, 2)::text)));
+        || meta.canonical_field(round(amount_due, 2)::text));
 
 -- 2. Every publication. INSERT-only: no role but the owner (the migrator) may UPDATE or DELETE a
 --    row (issue 27's hash chain covers these tables too). Written by publish in the transaction
@@ -160,7 +164,7 @@ CREATE TABLE marts.fct_contributions_history (
     source_file            text,
     source_line            integer,
     raw_loaded_at          timestamptz,
-    row_digest             numeric     NOT NULL,
+    row_digest             text        NOT NULL,
     valid_from_publication bigint      NOT NULL,
     valid_to_publication   bigint,
     valid_from             timestamptz NOT NULL,
@@ -179,7 +183,7 @@ CREATE TABLE marts.dim_taxpayer_history (
     declarations           bigint,
     amount_paid            numeric(38, 2),
     amount_due             numeric(38, 2),
-    row_digest             numeric     NOT NULL,
+    row_digest             text        NOT NULL,
     valid_from_publication bigint      NOT NULL,
     valid_to_publication   bigint,
     valid_from             timestamptz NOT NULL,
