@@ -21,7 +21,13 @@ measures on them, each in a fresh database:
               `dbt-test`, `publish`), incremental and then --full-refresh; the fact's cost is the
               delta model's own execution_time (run_results.json) plus the publish transaction that
               applies it to marts (meta.etl_run), and dbt's fixed start-up (wall minus dbt's
-              elapsed_time) is reported on its own.
+              elapsed_time) is reported on its own. The publish transaction includes the
+              publication's record and the as-of history (issue 27), kept from the day alone
+              (checked: versions opened <= the day, hash incremental), and its growth from the
+              smallest to the largest history is a target;
+- reproduce   `contribflow reproduce --publication N` of the latest publication of the dbt cases
+              (history + the day): a full dbt rebuild from raw into marts_reproduce, every row hashed
+              (issue 27; checked: identical).
 
 - daily run  the whole `contribflow run` of a day (10k and 100k rows, the file already landed),
               on a new run date each time after a first day, from start to summary: its wall time
@@ -405,6 +411,7 @@ class Bench:
         pristine = f"{history_db}_pristine"
         self.copy_database(history_db, pristine)
         samples: dict[str, list[_DbtSample]] = {}
+        kept: list[tuple[int, str]] = []
         for _ in range(self.repeats_for(history)):
             for mode, extra in (("incremental", []), ("full refresh", ["--full-refresh"])):
                 self.copy_database(pristine, history_db)
@@ -415,6 +422,13 @@ class Bench:
                         "SELECT count(*), md5(string_agg(concat_ws('|', declaration_id, status, amount, "
                         "file_date, raw_loaded_at), ',' ORDER BY declaration_id)) FROM marts.fct_contributions"
                     ).fetchone()
+                    if mode == "incremental":  # issue 27: the publication kept its history from the day alone
+                        kept.append(conn.execute(
+                            """SELECT (e.details->>'fct_contributions_versions_opened')::bigint, o.computed
+                                 FROM meta.etl_run e, meta.publication p
+                                 JOIN meta.publication_output o ON o.publication_id = p.id
+                                  AND o.table_name = 'fct_contributions'
+                                WHERE e.step = 'publish' ORDER BY e.id DESC, p.id DESC LIMIT 1""").fetchone())
                 samples.setdefault(mode, []).append(_DbtSample(publish_s, fct_s, wall, rss, startup_s, tuple(fct_rows)))
         inc, full = samples["incremental"], samples["full refresh"]
         self.measures.append(Measure.of(
@@ -426,7 +440,13 @@ class Bench:
             peak_rss_mb=max(s.rss_mb for s in full),
             note=f"dbt-build wall {statistics.median(s.wall_s for s in full):.1f}s"))
         self.measures.append(Measure.of(f"publish of a 100k day @{_short(history)}", DAILY_ROWS,
-                                        [s.publish_s for s in inc], note="the publish transaction (incremental)"))
+                                        [s.publish_s for s in inc],
+                                        note="the publish transaction (incremental), with its record and the "
+                                             "as-of history"))
+        self.check(f"publish @{_short(history)}: history and hashes from the day alone",
+                   ", ".join(f"{opened} versions opened, hash {how}" for opened, how in kept),
+                   all(opened <= DAILY_ROWS and how == "incremental" for opened, how in kept))
+        self.reproduce_case(env, history)
         self.measures.append(Measure.of("dbt start-up per invocation", 0, [s.startup_s for s in inc + full],
                                         note="wall minus dbt's elapsed_time"))
         outcomes = {s.fct_rows for s in inc + full}
@@ -435,6 +455,28 @@ class Bench:
         self.trace_case(history_db, history, next_day)
         self.drop_database(pristine)
         self.drop_database(history_db)
+
+    # --- reproduce (issue 27) ---------------------------------------------------------------------
+
+    def reproduce_case(self, env: dict[str, str], history: int) -> None:
+        """``contribflow reproduce`` of the latest publication the dbt cases left (history + one day,
+        published by a full refresh): dbt rebuilds it from raw into the scratch schema, and every
+        row of both marts is hashed and compared with the record."""
+        with self.connect(env["PGDATABASE"]) as conn:
+            latest, rows = conn.execute(
+                "SELECT p.id, o.row_count FROM meta.publication p JOIN meta.publication_output o "
+                "ON o.publication_id = p.id AND o.table_name = 'fct_contributions' ORDER BY p.id DESC LIMIT 1"
+            ).fetchone()
+        log = self.work / "subprocess.log"
+        start = log.stat().st_size if log.exists() else 0
+        self.checkpoint(env)
+        wall, rss = self.run(["reproduce", "--publication", str(latest)], env)
+        said = log.read_bytes()[start:].decode(errors="replace")
+        self.measures.append(Measure.of(f"reproduce a publication @{_short(history)}", rows, [wall],
+                                        peak_rss_mb=rss, note="dbt full refresh into marts_reproduce, "
+                                                              "every row hashed"))
+        self.check(f"reproduce @{_short(history)}: both marts identical to the record",
+                   f"publication {latest}, {rows:,} fct rows", said.count(": identical (") == 2)
 
     # --- trace (issue 18) -------------------------------------------------------------------------
 

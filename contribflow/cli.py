@@ -25,10 +25,12 @@ from contribflow.errors import (
     EXIT_FAILED,
     EXIT_LATE,
     EXIT_TRANSIENT,
+    EXIT_USAGE,
     DatabaseUnavailable,
     FileChanged,
     FileNotYetArrived,
     StageError,
+    UsageError,
 )
 from contribflow.settings import RUN_ID, Settings, SettingsError
 from contribflow.step import add_listener
@@ -310,6 +312,27 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_publications(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow.warehouse import publication
+
+    print(publication.listing(settings, args.json))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow.warehouse import reproduce
+
+    if (args.publication is None) == (not args.check_published):
+        raise UsageError("reproduce takes exactly one of --publication N (rebuild publication N from raw and "
+                         "compare) and --check-published (compare the live marts with the latest record)")
+    if args.check_published:
+        code, lines = reproduce.check_published(settings)
+    else:
+        code, lines = reproduce.reproduce(settings, args.publication)
+    print("\n".join(lines))
+    return code
+
+
 def cmd_finish(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow import finish
 
@@ -588,6 +611,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
     p.set_defaults(handler=cmd_trace)
 
+    p = sub.add_parser("publications", help="every recorded publication: inputs, code, row counts and content hashes",
+                       description="Every publication meta.publication records, oldest first: logical date, "
+                                   "time, run, build, its input files, git revision, and each published "
+                                   "table's row count and content hash (docs/auditors.md). Needs the "
+                                   "auditor (or transformer) role.")
+    p.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    p.set_defaults(handler=cmd_publications)
+
+    p = sub.add_parser("reproduce", help="rebuild a publication from raw and compare it with its record; "
+                       "or check the live marts against the latest one",
+                       description="--publication N: rebuild the marts as publication N made them, from raw "
+                                   "alone (rows up to its high-water mark, without the files withdrawn by "
+                                   "then), in the scratch schema marts_reproduce (emptied afterwards), and "
+                                   "compare each table's row count and content hash with N's record. "
+                                   "--check-published: compare the live marts with the latest publication's "
+                                   "record. Exit 0 only when every table is identical, 1 when one differs, "
+                                   f"{EXIT_USAGE} for an unknown publication or a wrong combination of flags.")
+    p.add_argument("--publication", type=_whole(1, 2**63 - 1), default=None,
+                   help="the publication to rebuild (`contribflow publications` lists them)")
+    p.add_argument("--check-published", action="store_true",
+                   help="compare the live marts with the latest publication's record instead")
+    p.set_defaults(handler=cmd_reproduce)
+
     p = sub.add_parser("contract", help="print the source contract in force (with this deployment's overrides)",
                        description="The source contract in force: contribflow/contract.toml with "
                                    "CONTRIBFLOW_CONTRACT_OVERRIDES applied, and the schema-drift policy.")
@@ -639,7 +685,7 @@ def _reader_went_away() -> int:
 
 WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit",
                       "purge-quarantine", "trace", "withdraw-file", "request", "requests", "approve",
-                      "reject", "apply"}
+                      "reject", "apply", "publications", "reproduce"}
 """The subcommands that read or write the warehouse: without PG* variables they use the embedded
 server, as ``contribflow run`` does (outside production)."""
 
@@ -728,6 +774,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotYetArrived as exc:
         _stderr(f"contribflow {args.command}: {exc}")
         return EXIT_LATE
+    except UsageError as exc:
+        _stderr(f"contribflow {args.command}: error: {exc}")
+        return EXIT_USAGE
     except (DatabaseUnavailable, FileChanged) as exc:
         _stderr(f"contribflow {args.command}: error: {exc}")
         return EXIT_TRANSIENT

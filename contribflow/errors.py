@@ -5,6 +5,11 @@ class StageError(Exception):
     """A stage cannot complete; the message says what is wrong and where."""
 
 
+class UsageError(StageError):
+    """The command was asked something it cannot answer as put (an unknown publication, flags
+    that exclude each other): exit EXIT_USAGE, as argparse does for a malformed command line."""
+
+
 class FileRefused(StageError):
     """A source file is structurally unusable: nothing of it is loaded."""
 
@@ -47,6 +52,8 @@ class FileChanged(StageError):
 
 # The CLI's exit codes, which Argo's retry strategies (workflows/steps.py) are written against.
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+"""A command line that cannot be answered as put (argparse's own usage errors exit 2 too)."""
 EXIT_TRANSIENT = 75
 """EX_TEMPFAIL: a failure a retry may pass: the database could not be reached or the connection was
 lost, a SQLSTATE of db.TRANSIENT_SQLSTATES (server shutting down or starting, too many connections,

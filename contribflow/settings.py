@@ -14,6 +14,7 @@ variable means "unset" (the default), as a ConfigMap may render it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -44,6 +45,9 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 """A run id names a folder (<state>/runs/<run id>) and is an Argo uid in the cluster: no slash, no
 ``..``, no space or control character."""
 _LABEL = re.compile(r"[^\x00-\x1f\x7f]{0,253}")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+/-]{0,127}", re.ASCII)
+"""A git revision as a build records it: a commit hash, or `git describe`'s text (v1.2-3-gabc1234)."""
+_IMAGE_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 
 
 class SettingsError(ValueError):
@@ -151,6 +155,24 @@ def _text(env: dict[str, str], name: str, pattern: re.Pattern[str], what: str) -
     if raw and not pattern.fullmatch(raw):
         raise SettingsError(f"{name}={raw[:80]!r} is not {what}")
     return raw
+
+
+def _image_digests(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """CONTRIBFLOW_IMAGE_DIGESTS: a JSON object, image name -> sha256:<64 hex>, recorded with each
+    publication (contribflow/warehouse/publication.py)."""
+    name, raw = "CONTRIBFLOW_IMAGE_DIGESTS", env.get("CONTRIBFLOW_IMAGE_DIGESTS", "")
+    if not raw:
+        return ()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and _LABEL.fullmatch(k) and k and isinstance(v, str) and _IMAGE_DIGEST.fullmatch(v)
+            for k, v in value.items()):
+        raise SettingsError(f"{name}={raw[:80]!r} is not a JSON object of image name -> digest "
+                            '(e.g. {"dbt": "sha256:<64 hex>"})')
+    return tuple(sorted(value.items()))
 
 
 def _dsn(env: dict[str, str]) -> str:
@@ -312,6 +334,12 @@ class Settings:
     request_ttl_hours: int = 72
     """A correction request (issue 28) expires this many hours after it was made, decided or not:
     an approval long after the question was asked approves a situation that has moved on."""
+    git_revision: str = "unknown"
+    """The git revision of the code that runs (CONTRIBFLOW_GIT_REVISION; set where the image is built
+    or deployed), recorded with each publication; ``unknown`` when unset."""
+    image_digests: tuple[tuple[str, str], ...] = ()
+    """The images' digests, where the deployment states them (CONTRIBFLOW_IMAGE_DIGESTS, a JSON object
+    image name -> sha256:<hex>), recorded with each publication."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -363,6 +391,9 @@ class Settings:
             argo_ui_url=(_url(env["CONTRIBFLOW_ARGO_UI_URL"], "CONTRIBFLOW_ARGO_UI_URL", secret=False).rstrip("/")
                          if env.get("CONTRIBFLOW_ARGO_UI_URL") else ""),
             request_ttl_hours=_int(env, "CONTRIBFLOW_REQUEST_TTL_HOURS", 72),
+            git_revision=_text(env, "CONTRIBFLOW_GIT_REVISION", _REVISION, "a git revision (a commit hash or "
+                               "`git describe` text: letters, digits, '.', '_', '+', '/', '-')") or "unknown",
+            image_digests=_image_digests(env),
         )
         settings.check()
         return settings

@@ -114,17 +114,25 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
                                        ("marts", "dim_taxpayer"), ("marts_build", "fct_contributions_delta"),
                                        ("marts_build", "fct_contributions"), ("marts_build", "dim_taxpayer"),
                                        ("marts_build", "fct_contributions_removed"),
-                                       ("marts_build", "file_withdrawals_applied")}
+                                       ("marts_build", "file_withdrawals_applied"),
+                                       # Issue 27: the as-of history (migration 0014, as the transformer),
+                                       # and the high-water marks the build read, for its publication.
+                                       ("marts", "fct_contributions_history"), ("marts", "dim_taxpayer_history"),
+                                       ("marts_build", "build_high_water")}
     assert {o[2] for o in owners} == {"contribflow_transformer"}
 
     with login(database, *logins["analyst"]) as analyst:
         assert analyst.execute("select count(*) from marts.fct_contributions").fetchone()[0] > 1000
         assert analyst.execute("select count(*) from marts.dim_taxpayer").fetchone()[0] > 0
+        assert analyst.execute("select count(*) from marts.fct_contributions_as_of(1)").fetchone() == \
+            analyst.execute("select count(*) from marts.fct_contributions").fetchone()
+        assert analyst.execute("select count(*) from marts.dim_taxpayer_history").fetchone()[0] > 0
         for forbidden in ("raw.contributions", "raw.contributions_quarantine", "meta.etl_run",
                           "meta.source_file", "meta.data_quality_issue", "staging.stg_contributions",
                           "marts_build.fct_contributions", "marts_build.fct_contributions_delta",
                           "meta.mart_build", "meta.file_withdrawal", "marts_build.fct_contributions_removed",
-                          "raw.contributions_restated"):
+                          "raw.contributions_restated", "meta.publication", "meta.publication_output",
+                          "marts_build.build_high_water"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 analyst.execute(f"select 1 from {forbidden} limit 1")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -146,6 +154,14 @@ def test_each_stage_connects_as_its_own_login_and_the_analyst_reads_marts_only(d
             transformer.execute("insert into raw.contributions_quarantine select * from raw.contributions_quarantine")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             transformer.execute("select raw_line from raw.contributions_quarantine")
+        # Publications (issue 27): the transformer records them, and never changes a record.
+        assert transformer.execute("select count(*) from meta.publication").fetchone() == (1,)
+        for forbidden in ("update meta.publication set git_revision = 'x'", "delete from meta.publication_output",
+                          "update meta.publication_input set withdrawn = true", "truncate meta.publication_output",
+                          "select detail from meta.source_file"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                transformer.execute(forbidden)
+            transformer.rollback()
         # Withdrawals: the transformer reads them and records the build that applied one, nothing else.
         assert transformer.execute("select count(*) from meta.file_withdrawal").fetchone() == (0,)
         for forbidden in ("insert into meta.file_withdrawal (source_file_id, file_name, sha256, file_date, run_id, "

@@ -185,3 +185,56 @@ def test_a_warehouse_published_with_the_old_narrow_sums_is_widened_in_place_once
 
     build_day(D3, "widen-3")
     assert "columns_widened" not in cli("publish", "--date", D3.isoformat(), run_id="widen-3").stdout
+
+
+def _as_of_figures(publication: int) -> str:
+    """FIGURES, of the marts as the history says publication ``publication`` showed them."""
+    return (FIGURES.replace("marts.fct_contributions", f"marts.fct_contributions_as_of({publication})")
+            .replace("marts.dim_taxpayer", f"marts.dim_taxpayer_as_of({publication})"))
+
+
+def test_the_as_of_history_is_written_in_the_publication_and_seen_with_it(database, sql):
+    """Issue 27: publish writes the history and the record in its transaction. While it is open
+    (held on a history row it must close), other sessions read the old marts and the old history;
+    a REPEATABLE READ reader that started before keeps them after the commit; afterwards, the
+    history holds both publications exactly."""
+    build_day(D1, "asof-1")
+    cli("publish", "--date", D1.isoformat(), run_id="asof-1")
+    build_day(D2, "asof-2")
+    old, new = sql(FIGURES)[0], sql(BUILD_FIGURES)[0]
+    assert old != new and sql(_as_of_figures(1))[0] == old
+    [(changed,)] = sql("select taxpayer_key from (select * from marts.dim_taxpayer except "
+                       "select * from marts_build.dim_taxpayer) c order by 1 limit 1")
+    with connect(database) as blocker, connect(database) as reader:
+        reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        reader.execute("SET ROLE contribflow_analyst")
+        assert reader.execute(_as_of_figures(1)).fetchone() == old  # the snapshot is taken here
+        blocker.execute("select from marts.dim_taxpayer_history where taxpayer_key = %s "
+                        "and valid_to_publication is null for update", (changed,))
+        env = dict(os.environ, CONTRIBFLOW_RUN_ID="asof-2")
+        publishing = subprocess.Popen([sys.executable, "-m", "contribflow", "publish", "--date", D2.isoformat()],
+                                      env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not sql("select 1 from pg_stat_activity where wait_event_type = 'Lock' "
+                          "and query like '%%UPDATE marts.dim_taxpayer_history%%'"):
+                assert publishing.poll() is None and time.monotonic() < deadline, publishing.communicate()
+                time.sleep(0.1)
+            # Inside the open publication: the marts changed, the fct history too; nobody sees either
+            # (as of a publication not made yet: the latest one before it, here 1).
+            assert sql(FIGURES)[0] == old
+            assert sql(_as_of_figures(1))[0] == sql(_as_of_figures(2))[0] == old
+            blocker.rollback()
+            out, err = publishing.communicate(timeout=120)
+        finally:
+            if publishing.poll() is None:
+                publishing.kill()
+        assert publishing.returncode == 0, out + err
+        # The reader's snapshot predates the commit: the old marts, the old history, no publication 2.
+        assert reader.execute(FIGURES).fetchone() == old
+        assert reader.execute(_as_of_figures(1)).fetchone() == old
+        assert reader.execute(_as_of_figures(2)).fetchone() == old
+        reader.rollback()
+    assert sql(FIGURES)[0] == new
+    assert sql(_as_of_figures(2))[0] == new
+    assert sql(_as_of_figures(1))[0] == old

@@ -97,6 +97,9 @@ SETTINGS: dict[str, tuple[str | None, list[str], str]] = {
                                 "is not an http:// or https:// URL"),
     "CONTRIBFLOW_REQUEST_TTL_HOURS": ("request_ttl_hours", ["0", "721", "1.5", "nan", "72h", "-1"],
                                       "a whole number from 1 to 720 (hours)"),
+    "CONTRIBFLOW_GIT_REVISION": ("git_revision", ["abc def", "-x", "a\nb", "x" * 129], "is not a git revision"),
+    "CONTRIBFLOW_IMAGE_DIGESTS": ("image_digests", ["{", "[1]", '{"dbt": "latest"}', '{"": "sha256:' + "0" * 64 + '"}'],
+                                  "is not a JSON object of image name -> digest"),
     "CONTRIBFLOW_LOG_FORMAT": (None, ["xml", "jsonl"], "must be one of text, json"),
     "CONTRIBFLOW_LOG_LEVEL": (None, ["LOUD", "5"], "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
 }
@@ -189,6 +192,7 @@ ARGUMENTS: list[tuple[list[str], int, str]] = [
     *[(["trace", "--declaration", v], 2, "argument --declaration: a declaration id is 1 to 64 characters")
       for v in ["", "a\tb", "x" * 65, " DEC_1"]],
     (["trace", "--taxpayer-key", "TAXP_12345"], 2, "argument --taxpayer-key: a taxpayer key is the 64"),
+    *[(["reproduce", "--publication", v], 2, "argument --publication: ") for v in ["0", "-1", "abc", "1.5", "1e3"]],
     (["contract", "--format", "yaml"], 2, "argument --format: invalid choice"),
     (["images", "--registry", "Ghcr.io/X"], 2, "argument --registry: "),
     (["images", "--tag", "bad tag"], 2, "argument --tag: "),

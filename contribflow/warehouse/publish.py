@@ -11,7 +11,9 @@ tests them there, and ``publish`` applies them to ``marts`` in one transaction, 
 - ``marts.dim_taxpayer`` takes the rows of ``marts_build.dim_taxpayer`` that differ from it (the
   taxpayers whose row changed or is gone are deleted, the changed and new ones inserted);
 - the withdrawals the build applied (``marts_build.file_withdrawals_applied``) record the build;
-- the build is recorded PUBLISHED: the newest such row of ``meta.mart_build`` is what analysts see.
+- the build is recorded PUBLISHED: the newest such row of ``meta.mart_build`` is what analysts see;
+- the publication is recorded (``meta.publication``: inputs, code, each table's row count and
+  content hash) and the marts' as-of history kept (``marts.*_history``): publication.py.
 
 No relation analysts read is dropped, renamed or created by a publication (the first one creates
 ``marts.fct_contributions`` and ``marts.dim_taxpayer``, once): every reader, whatever its isolation
@@ -45,6 +47,7 @@ from contribflow.db import connect
 from contribflow.errors import StageError
 from contribflow.settings import Settings
 from contribflow.step import Dataset, StepRun
+from contribflow.warehouse import publication
 from contribflow.warehouse.build_slot import (
     BUILD_SCHEMA,
     DBT_LOCK,
@@ -210,6 +213,12 @@ def run(settings: Settings, day: dt.date) -> StepRun:
                 raise StageError(f"build {build_id} was made against publication {base}, but {latest} "
                                  "was published since: re-run the day to build against it")
             step.details.update(apply(conn, full_refresh, build_id))
+            # The record and the as-of history, in the same transaction (contribflow/warehouse/publication.py).
+            step.details.update(publication.record(
+                conn, settings, build_id, full_refresh,
+                f"SELECT declaration_id FROM {BUILD_SCHEMA}.fct_contributions_delta "
+                f"UNION ALL SELECT declaration_id FROM {BUILD_SCHEMA}.fct_contributions_removed",
+                None if full_refresh else "SELECT taxpayer_key FROM publish_touched_taxpayers"))
             conn.execute("UPDATE meta.mart_build SET status = 'PUBLISHED', published_at = clock_timestamp() "
                          "WHERE id = %s", (build_id,))
             conn.commit()

@@ -27,7 +27,9 @@ parse is therefore valid wherever ``PGDATABASE`` is the one it was made with (th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -301,7 +303,60 @@ def run(settings: Settings, day: dt.date, command: str, full_refresh: bool = Fal
             build_slot.mark(settings, build_id, "BUILD_FAILED" if command == "build" else "TEST_FAILED", str(exc))
             raise
         build_slot.mark(settings, build_id, "BUILT" if command == "build" else "TESTED")
+        if command == "build":
+            checksum = project_checksum(manifest)
+            step.details["dbt_checksum"] = checksum[:12]
+            with connect(settings, autocommit=True) as conn:
+                conn.execute("UPDATE meta.mart_build SET dbt_version = %s, dbt_checksum = %s WHERE id = %s",
+                             (dbt_version(), checksum, build_id))
     return step
+
+
+def dbt_version() -> str:
+    from dbt.version import __version__ as version
+
+    return str(version)
+
+
+def project_checksum(manifest) -> str:
+    """The dbt project's code as one sha256, recorded with each build and its publication: over the
+    project's own nodes (unique id, dbt's checksum of the file, the enforced columns and types) and
+    macros (unique id, sha256 of the macro's SQL), and its sources (unique id, relation), sorted.
+    Unlike a hash of manifest.json, it does not change with the run (no timestamps, invocation ids
+    or connection fields), only with the code."""
+    project = manifest.metadata.project_name if getattr(manifest.metadata, "project_name", None) else "contribflow"
+    lines = []
+    for uid, node in manifest.nodes.items():
+        if node.package_name != project:
+            continue
+        columns = sorted((name, str(getattr(col, "data_type", None))) for name, col in node.columns.items())
+        lines.append(f"node {uid} {node.checksum.checksum} {json.dumps(columns)}")
+    for uid, macro in manifest.macros.items():
+        if macro.package_name == project:
+            lines.append(f"macro {uid} {hashlib.sha256(macro.macro_sql.encode()).hexdigest()}")
+    for uid, source in manifest.sources.items():
+        if source.package_name == project:
+            lines.append(f"source {uid} {source.schema}.{source.identifier}")
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+
+
+def build_scratch(settings: Settings, target: Path, variables: dict) -> str:
+    """``dbt run --full-refresh`` of every model into the schema ``variables['scratch_schema']``
+    (the macro generate_schema_name), for ``contribflow reproduce``: its own target folder (the
+    vars change dbt's parse, which must not replace the daily steps' saved parse), no tests.
+    Returns the project's checksum (project_checksum); raises StageError naming the failed models."""
+    scratch = dataclasses.replace(settings, dbt_target_dir=target, dbt_saved_parse=None)
+    args = ["--vars", json.dumps(variables), *_log_args()]
+    parsed = _invoke(scratch, "parse", args)
+    if not parsed.success or parsed.result is None:
+        raise StageError("dbt parse failed: see the dbt log")
+    result = _invoke(scratch, "run", ["--full-refresh", *args], manifest=parsed.result)
+    results_file = target / "run_results.json"
+    nodes = json.loads(results_file.read_text()).get("results", []) if results_file.exists() else []
+    failed = [n for n in nodes if n.get("status") in _FAILED]
+    if not result.success or failed:
+        raise StageError(failure_text("run", failed))
+    return project_checksum(parsed.result)
 
 
 def save_parse(settings: Settings) -> Path:

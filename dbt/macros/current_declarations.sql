@@ -4,7 +4,8 @@
     declaration by a row of raw.contributions, or, when it repeated a state already stored for the
     same file date, by a row of raw.contributions_restated (migration 0012): that state, with the
     repeating file's name, line and time. Rows of a withdrawn file (meta.file_withdrawal,
-    `contribflow withdraw-file`) are no declaration's state.
+    `contribflow withdraw-file`) are no declaration's state. Under `contribflow reproduce`: only rows up
+    to a publication's high-water mark, and its withdrawals (vars; the macros as_of_raw, not_withdrawn).
     `since`: only the mentions that arrived after this timestamp (a SQL expression), up to the
     newest of each table (the incremental fact build); `among`: only these declarations (a query
     of declaration ids). Shared by stg_contributions (all history) and fct_contributions_delta. -#}
@@ -29,7 +30,7 @@
             r.declaration_id, r.taxpayer_key, r.event_date, r.amount, r.currency, r.contribution_type,
             r.status, r.country, r.file_date, r.source_file, r.source_line, r.ingestion_ts as raw_loaded_at
         from {{ raw }} as r
-        where {{ not_withdrawn('r') }}
+        where {{ not_withdrawn('r') }}{{ as_of_raw('r') }}
         {%- if since %}
             and r.ingestion_ts > {{ since }}
             and r.ingestion_ts <= (select max(loaded.ingestion_ts) from {{ raw }} as loaded)
@@ -45,7 +46,7 @@
         inner join {{ raw }} as r
             on m.declaration_id = r.declaration_id and m.file_date = r.file_date
             and m.record_hash = r.record_hash and m.revision = r.revision
-        where {{ not_withdrawn('m') }}
+        where {{ not_withdrawn('m') }}{{ as_of_raw('m') }}
         {%- if since %}
             and m.ingestion_ts > {{ since }}
             and m.ingestion_ts <= (select max(loaded.ingestion_ts) from {{ restated }} as loaded)
@@ -72,10 +73,21 @@
 {#- Whether the row `alias` of raw (or of its repeats) belongs to no withdrawn file (rows are tied to
     their file by (source_file, run_id)). meta.file_withdrawal is small: a hash anti-join. -#}
 {% macro not_withdrawn(alias) %}
+    {%- set as_of = var('as_of_withdrawn', none) %}
+    {%- if as_of is none %}
     not exists (
         select from {{ source('meta', 'file_withdrawal') }} as withdrawn
         where withdrawn.file_name = {{ alias }}.source_file and withdrawn.run_id = {{ alias }}.run_id
     )
+    {%- elif as_of | length == 0 %}
+    true
+    {%- else %}
+    ({{ alias }}.source_file, {{ alias }}.run_id) not in (
+        {%- for w in as_of %}
+        ('{{ w[0] | replace("'", "''") }}', '{{ w[1] | replace("'", "''") }}'){% if not loop.last %},{% endif %}
+        {%- endfor %}
+    )
+    {%- endif %}
 {% endmacro %}
 
 {#- The declarations with a row in a file whose withdrawal this build applies
@@ -124,5 +136,32 @@
         ('{{ w[0] | replace("'", "''") }}', '{{ w[1] | replace("'", "''") }}'){% if not loop.last %},{% endif %}
         {%- endfor %}
     )
+    {%- endif %}
+{% endmacro %}
+
+{#- What the build could read of raw, recorded for its publication (meta.publication, migration
+    0014): run as the fact delta's post-hook, in that model's transaction, which holds the
+    raw-writer lock from its pre-hook, so no load commits between the delta's read and this one;
+    a later load's rows have later ingestion_ts (it takes the lock first). The ledger's high-water
+    mark is the newest LOADED file's id (its ledger row commits with its rows). -#}
+{% macro record_high_water() %}
+    drop table if exists {{ this.schema }}.build_high_water;
+    create table {{ this.schema }}.build_high_water as
+    select
+        greatest(
+            (select max(r.ingestion_ts) from {{ source('raw', 'contributions') }} as r),
+            (select max(m.ingestion_ts) from {{ source('raw', 'contributions_restated') }} as m)
+        ) as raw_high_water,
+        (select max(s.id) from {{ source('meta', 'source_file') }} as s where s.outcome = 'LOADED')
+            as ledger_high_water
+{% endmacro %}
+
+{#- `contribflow reproduce` (contribflow/warehouse/reproduce.py) rebuilds a publication from raw
+    alone: its vars `as_of_high_water` (a timestamptz literal) and `as_of_withdrawn` (the
+    [file name, run id] pairs withdrawn at that publication) replace "all of raw" and
+    meta.file_withdrawal. Unset (every daily build): no filter. -#}
+{% macro as_of_raw(alias) %}
+    {%- if var('as_of_high_water', none) is not none %}
+        and {{ alias }}.ingestion_ts <= timestamptz '{{ var("as_of_high_water") | replace("'", "''") }}'
     {%- endif %}
 {% endmacro %}

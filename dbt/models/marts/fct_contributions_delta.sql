@@ -3,7 +3,8 @@
     materialized='table',
     indexes=[{'columns': ['declaration_id'], 'unique': true}],
     pre_hook=["select pg_advisory_xact_lock_shared(hashtextextended('contribflow:raw-writer', 0))",
-              "set local work_mem = '64MB'"]
+              "set local work_mem = '64MB'"],
+    post_hook=["{{ record_high_water() }}"]
   )
 }}
 {#- Write-audit-publish: the day's changes to the published marts.fct_contributions, built where
