@@ -55,7 +55,7 @@ def source(database) -> Source:
 
 
 def test_three_days_a_reversal_and_a_withdrawal_every_publication_as_of_and_reproduced(
-        database, sql, source, monkeypatch, tmp_path):
+        database, sql, source, monkeypatch, tmp_path, people):
     monkeypatch.setenv("CONTRIBFLOW_GIT_REVISION", "0123abcd")
     others = [row(n, "PAID", "5.0", taxpayer="TAXP_20002") for n in range(10, 13)]
     shown: dict[int, tuple[dict, dict]] = {}
@@ -125,7 +125,8 @@ def test_three_days_a_reversal_and_a_withdrawal_every_publication_as_of_and_repr
 
     # A withdrawal between publications: day 2's file. Publication 4 honours it, 2 still shows it.
     name = source.files[1][2]
-    withdrawn = cli("withdraw-file", "--file", name, "--reason", "sent by mistake (ticket 7)")
+    request = people.approved(["withdraw-file", "--date", D2.isoformat(), "--reason", "sent by mistake (ticket 7)"])
+    withdrawn = cli("apply", str(request), "--no-publish")  # day 4's run publishes it
     assert withdrawn.returncode == 0, withdrawn.stderr
     source.withdrawn.add(1)
     source.send(D4, [row(30, "DUE", "1.0")])
