@@ -347,7 +347,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verify_pack(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow.audit import signing
 
-    print(signing.verify_file(args.file, args.public_key))
+    print(signing.verify_file(args.file, args.public_key, settings))
     return 0
 
 

@@ -254,6 +254,9 @@ class Settings:
     no file deadline). ``finish`` records how late it was (contribflow/finish.py)."""
     sla_publish_deadline_s: int | None = None
     """The SLA: the run date's marts are published by this many seconds after its 00:00 UTC."""
+    signing_key_file: Path | None = None
+    """The Ed25519 private key (PEM) that signs evidence packs (contribflow/audit/signing.py): in the
+    cluster a Secret mounted as a file. Unset outside production: a dev key in the state folder."""
     sla_max_quarantine_ratio: float | None = None
     """The SLA: the largest acceptable share of a day's rows quarantined (below the reject threshold,
     which fails the file; this one only marks the SLA missed)."""
@@ -300,6 +303,7 @@ class Settings:
             sla_file_due_s=_optional_int(env, "CONTRIBFLOW_SLA_FILE_DUE_S"),
             sla_publish_deadline_s=_optional_int(env, "CONTRIBFLOW_SLA_PUBLISH_DEADLINE_S"),
             sla_max_quarantine_ratio=_optional_number(env, "CONTRIBFLOW_SLA_MAX_QUARANTINE_RATIO"),
+            signing_key_file=_path(env, "CONTRIBFLOW_SIGNING_KEY_FILE", None, "file"),
         )
         settings.check()
         return settings
