@@ -334,9 +334,15 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from contribflow.audit import chain
     from contribflow.db import connect
+    from contribflow.step import write_outputs
 
+    # Argo's gauge contribflow_audit_trail_intact reads this: 0 until verify proved the trail intact
+    # (a verify that cannot reach the warehouse proves nothing).
+    write_outputs(settings, {"audit_trail_intact": "0"})
     with connect(settings) as conn:
         result = chain.verify(conn)
+    write_outputs(settings, {"audit_trail_intact": str(int(result.intact)), "audit_chain_entries": str(result.entries),
+                             "audit_chain_seq": str(result.head_seq), "audit_chain_head": result.head_link})
     if result.intact:
         print(result.summary())
         return 0

@@ -137,9 +137,7 @@ def test_the_chain_itself_cannot_be_edited_or_cut(warehouse, sql):
     sql("UPDATE meta.audit_chain SET reason = NULL WHERE seq = 2")
     assert verify(warehouse).intact
     relation, key = sql("SELECT relation, row_key FROM meta.audit_chain WHERE seq = %s", (last,))[0]
-    sql("DELETE FROM meta.audit_chain WHERE seq = %s", (last,))  # the tail cut, the head moved back
-    sql("UPDATE meta.audit_chain_head SET seq = seq - 1, link = (SELECT link FROM meta.audit_chain "
-        "WHERE seq = %s)", (last - 1,))
+    sql("DELETE FROM meta.audit_chain WHERE seq = %s", (last,))  # the tail cut
     broken = verify(warehouse).broken
     assert (broken.relation, broken.row_key, broken.seq) == (relation, key, None)  # its row is around the chain
 
@@ -240,4 +238,20 @@ def test_the_auditor_reads_the_head_and_the_chain(warehouse):
         seq, link = chain.head(conn)
         assert seq >= 1 and len(link) == 64
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("UPDATE meta.audit_chain_head SET seq = 0")
+            conn.execute("DELETE FROM meta.audit_chain")
+
+
+def test_verify_writes_the_gauge_argo_reads(warehouse, monkeypatch, tmp_path):
+    """The weekly CronWorkflow's gauge contribflow_audit_trail_intact is verify's output parameter."""
+    from contribflow import cli as contribflow_cli
+    ids = steps(2)
+    monkeypatch.setenv("CONTRIBFLOW_OUTPUTS_DIR", str(tmp_path / "out"))
+    assert contribflow_cli.main(["verify"]) == 0
+    assert (tmp_path / "out" / "audit_trail_intact").read_text() == "1"
+    assert int((tmp_path / "out" / "audit_chain_entries").read_text()) >= 2
+    with connect(warehouse) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("DELETE FROM meta.etl_run WHERE id = %s", (ids[0],))
+        conn.commit()
+    assert contribflow_cli.main(["verify"]) == 1
+    assert (tmp_path / "out" / "audit_trail_intact").read_text() == "0"

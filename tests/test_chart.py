@@ -108,7 +108,7 @@ def test_scenario_lints_strictly_and_its_argo_objects_are_valid(scenario):
     objects = scenario_docs(scenario)
     argo = [o for o in objects if o["apiVersion"].startswith("argoproj.io/")]
     assert {o["kind"] for o in argo} == {"WorkflowTemplate", "CronWorkflow"}
-    assert default_schema().check_all(argo) == 3
+    assert default_schema().check_all(argo) == 4
     assert all(o["metadata"].get("namespace") == NAMESPACE for o in objects)
 
 

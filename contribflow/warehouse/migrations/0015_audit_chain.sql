@@ -27,14 +27,14 @@ CREATE TABLE meta.audit_chain (
 );
 CREATE INDEX audit_chain_row ON meta.audit_chain (relation, row_key, seq);
 
--- The head: the one row every append locks (FOR UPDATE), so appends from concurrent stages are
--- serialised into one order and never fork.
-CREATE TABLE meta.audit_chain_head (
-    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
-    seq  bigint  NOT NULL,
-    link bytea   NOT NULL
-);
-INSERT INTO meta.audit_chain_head (seq, link) VALUES (0, decode(repeat('00', 32), 'hex'));
+-- The head: the last entry (the genesis link, 32 zero bytes, at seq 0 while the chain is empty).
+-- A view, not a row every append updates: a transaction that seals many rows (a file's quality
+-- issues) would otherwise leave as many dead versions of one row, each next append walking them all.
+CREATE VIEW meta.audit_chain_head AS
+SELECT coalesce(max(seq), 0) AS seq,
+       coalesce((SELECT c.link FROM meta.audit_chain c ORDER BY c.seq DESC LIMIT 1),
+                decode(repeat('00', 32), 'hex')) AS link
+  FROM meta.audit_chain;
 
 -- The registry of chained relations: adding a relation is one line, SELECT meta.chain_relation(...).
 CREATE TABLE meta.chained_relation (
@@ -75,10 +75,13 @@ CREATE FUNCTION meta.chain_append(p_relation text, p_key text, p_kind text, p_ro
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' AS $fn$
 DECLARE
-    head meta.audit_chain_head;
+    head record;
     e meta.audit_chain;
 BEGIN
-    SELECT * INTO head FROM meta.audit_chain_head FOR UPDATE;
+    -- One append at a time, whatever the stage: this lock (held to the commit) serialises them into
+    -- one order, so the chain never forks; the primary key on seq refuses a second entry at a seq.
+    PERFORM pg_advisory_xact_lock(4859223969370825283);  -- the bytes of 'ContribC', migration 0015
+    SELECT * INTO head FROM meta.audit_chain_head;
     e.seq := head.seq + 1;
     e.relation := p_relation;
     e.row_key := p_key;
@@ -96,7 +99,6 @@ BEGIN
                            'sealed_by', e.sealed_by,
                            'sealed_at', (extract(epoch FROM e.sealed_at) * 1000000)::bigint::text)), 'UTF8'));
     INSERT INTO meta.audit_chain VALUES (e.*);
-    UPDATE meta.audit_chain_head SET seq = e.seq, link = e.link;
     RETURN e.seq;
 END
 $fn$;
