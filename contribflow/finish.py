@@ -162,7 +162,7 @@ def chain_head(settings: Settings) -> dict[str, int | str]:
     finish row is sealed when it closes, after)."""
     try:
         with connect(settings, autocommit=True) as conn:
-            seq, link = conn.execute("SELECT seq, encode(link, 'hex') FROM meta.audit_chain_head").fetchone()
+            seq, link = conn.execute("SELECT seq, encode(link, 'hex') FROM meta.audit_chain_head").fetchall()[0]
     except psycopg.errors.UndefinedTable:  # init-db never ran
         return {}
     return dict(zip(CHAIN_OUTPUTS, (seq, link), strict=True))

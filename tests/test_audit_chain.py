@@ -191,7 +191,7 @@ def test_concurrent_stages_never_fork_the_chain(warehouse, sql):
     def writer(n: int) -> None:
         try:
             with connect(warehouse, "loader") as conn:
-                for i in range(25):
+                for _ in range(25):
                     row = conn.execute("INSERT INTO meta.etl_run (run_id, step, status) VALUES (%s, 's', 'RUNNING') "
                                        "RETURNING id", (f"w{n}",)).fetchone()[0]
                     conn.commit()

@@ -394,7 +394,7 @@ def test_the_weekly_audit_runs_verify_as_the_auditor_and_emits_the_intact_gauge(
     hence the run, fails) and the gauge the alert reads is verify's output audit_trail_intact."""
     doc = load(RENDERED / "cronworkflow-contribflow-audit.yaml")
     assert doc["spec"]["schedules"] == contribflow_audit.SCHEDULES and doc["spec"]["concurrencyPolicy"] == "Forbid"
-    verify = templates(doc["spec"]["workflowSpec"])["verify"]
+    verify = templates({"spec": doc["spec"]["workflowSpec"]})["verify"]
     assert verify["container"]["command"] == ["contribflow"] and verify["container"]["args"] == ["verify"]
     env = {e["name"]: e for e in verify["container"]["env"]}
     assert env["PGUSER"]["valueFrom"]["secretKeyRef"]["key"] == k8s.db_secret_keys("auditor")[0]
@@ -402,5 +402,5 @@ def test_the_weekly_audit_runs_verify_as_the_auditor_and_emits_the_intact_gauge(
     gauges = {p["name"]: p for p in verify["metrics"]["prometheus"]}
     assert gauges["contribflow_audit_trail_intact"]["gauge"]["value"] == "{{outputs.parameters.audit_trail_intact}}"
     assert "audit_trail_intact" in {p["name"] for p in verify["outputs"]["parameters"]}
-    dag = templates(doc["spec"]["workflowSpec"])[contribflow_audit.ENTRYPOINT]["dag"]["tasks"]
+    dag = templates({"spec": doc["spec"]["workflowSpec"]})[contribflow_audit.ENTRYPOINT]["dag"]["tasks"]
     assert [t["name"] for t in dag] == [s.name for s in contribflow_audit.CHECKS]

@@ -84,7 +84,7 @@ class Result:
 
 def head(conn: psycopg.Connection) -> tuple[int, str]:
     """The chain head: (seq, link as hex)."""
-    seq, link = conn.execute("SELECT seq, link FROM meta.audit_chain_head").fetchone()
+    seq, link = conn.execute("SELECT seq, link FROM meta.audit_chain_head").fetchall()[0]
     return seq, bytes(link).hex()
 
 

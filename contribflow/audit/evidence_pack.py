@@ -3,9 +3,9 @@
 One self-contained HTML file (inline CSS and inline SVG, no script, no external asset, nothing
 fetched when it is opened), to attach to an audit: rows loaded vs quarantined per day (a chart),
 run outcomes and step durations, quality issues by rule with examples (identifier values masked),
-dbt test results, source freshness and late-file events, the ledger of files with their sha256, and
-which build analysts read, the audit chain's head. Everything comes from ``meta`` (the pipeline's own record); the auditor
-role (migration 0008) reads all of it.
+dbt test results, source freshness and late-file events, the ledger of files with their sha256,
+which build analysts read, and the audit chain's head. Everything comes from ``meta`` (the
+pipeline's own record); the auditor role (migration 0008) reads all of it.
 
 The markup is a Jinja2 template (``templates/evidence_pack.html.j2``, autoescaped); this module only
 gathers the numbers, and the chart's geometry as numbers, for it. The pack is signed: FILE.sig next

@@ -31,10 +31,13 @@ CREATE INDEX audit_chain_row ON meta.audit_chain (relation, row_key, seq);
 -- A view, not a row every append updates: a transaction that seals many rows (a file's quality
 -- issues) would otherwise leave as many dead versions of one row, each next append walking them all.
 CREATE VIEW meta.audit_chain_head AS
-SELECT coalesce(max(seq), 0) AS seq,
-       coalesce((SELECT c.link FROM meta.audit_chain c ORDER BY c.seq DESC LIMIT 1),
-                decode(repeat('00', 32), 'hex')) AS link
-  FROM meta.audit_chain;
+SELECT
+    coalesce(max(seq), 0) AS seq,
+    coalesce(
+        (SELECT c.link FROM meta.audit_chain AS c ORDER BY c.seq DESC LIMIT 1),
+        decode(repeat('00', 32), 'hex')
+    ) AS link
+FROM meta.audit_chain;
 
 -- The registry of chained relations: adding a relation is one line, SELECT meta.chain_relation(...).
 CREATE TABLE meta.chained_relation (
