@@ -37,6 +37,12 @@ measures on them, each in a fresh database:
               and each dbt stage's fixed cost (its process's wall minus its nodes) against the
               bare import of dbt and its adapter, timed in the same run (CPU seconds too).
 
+- verify     `contribflow verify` (the audit trail's hash chain, migration 0015) over the records of
+              ``--verify-runs`` runs (default 10,000), each as a daily run leaves them: 9 steps, a
+              ledger entry, 5 quality issues, 20 dbt results, a freshness check, a published build
+              and its SLA row, all sealed through the chain's triggers (the seal's time is shown
+              too); verify must find the chain intact.
+
 Each timed case runs ``--repeats`` times (default 3) from the same starting point and reports its
 median (every sample is in the JSON): single runs on a shared machine drift by ±20 %, enough to flip
 a target either way. Ingest repeats on a fresh database each time; dbt repeats on a copy of the same
@@ -253,6 +259,30 @@ class Bench:
         self.checks.append(Target(name, measured, ok))
         if not ok:
             print(f"bench: CHECK FAILED: {name}: {measured}", file=sys.stderr)
+
+    # --- verify ---------------------------------------------------------------------------------
+
+    VERIFY_BATCH = 500
+    """Runs sealed per transaction while the records are made."""
+
+    def verify_cases(self, runs: int) -> None:
+        """``contribflow verify`` over ``runs`` runs' records (what a daily run writes to meta)."""
+        env = self.database(f"bench_verify_{runs}")
+        started = time.perf_counter()
+        with self.connect(env["PGDATABASE"]) as conn:
+            for first in range(0, runs, self.VERIFY_BATCH):
+                last = min(first + self.VERIFY_BATCH, runs)
+                with conn.transaction():
+                    conn.execute(_VERIFY_RECORDS, {"first": first, "last": last - 1})
+            entries = conn.execute("SELECT count(*) FROM meta.audit_chain").fetchone()[0]
+        sealed = time.perf_counter() - started
+        self.checkpoint(env)
+        walls = [self.run(["verify"], env)[0] for _ in range(self.repeats_for(runs * 100))]
+        name = f"verify {_short(runs) if runs >= 1000 else runs} runs"
+        self.measures.append(Measure.of(name, entries, walls, note=f"{entries:,} chain entries; "
+                                        f"sealing them took {sealed:.1f}s ({entries / sealed:,.0f}/s)"))
+        self.check(f"{name}: intact", f"exit 0 over {entries:,} entries", True)  # run() exits on non-zero
+        self.drop_database(f"bench_verify_{runs}")
 
     # --- ingest ---------------------------------------------------------------------------------
 
@@ -579,6 +609,46 @@ class Bench:
         self.drop_database(env["PGDATABASE"])
 
 
+_VERIFY_RECORDS = """
+WITH r AS (SELECT n, 'bench-run-' || n AS run_id, DATE '2000-01-01' + n AS day
+             FROM generate_series(%(first)s::int, %(last)s::int) AS n),
+steps AS (
+    INSERT INTO meta.etl_run (run_id, step, logical_date, status, finished_at, duration_s, rows_in, rows_loaded,
+                              rows_rejected, source_file, ran_on, details)
+    SELECT run_id, step, day, 'SUCCESS', clock_timestamp(), 1.5, 100000, 99900, 100,
+           'contributions_' || to_char(day, 'YYYYMMDD') || '.csv', 'bench', jsonb_build_object('n', n)
+      FROM r, unnest(ARRAY['init-db', 'generate', 'pick', 'ingest', 'dbt-build', 'dbt-test', 'publish',
+                           'purge-check', 'finish']) AS step
+    RETURNING 1),
+ledger AS (
+    INSERT INTO meta.source_file (file_name, sha256, file_date, size_bytes, rows_in, rows_loaded, rows_rejected,
+                                  outcome, run_id)
+    SELECT 'contributions_' || to_char(day, 'YYYYMMDD') || '.csv', md5(run_id) || md5(run_id), day, 8000000,
+           100000, 99900, 100, 'LOADED', run_id FROM r
+    RETURNING 1),
+issues AS (
+    INSERT INTO meta.data_quality_issue (run_id, source_file, source_sha256, source_line, rule, column_name,
+                                         failing_value)
+    SELECT run_id, 'f.csv', md5(run_id), i, 'accepted_values', 'status', 'PAYED' FROM r, generate_series(1, 5) i
+    RETURNING 1),
+dbt AS (
+    INSERT INTO meta.dbt_node_result (run_id, step, invocation_id, unique_id, resource_type, status,
+                                      execution_time_s)
+    SELECT run_id, 'dbt-test', run_id, 'test.contribflow.t' || i, 'test', 'pass', 0.1
+      FROM r, generate_series(1, 20) i
+    RETURNING 1),
+fresh AS (
+    INSERT INTO meta.source_freshness (run_id, source, status) SELECT run_id, 'raw.contributions', 'pass' FROM r
+    RETURNING 1),
+builds AS (
+    INSERT INTO meta.mart_build (run_id, logical_date, status, published_at)
+    SELECT run_id, day, 'PUBLISHED', clock_timestamp() FROM r
+    RETURNING 1)
+INSERT INTO meta.run_sla (run_id, logical_date, workflow_status) SELECT run_id, day, 'Succeeded' FROM r
+"""
+"""One batch of runs' meta records (each a ``bench-run-<n>``), sealed by the chain's triggers."""
+
+
 def _overlapping_rows(previous: Path, size: int):
     """The second half of ``previous``'s lines as they were, then ``size // 2`` new declarations."""
     day = DAY + dt.timedelta(days=1)  # new declarations' ids, not the file's date
@@ -686,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=os.environ.get("BENCH_RUNS", "10000 100000"),
                         help="rows of the days whose whole `contribflow run` is timed "
                              "(default '10000 100000'; '' for none)")
+    parser.add_argument("--verify-runs", default=os.environ.get("BENCH_VERIFY_RUNS", "10000"),
+                        help="runs' meta records `contribflow verify` walks (default 10000; '' for none)")
     parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")),
                         help="runs of each timed case, the median reported (default 3)")
     parser.add_argument("--large-repeats", type=int, default=int(os.environ.get("BENCH_REPEATS_LARGE", "1")),
@@ -695,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.sizes.replace(",", " ").split())
     histories = sorted(int(h) for h in args.history.replace(",", " ").split())
     runs = sorted(int(r) for r in args.runs.replace(",", " ").split())
+    verify_runs = sorted(int(r) for r in args.verify_runs.replace(",", " ").split())
 
     at_start = machine()
     work = Path(tempfile.mkdtemp(prefix="cf-bench-"))
@@ -717,6 +790,9 @@ def main(argv: list[str] | None = None) -> int:
         for history in histories:
             print(f"bench: dbt cases after {history:,} rows of history", file=sys.stderr)
             bench.dbt_cases(history)
+        for count in verify_runs:
+            print(f"bench: verify over {count:,} runs' records", file=sys.stderr)
+            bench.verify_cases(count)
     finally:
         embedded.stop(work / "pg")
         shutil.rmtree(work, ignore_errors=True)
@@ -728,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
                                  capture_output=True, text=True).stdout.strip(),
         "machine": {**at_start, "load_average_at_end": os.getloadavg()},
         "duration_s": round(time.time() - started),
-        "sizes": sizes, "histories": histories, "runs": runs, "repeats": bench.repeats,
+        "sizes": sizes, "histories": histories, "runs": runs, "verify_runs": verify_runs, "repeats": bench.repeats,
         "large_repeats": bench.large_repeats, "defect_rate": DEFECT_RATE,
         "measures": [m.as_dict() for m in bench.measures],
         "checks": [asdict(c) for c in bench.checks],

@@ -421,6 +421,32 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow.audit import chain
+    from contribflow.db import connect
+    from contribflow.step import write_outputs
+
+    # Argo's gauge contribflow_audit_trail_intact reads this: 0 until verify proved the trail intact
+    # (a verify that cannot reach the warehouse proves nothing).
+    write_outputs(settings, {"audit_trail_intact": "0"})
+    with connect(settings) as conn:
+        result = chain.verify(conn)
+    write_outputs(settings, {"audit_trail_intact": str(int(result.intact)), "audit_chain_entries": str(result.entries),
+                             "audit_chain_seq": str(result.head_seq), "audit_chain_head": result.head_link})
+    if result.intact:
+        print(result.summary())
+        return 0
+    _stderr(f"contribflow verify: {result.summary()}")
+    return EXIT_FAILED
+
+
+def cmd_verify_pack(args: argparse.Namespace, settings: Settings) -> int:
+    from contribflow.audit import signing
+
+    print(signing.verify_file(args.file, args.public_key, settings))
+    return 0
+
+
 def _taxpayer_key(text: str) -> str:
     from contribflow.audit.trace import TAXPAYER_KEY
 
@@ -524,6 +550,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", type=_new_file, default=None,
                    help="evidence pack: write one self-contained HTML file here (no network, inline CSS/SVG)")
     p.set_defaults(handler=cmd_audit)
+
+    p = sub.add_parser("verify", help="walk the hash chain of the audit trail: exit 0 intact, 1 naming the "
+                       "first row whose content or link does not match",
+                       description="Recompute every link of meta.audit_chain and the hash of every sealed row "
+                                   "of the chained meta relations (docs/verify.md): prints 'intact' with the "
+                                   "counts and exits 0, or names the first row (relation, key, seq) that was "
+                                   "changed, deleted or inserted around the chain and exits 1. Needs the "
+                                   "auditor role.")
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("verify-pack", help="check an evidence pack against its detached signature FILE.sig",
+                       description="Exit 0 when FILE.sig (a DSSE envelope, docs/verify.md) is a valid Ed25519 "
+                                   "signature of FILE's exact bytes, 1 otherwise. Without --public-key the "
+                                   "key is the one the signature names and this installation holds "
+                                   "(CONTRIBFLOW_SIGNING_KEY_FILE, or the local dev key).")
+    p.add_argument("file", type=Path, help="the evidence pack (HTML)")
+    p.add_argument("--public-key", type=Path, default=None,
+                   help="the signer's Ed25519 public key, PEM (SubjectPublicKeyInfo)")
+    p.set_defaults(handler=cmd_verify_pack)
 
     p = sub.add_parser("purge-quarantine", help="end the quarantine's retention: remove quarantined rows "
                        "(raw taxpayer ids) of files dated before a day",
@@ -685,7 +730,8 @@ def _reader_went_away() -> int:
 
 WAREHOUSE_COMMANDS = {"init-db", "generate", "pick", "ingest", "dbt-build", "dbt-test", "publish", "finish", "audit",
                       "purge-quarantine", "trace", "withdraw-file", "request", "requests", "approve",
-                      "reject", "apply", "publications", "reproduce"}
+                      "reject", "apply", "publications", "reproduce",
+                      "verify"}
 """The subcommands that read or write the warehouse: without PG* variables they use the embedded
 server, as ``contribflow run`` does (outside production)."""
 

@@ -1,7 +1,10 @@
 """finish: the exit handler. Records the outcome of the whole run as its own meta.etl_run row, and
 the run date's SLA outcome (meta.run_sla, and as output parameters the Argo custom metrics read:
-workflows/metrics.py). A failed run, a late file or a missed SLA is told to the configured
-notifiers (contribflow/notify.py), whose failure never changes the run's outcome."""
+workflows/metrics.py), and the audit chain's head as the run leaves it (output parameters
+``audit_chain_seq`` and ``audit_chain_head``, visible in the Argo UI: a later ``contribflow verify``
+that reaches this seq with this link proves nothing before it changed; migration 0015). A failed
+run, a late file or a missed SLA is told to the configured notifiers (contribflow/notify.py), whose
+failure never changes the run's outcome."""
 
 from __future__ import annotations
 
@@ -153,6 +156,21 @@ def _record(settings: Settings, day: dt.date, status: str, outcome: SlaOutcome, 
         pass
 
 
+CHAIN_OUTPUTS = ("audit_chain_seq", "audit_chain_head")
+"""finish's outputs that are no metric: where the audit chain stood (the Argo UI shows them)."""
+
+
+def chain_head(settings: Settings) -> dict[str, int | str]:
+    """The audit chain's head (seq and link, hex): every row this run sealed is before it (its own
+    finish row is sealed when it closes, after)."""
+    try:
+        with connect(settings, autocommit=True) as conn:
+            seq, link = conn.execute("SELECT seq, encode(link, 'hex') FROM meta.audit_chain_head").fetchall()[0]
+    except psycopg.errors.UndefinedTable:  # init-db never ran
+        return {}
+    return dict(zip(CHAIN_OUTPUTS, (seq, link), strict=True))
+
+
 def run(settings: Settings, day: dt.date, status: str, now: dt.datetime | None = None) -> StepRun:
     """``status`` is Argo's ``{{workflow.status}}``: Succeeded, Failed or Error."""
     with connect(settings, autocommit=True) as conn:
@@ -176,6 +194,7 @@ def run(settings: Settings, day: dt.date, status: str, now: dt.datetime | None =
                         "steps_not_successful": ",".join(not_ok), "builds_abandoned": abandoned,
                         **outputs(outcome, facts, run_ok, now)}
         _record(settings, day, status, outcome, facts)
+        step.details.update(chain_head(settings))  # after run_sla's row: the head seals it too
         step.details["notification"] = notify.run_finished(settings, notify.RunSummary(
             run_id=settings.run_id, logical_date=day, status=status, run_succeeded=run_ok,
             missed=outcome.missed, steps_not_successful=tuple(not_ok), rows_in=facts.rows_in,

@@ -142,7 +142,8 @@ EXIT_STAGE = Stage(
     outputs=("run_succeeded", "sla_met", "sla_missed", "file_seconds_late", "quarantine_ratio",
              "volume_warning", "publication_age_seconds",
              "marts_published_timestamp_seconds", "marts_published_run_date_seconds",
-             "file_latest_run_date_seconds", "run_finished_timestamp_seconds"),
+             "file_latest_run_date_seconds", "run_finished_timestamp_seconds",
+             "audit_chain_seq", "audit_chain_head"),
 )
 """The exit handler: runs after every run, whatever happened, and records the run's outcome."""
 

@@ -317,6 +317,9 @@ class Settings:
     no file deadline). ``finish`` records how late it was (contribflow/finish.py)."""
     sla_publish_deadline_s: int | None = None
     """The SLA: the run date's marts are published by this many seconds after its 00:00 UTC."""
+    signing_key_file: Path | None = None
+    """The Ed25519 private key (PEM) that signs evidence packs (contribflow/audit/signing.py): in the
+    cluster a Secret mounted as a file. Unset outside production: a dev key in the state folder."""
     sla_max_quarantine_ratio: float | None = None
     """The SLA: the largest acceptable share of a day's rows quarantined (below the reject threshold,
     which fails the file; this one only marks the SLA missed)."""
@@ -394,6 +397,7 @@ class Settings:
             git_revision=_text(env, "CONTRIBFLOW_GIT_REVISION", _REVISION, "a git revision (a commit hash or "
                                "`git describe` text: letters, digits, '.', '_', '+', '/', '-')") or "unknown",
             image_digests=_image_digests(env),
+            signing_key_file=_path(env, "CONTRIBFLOW_SIGNING_KEY_FILE", None, "file"),
         )
         settings.check()
         return settings

@@ -25,7 +25,8 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "CONTRIBFLOW_"))}
     done = subprocess.run(
-        [sys.executable, "bench/run.py", "--sizes", "3000", "--history", "100000", "--runs", "2000", "--repeats", "2",
+        [sys.executable, "bench/run.py", "--sizes", "3000", "--history", "100000", "--runs", "2000",
+         "--verify-runs", "20", "--repeats", "2",
          "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
@@ -40,7 +41,7 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
         "trace one declaration @100k",
         "publish of a 100k day @100k", "bare import of dbt + adapter", "daily run 2k: wall",
         "daily run 2k: steps' work", "daily run 2k: fixed cost", "dbt-build fixed cost @2k",
-        "dbt-test fixed cost @2k",
+        "dbt-test fixed cost @2k", "verify 20 runs",
     }
     assert measured["ingest"]["rows"] == 3000 and measured["ingest"]["peak_rss_mb"] > 0
     # The targets' ratio is to the floor in file order, not to the sorted one shown beside it.
@@ -57,7 +58,9 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
     assert len(measured["dbt start-up per invocation"]["samples"]) == 4
     assert len(measured["re-ingest"]["samples"]) == 1
     assert report["repeats"] == 2 and report["large_repeats"] == 1
-    assert len(report["checks"]) == 6 and all(c["ok"] for c in report["checks"]), report["checks"]
+    # chain entries: 38 records per run, and init-db's own step
+    assert measured["verify 20 runs"]["rows"] == 20 * 38 + 1
+    assert len(report["checks"]) == 7 and all(c["ok"] for c in report["checks"]), report["checks"]
     assert {t["name"] for t in report["targets"]} >= {
         "ingest 3k <= 1.0x the hash-ordered floor", "ingest 3k >= 20x faster than baseline",
         "ingest peak RSS <= 200 MB", "re-ingest 3k <= 0.5 s", "daily run 2k: fixed cost <= 6 s",

@@ -114,7 +114,7 @@ def test_scenario_lints_strictly_and_its_argo_objects_are_valid(scenario):
     events = {"EventSource", "Sensor"} if (yaml.safe_load((CHART / "ci" / f"{scenario}.yaml").read_text())
                                             if scenario != "defaults" else {}).get("events", {}).get("enabled") else set()
     assert {o["kind"] for o in argo} == {"WorkflowTemplate", "CronWorkflow"} | events
-    assert check_all_argo(argo) == {"argo-v4.1.2": 4, "argo-events-v1.9.11": len(events)}
+    assert check_all_argo(argo) == {"argo-v4.1.2": 5, "argo-events-v1.9.11": len(events)}
     assert all(o["metadata"].get("namespace") == NAMESPACE for o in objects)
 
 

@@ -366,3 +366,9 @@ def test_purge_masks_what_a_version_older_than_0011_wrote_after_the_upgrade(data
     old, new = texts
     assert "TAXP_" not in "".join(old[1:]) and "'amount_eur'" in old[1]
     assert all("TAXP_" in text for text in new[1:])  # not purged yet: the later file's text is untouched
+    # the masked rows were sealed into the audit chain: purge records its change there (migration 0015)
+    assert sql("select relation, kind, reason like 'purge-quarantine --before 2026-11-10%%' from meta.audit_chain "
+               "where kind <> 'seal' order by seq") == [
+        ("meta.data_quality_issue", "reseal", True), ("meta.source_file", "reseal", True),
+        ("meta.etl_run", "reseal", True)]
+    assert cli.main(["verify"]) == 0 and capsys.readouterr().out.startswith("intact: ")

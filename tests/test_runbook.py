@@ -217,3 +217,28 @@ def test_withdrawing_a_loaded_file_as_the_runbook_says(database, sql, capfd, peo
     audit = subprocess.run([sys.executable, "-m", "contribflow", "audit", "--date", NEXT.isoformat()],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "test export sent by mistake" in audit.stdout and "applied by build" in audit.stdout
+
+
+def test_rotating_the_evidence_signing_key(database, tmp_path, monkeypatch, capsys):
+    """docs/runbook.md, "Rotating the evidence-signing key", with the commands it gives."""
+    import subprocess
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert cli.main(["init-db"]) == 0
+    day = DAY.isoformat()
+    for year in ("2026", "2027"):
+        openssl("genpkey", "-algorithm", "ed25519", "-out", f"signing-key-{year}.pem")
+        openssl("pkey", "-in", f"signing-key-{year}.pem", "-pubout", "-out", f"signing-key-{year}.pub.pem")
+    monkeypatch.setenv("CONTRIBFLOW_SIGNING_KEY_FILE", str(tmp_path / "signing-key-2026.pem"))
+    assert cli.main(["audit", "--from", day, "--to", day, "--html", str(tmp_path / "OLD.html")]) == 0
+    monkeypatch.setenv("CONTRIBFLOW_SIGNING_KEY_FILE", str(tmp_path / "signing-key-2027.pem"))  # rotated
+    assert cli.main(["audit", "--from", day, "--to", day, "--html", str(tmp_path / "NEW.html")]) == 0
+    capsys.readouterr()
+    old_pub, new_pub = (str(tmp_path / f"signing-key-{y}.pub.pem") for y in ("2026", "2027"))
+    assert cli.main(["verify-pack", str(tmp_path / "OLD.html"), "--public-key", old_pub]) == 0
+    assert cli.main(["verify-pack", str(tmp_path / "NEW.html"), "--public-key", new_pub]) == 0
+    assert cli.main(["verify-pack", str(tmp_path / "NEW.html"), "--public-key", old_pub]) == 1
+    assert "not by the key given" in capsys.readouterr().err
+    assert cli.main(["verify-pack", str(tmp_path / "NEW.html")]) == 0  # the installation's key is the new one

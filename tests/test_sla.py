@@ -66,12 +66,12 @@ def test_every_finish_output_is_declared_and_has_a_metric():
                   latest_published_at=at(9), latest_published_date=DAY, latest_file_date=DAY)
     outcome = finish.evaluate(settings, DAY, True, facts, now=at(9.5))
     values = finish.outputs(outcome, facts, True, now=at(9.5))
-    assert set(values) == set(EXIT_STAGE.outputs)
+    assert set(values) == set(EXIT_STAGE.outputs) - set(finish.CHAIN_OUTPUTS)  # those from chain_head
     assert values["volume_warning"] == 1 and values["quarantine_ratio"] == "0.005000"
     assert values["publication_age_seconds"] == 1800 and values["sla_met"] == 1
     assert values["marts_published_run_date_seconds"] == int(MIDNIGHT.timestamp())
     # a metric per output except the text one, and the rendered exit handler emits each
-    assert {o for _, o, _, _ in metrics.SLA_METRICS} == set(EXIT_STAGE.outputs) - {"sla_missed"}
+    assert {o for _, o, _, _ in metrics.SLA_METRICS} == set(EXIT_STAGE.outputs) - {"sla_missed", *finish.CHAIN_OUTPUTS}
     rendered = Path(metrics.__file__).parent / "rendered" / "workflowtemplate-contribflow-daily.yaml"
     doc = yaml.safe_load(rendered.read_text())
     exit_template = next(t for t in doc["spec"]["templates"] if t["name"] == EXIT_STAGE.name)
@@ -99,6 +99,11 @@ def test_finish_records_the_sla_in_meta_and_its_outputs_and_the_audit_shows_it(d
     written = json.loads((runner.outputs_dir(settings, "finish") / "outputs.json").read_text())
     assert written["sla_met"] == "1" and written["marts_published_run_date_seconds"] == str(
         int(finish.midnight(today).timestamp()))
+    # the audit chain's head as the run left it (issue 27), and every record of the run sealed intact
+    head = sql("select seq, encode(link, 'hex') from meta.audit_chain where seq = %s",
+               (int(written["audit_chain_seq"]),))
+    assert head == [(int(written["audit_chain_seq"]), written["audit_chain_head"])]
+    assert cli.main(["verify"]) == 0 and capsys.readouterr().out.splitlines()[-1].startswith("intact: ")
 
     # the same date, judged again by a stricter SLA: due at 00:00, a tiny quarantine limit, a failed run
     strict = Settings.from_env(dict(env, CONTRIBFLOW_RUN_ID="run-sla-2", CONTRIBFLOW_SLA_FILE_DUE_S="0",

@@ -28,6 +28,7 @@ from contribflow.graph import EXIT_STAGE, PARAMETERS, STAGES, by_name, topologic
 from contribflow.settings import DEV_PSEUDONYM_KEY
 from workflows import (
     contribflow_apply_request,
+    contribflow_audit,
     contribflow_backfill,
     contribflow_cron,
     contribflow_daily,
@@ -67,7 +68,8 @@ def all_rendered() -> list[dict]:
 
 def test_the_four_objects_are_rendered_and_each_is_valid_argo_strictly():
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in all_rendered())
-    assert kinds == [("CronWorkflow", k8s.CRON_WORKFLOW), ("WorkflowTemplate", k8s.APPLY_TEMPLATE),
+    assert kinds == [("CronWorkflow", k8s.AUDIT_CRON_WORKFLOW), ("CronWorkflow", k8s.CRON_WORKFLOW),
+                     ("WorkflowTemplate", k8s.APPLY_TEMPLATE),
                      ("WorkflowTemplate", k8s.BACKFILL_TEMPLATE), ("WorkflowTemplate", k8s.WORKFLOW_TEMPLATE)]
     for path in sorted(RENDERED.glob("*.yaml")):
         assert default_schema().check_file(path) == 1, path
@@ -392,7 +394,8 @@ def test_each_module_holds_its_object_at_module_level_as_hera_generate_yaml_expe
     from hera.workflows import Workflow
 
     found = {}
-    for module in (contribflow_daily, contribflow_cron, contribflow_backfill, contribflow_apply_request):
+    for module in (contribflow_daily, contribflow_cron, contribflow_backfill, contribflow_apply_request,
+                   contribflow_audit):
         objects = [v for v in vars(module).values() if isinstance(v, Workflow)]
         assert len(objects) == 1, module.__name__
         found[module.__name__] = objects[0]
@@ -421,3 +424,20 @@ def test_the_rendered_objects_are_not_offered_for_kubectl_apply_and_never_genera
     assert [p["name"] for p in cron["spec"]["workflowSpec"]["arguments"]["parameters"]] == ["run-date"]
     assert {p["name"]: p.get("value") for p in backfill["spec"]["arguments"]["parameters"]}["generate"] == "false"
     assert PARAMETERS["generate"] == "true", "contribflow run still generates by default (a laptop)"
+
+
+def test_the_weekly_audit_runs_verify_as_the_auditor_and_emits_the_intact_gauge():
+    """Issue 27: contribflow verify weekly, with the auditor's login; a broken chain exits 1 (the step,
+    hence the run, fails) and the gauge the alert reads is verify's output audit_trail_intact."""
+    doc = load(RENDERED / "cronworkflow-contribflow-audit.yaml")
+    assert doc["spec"]["schedules"] == contribflow_audit.SCHEDULES and doc["spec"]["concurrencyPolicy"] == "Forbid"
+    verify = templates({"spec": doc["spec"]["workflowSpec"]})["verify"]
+    assert verify["container"]["command"] == ["contribflow"] and verify["container"]["args"] == ["verify"]
+    env = {e["name"]: e for e in verify["container"]["env"]}
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"]["key"] == k8s.db_secret_keys("auditor")[0]
+    assert env["PGOPTIONS"]["value"] == "-c role=contribflow_auditor"
+    gauges = {p["name"]: p for p in verify["metrics"]["prometheus"]}
+    assert gauges["contribflow_audit_trail_intact"]["gauge"]["value"] == "{{outputs.parameters.audit_trail_intact}}"
+    assert "audit_trail_intact" in {p["name"] for p in verify["outputs"]["parameters"]}
+    dag = templates({"spec": doc["spec"]["workflowSpec"]})[contribflow_audit.ENTRYPOINT]["dag"]["tasks"]
+    assert [t["name"] for t in dag] == [s.name for s in contribflow_audit.CHECKS]

@@ -4,12 +4,13 @@ One self-contained HTML file (inline CSS and inline SVG, no script, no external 
 fetched when it is opened), to attach to an audit: rows loaded vs quarantined per day (a chart),
 run outcomes and step durations, quality issues by rule with examples (identifier values masked),
 dbt test results, source freshness and late-file events, the ledger of files with their sha256, and
-which build analysts read, and the period's correction requests with who asked and who
-approved. Everything comes from ``meta`` (the pipeline's own record); the auditor
+which build analysts read, the period's correction requests with who asked and who approved, and
+the audit chain's head. Everything comes from ``meta`` (the pipeline's own record); the auditor
 role (migration 0008) reads all of it.
 
 The markup is a Jinja2 template (``templates/evidence_pack.html.j2``, autoescaped); this module only
-gathers the numbers, and the chart's geometry as numbers, for it.
+gathers the numbers, and the chart's geometry as numbers, for it. The pack is signed: FILE.sig next
+to it (contribflow/audit/signing.py; ``contribflow verify-pack FILE``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from contribflow.audit import signing
 from contribflow.db import connect
 from contribflow.errors import StageError
 from contribflow.redact import DESCRIPTION
@@ -198,6 +200,7 @@ def collect(conn: psycopg.Connection, first: dt.date, last: dt.date, identifiers
     for run in runs.values():
         run.setdefault("sla", None)
     published = cur.execute(_PUBLISHED).fetchone()
+    head = cur.execute("SELECT seq, encode(link, 'hex') AS link FROM meta.audit_chain_head").fetchone()
     who = cur.execute("SELECT current_user AS role, current_database() AS db, "
                       "clock_timestamp() AS at").fetchone()
     return {
@@ -215,6 +218,12 @@ def collect(conn: psycopg.Connection, first: dt.date, last: dt.date, identifiers
         "builds": _rows(cur, _BUILDS, params), "sla": sla,
         "requests": _rows(cur, _REQUESTS, params),
         "published": dict(published) if published else None,
+        # The audit chain's head when the pack was made (migration 0015): `contribflow verify` of a
+        # later day proves every record the pack summarises is still as it was, up to this seq.
+        "chain_head": {"seq": head["seq"], "link": head["link"]},
+        # The content hashes of the publications the period reports: filled from meta.publication
+        # (issue 27, points 1-3) when that record exists; the predicate of the signature carries them.
+        "publications": [],
     }
 
 
@@ -244,6 +253,9 @@ def run(settings: Settings, first: dt.date, last: dt.date, out: Path) -> str:
     html = render(pack)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
+    sig = signing.sign(settings, out, {"from": pack["first"], "to": pack["last"], "database": pack["database"],
+                                       "generated_at": pack["generated_at"].isoformat(),
+                                       "chain_head": pack["chain_head"], "publications": pack["publications"]})
     t = pack["totals"]
     return (f"audit: evidence pack {first}..{last} -> {out} ({t['files']} file(s), {t['loaded']} rows loaded, "
-            f"{t['quarantined']} quarantined, {t['runs']} run(s))")
+            f"{t['quarantined']} quarantined, {t['runs']} run(s)); signed -> {sig}")

@@ -181,10 +181,11 @@ def file_checks(step: StepRun) -> list[Check]:
     return checks
 
 
-def mask_details(conn: psycopg.Connection, before: dt.date) -> int:
+def mask_details(conn: psycopg.Connection, before: dt.date) -> list[str]:
     """The end of the quarantine's retention (``contribflow purge-quarantine``): the ledger's
-    details of the files before ``before`` keep no source value (meta.masked_message); how many."""
-    return conn.execute(
+    details of the files before ``before`` keep no source value (meta.masked_message); the ids of
+    the entries changed (purge records them in the audit chain)."""
+    return [str(i) for (i,) in conn.execute(
         """UPDATE meta.source_file SET detail = meta.masked_message(detail)
-            WHERE file_date < %s AND detail IS DISTINCT FROM meta.masked_message(detail)""",
-        (before,)).rowcount
+            WHERE file_date < %s AND detail IS DISTINCT FROM meta.masked_message(detail) RETURNING id""",
+        (before,)).fetchall()]

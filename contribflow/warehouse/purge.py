@@ -18,6 +18,10 @@ and the ingest steps' errors and details of those dates.
 Since issue 28 it is a request that a second person approves (``contribflow request
 purge-quarantine``); ``contribflow apply`` runs it as the warehouse's owner (the migrator login, or
 the local embedded server), never as a daily pipeline step: the loader may only add to the quarantine.
+The rows it masks are sealed into the audit chain (migration 0015): it records its change there, in
+the same transaction, with ``meta.chain_reseal`` (one ``reseal`` entry per row it changed, the
+reason naming the purge), so ``contribflow verify`` stays intact and the chain says who changed
+what, when and why.
 """
 
 from __future__ import annotations
@@ -34,28 +38,35 @@ IDENTIFIER_COLUMNS = tuple(c.name for c in BASE.columns if c.type == "identifier
 _FILES = "SELECT sha256 FROM meta.source_file WHERE file_date < %(before)s"
 
 
+def ids(cursor: psycopg.Cursor) -> list[str]:
+    """The ids an ``UPDATE … RETURNING id`` changed, as the chain's row keys."""
+    return [str(i) for (i,) in cursor.fetchall()]
+
+
 def purge(conn: psycopg.Connection, before: dt.date) -> dict:
     """Purge inside the caller's transaction, which must have applied an approved purge-quarantine
     request (meta.apply_correction, migration 0016): the quarantine's DELETE trigger refuses it
-    otherwise, to every role."""
+    otherwise, to every role. What it masks is resealed into the audit chain in the same transaction."""
     params = {"before": before, "mask": MASK, "identifiers": list(IDENTIFIER_COLUMNS)}
     files = conn.execute(
         "SELECT DISTINCT source_sha256 FROM raw.contributions_quarantine WHERE file_date < %(before)s",
         params).fetchall()
     removed = conn.execute("DELETE FROM raw.contributions_quarantine WHERE file_date < %(before)s",
                            params).rowcount
-    masked = conn.execute(
+    masked = ids(conn.execute(
         f"""UPDATE meta.data_quality_issue SET failing_value = %(mask)s
              WHERE source_sha256 IN ({_FILES})
-               AND column_name = ANY(%(identifiers)s) AND failing_value IS DISTINCT FROM %(mask)s""",
-        params).rowcount
-    values = conn.execute(
+               AND column_name = ANY(%(identifiers)s) AND failing_value IS DISTINCT FROM %(mask)s
+         RETURNING id""",
+        params))
+    values = ids(conn.execute(
         f"""UPDATE meta.data_quality_issue SET failing_value = meta.masked_failing_value(column_name, failing_value)
              WHERE source_sha256 IN ({_FILES})
-               AND failing_value IS DISTINCT FROM meta.masked_failing_value(column_name, failing_value)""",
-        params).rowcount
+               AND failing_value IS DISTINCT FROM meta.masked_failing_value(column_name, failing_value)
+         RETURNING id""",
+        params))
     details = ledger.mask_details(conn, before)
-    errors = conn.execute(
+    errors = ids(conn.execute(
         """UPDATE meta.etl_run
               SET error = meta.masked_message(error),
                   details = CASE WHEN details ? 'extra_columns' THEN jsonb_set(details, '{extra_columns}',
@@ -63,9 +74,14 @@ def purge(conn: psycopg.Connection, before: dt.date) -> dict:
             WHERE step = 'ingest' AND logical_date < %(before)s
               AND (error IS DISTINCT FROM meta.masked_message(error)
                    OR details->>'extra_columns'
-                      IS DISTINCT FROM meta.masked_names(details->>'extra_columns', ','))""",
-        params).rowcount
+                      IS DISTINCT FROM meta.masked_names(details->>'extra_columns', ','))
+        RETURNING id""",
+        params))
+    reason = f"purge-quarantine --before {before.isoformat()}: values masked at the end of retention"
+    changed = {"meta.data_quality_issue": masked + values, "meta.source_file": details, "meta.etl_run": errors}
+    resealed = sum(conn.execute("SELECT meta.chain_reseal(%s, %s, %s)", (relation, reason, keys)).fetchone()[0]
+                   for relation, keys in changed.items() if keys)
     return {"before": before.isoformat(), "files": len(files),
-            "quarantined_rows_removed": removed, "identifier_values_masked": masked,
-            "other_values_masked": values, "ledger_details_masked": details,
-            "step_errors_masked": errors}
+            "quarantined_rows_removed": removed, "identifier_values_masked": len(masked),
+            "other_values_masked": len(values), "ledger_details_masked": len(details),
+            "step_errors_masked": len(errors), "chain_entries_resealed": resealed}

@@ -46,6 +46,8 @@ NAME_PREFIX = "contribflow-"
 CHART_LABEL_KEYS = {"helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
                     "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of"}
 KINDS = {"WorkflowTemplate", "CronWorkflow"}
+CRON_VALUES = {k8s.AUDIT_CRON_WORKFLOW: "auditCron"}
+"""The values key of each CronWorkflow's schedule (``workflows.<key>``); any other: ``cron``."""
 IMAGE_BY_REFERENCE = {image.reference(): name for name, image in IMAGES.items()}
 DB_KEYS = {key: (role, part) for role in k8s.DB_ROLES
            for key, part in zip(k8s.db_secret_keys(role), ("username", "password"))}
@@ -107,10 +109,11 @@ class Converter:
         kind = doc.get("kind")
         if kind not in KINDS:
             raise ConversionError(f"{source}: kind {kind!r} is not one of {sorted(KINDS)}")
+        name = (doc.get("metadata") or {}).get("name")
         self.metadata(doc.setdefault("metadata", {}), source)
         spec = doc.get("spec") or {}
         if kind == "CronWorkflow":
-            self.cron(spec, source)
+            self.cron(spec, CRON_VALUES.get(name, "cron"))
             self.workflow_spec(spec.get("workflowSpec") or {}, f"{source}: spec.workflowSpec")
         else:
             self.workflow_spec(spec, f"{source}: spec")
@@ -125,12 +128,13 @@ class Converter:
             lambda n: '\n{{- include "contribflow.labels" . | nindent ' + str(n) + " }}"
             + (indent_yaml(kept, n) if kept else ""))
 
-    def cron(self, spec: dict[str, Any], source: str) -> None:
+    def cron(self, spec: dict[str, Any], values: str) -> None:
+        """The schedule, timezone and suspend of ``.Values.workflows.<values>``."""
         spec.pop("schedule", None)
         spec["schedules"] = self.tokens.block(
-            lambda n: "\n{{- toYaml .Values.workflows.cron.schedules | nindent " + str(n) + " }}")
-        spec["timezone"] = self.tokens.scalar("{{ .Values.workflows.cron.timezone | quote }}")
-        spec["suspend"] = self.tokens.scalar("{{ .Values.workflows.cron.suspend }}")
+            lambda n: "\n{{- toYaml .Values.workflows." + values + ".schedules | nindent " + str(n) + " }}")
+        spec["timezone"] = self.tokens.scalar("{{ .Values.workflows." + values + ".timezone | quote }}")
+        spec["suspend"] = self.tokens.scalar("{{ .Values.workflows." + values + ".suspend }}")
 
     def workflow_spec(self, spec: dict[str, Any], where: str) -> None:
         for parameter in (spec.get("arguments") or {}).get("parameters") or []:
