@@ -329,3 +329,40 @@ def test_replaying_contribflow_apply_request_applies_an_approved_withdrawal_once
     assert {n: r.phase for n, r in again.tasks.items()} == {"apply": "Succeeded", "dbt-build": "Skipped",
                                                             "dbt-test": "Skipped", "publish": "Skipped"}
     assert sql("select count(*) from meta.correction_application") == [(1,)]
+
+
+AUDIT_CRON = ROOT / "workflows" / "rendered" / "cronworkflow-contribflow-audit.yaml"
+
+
+def test_replaying_the_weekly_audit_finds_the_record_intact_then_a_published_row_changed(
+        database, pg_server, stage_logins, tmp_path, sql):
+    """Issue 27 on the cluster's terms: the rendered weekly CronWorkflow's workflow, replayed with the
+    auditor's login after a daily run, finds the chain intact and the published marts as recorded;
+    after a superuser changes one published row, its reproduce --check-published fails the run,
+    naming the table, while verify (the meta record untouched) still passes."""
+    dbname = database["PGDATABASE"]
+    day, _, _ = replay(tmp_path / "day", pg_server, dbname, {**PARAMS, "rows": "300"}, stage_logins)
+    assert day.status == "Succeeded"
+    cron = yaml.safe_load(AUDIT_CRON.read_text(encoding="utf-8"))
+    workflow = tmp_path / "audit-workflow.yaml"
+    workflow.write_text(yaml.safe_dump({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                                        "metadata": {"name": cron["metadata"]["name"]},
+                                        "spec": cron["spec"]["workflowSpec"]}), encoding="utf-8")
+
+    weekly, _, _ = replay(tmp_path / "weekly", pg_server, dbname, {}, stage_logins, rendered=workflow)
+    failures = {n: r.attempts and r.attempts[-1].stderr for n, r in weekly.tasks.items() if r.phase != "Succeeded"}
+    assert weekly.status == "Succeeded", failures
+    assert list(weekly.tasks) == ["verify", "reproduce"]
+    assert weekly.tasks["verify"].outputs["audit_trail_intact"] == "1"
+    assert weekly.tasks["reproduce"].argv == ["contribflow", "reproduce", "--check-published"]
+    assert weekly.tasks["reproduce"].env["PGOPTIONS"] == "-c role=contribflow_auditor"
+
+    sql("update marts.fct_contributions set amount = amount + 1 "
+        "where declaration_id = (select min(declaration_id) from marts.fct_contributions)")
+    tampered, _, _ = replay(tmp_path / "tampered", pg_server, dbname, {}, stage_logins, rendered=workflow)
+    assert tampered.status == "Failed"
+    assert tampered.tasks["verify"].phase == "Succeeded"
+    reproduce = tampered.tasks["reproduce"]
+    assert reproduce.phase == "Failed" and reproduce.attempts[-1].exit_code == 1
+    said = reproduce.attempts[-1].stdout + reproduce.attempts[-1].stderr
+    assert "fct_contributions: DIFFERS" in said and "dim_taxpayer: identical" in said, said

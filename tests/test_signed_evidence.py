@@ -156,12 +156,13 @@ def test_production_needs_a_real_key(tmp_path):
 
 
 @pytest.mark.integration
-def test_the_evidence_pack_is_signed_and_embeds_the_chain_head(database, sql, tmp_path):
+def test_the_evidence_pack_is_signed_and_embeds_the_chain_head_and_the_publications(database, sql, tmp_path):
     env = dict(os.environ)
     run = lambda *args: subprocess.run([sys.executable, "-m", "contribflow", *args], env=env, cwd=ROOT,  # noqa: E731
                                        capture_output=True, text=True, timeout=300)
     day = dt.date(2026, 11, 1)
-    assert run("init-db", "--date", day.isoformat()).returncode == 0
+    ran = run("run", "--date", day.isoformat(), "--rows", "200")
+    assert ran.returncode == 0, ran.stderr
     pack = tmp_path / "pack.html"
     done = run("audit", "--from", day.isoformat(), "--to", day.isoformat(), "--html", str(pack))
     assert done.returncode == 0, done.stderr
@@ -171,6 +172,13 @@ def test_the_evidence_pack_is_signed_and_embeds_the_chain_head(database, sql, tm
     assert f"seq {seq}</b>" in html and link in html
     statement = json.loads(base64.b64decode(json.loads(signing.signature_path(pack).read_text())["payload"]))
     assert statement["predicate"]["chain_head"] == {"seq": seq, "link": link}
+    published = sql("SELECT p.id, o.table_name, o.row_count, o.content_hash FROM meta.publication p "
+                    "JOIN meta.publication_output o ON o.publication_id = p.id ORDER BY p.id, o.table_name")
+    assert len(published) == 2  # fct_contributions and dim_taxpayer of the day's one publication
+    assert [(p["id"], p["table"], p["rows"], p["content_hash"]) for p in statement["predicate"]["publications"]] \
+        == [tuple(r) for r in published]
+    for _id, table, _rows, content_hash in published:
+        assert table in html and content_hash in html
     assert run("verify-pack", str(pack)).returncode == 0
     pack.write_bytes(pack.read_bytes()[:-1] + b"!")
     failed = run("verify-pack", str(pack))

@@ -6,9 +6,10 @@
   shows it red, ``contribflow_runs``-style alerting sees it) and its gauge
   ``contribflow_audit_trail_intact`` says 0 (1 when intact). The name is fixed: the alert rule is
   written against it. A verify that could not run at all also reports 0 (not proven intact).
-- ``CHECKS`` is where further weekly checks go, each a stage of its own; the slot below is kept for
-  issue 27's ``contribflow reproduce --check-published`` (does the published state still match its
-  publication record?), which the publications work adds.
+- ``reproduce --check-published`` (contribflow/warehouse/reproduce.py) recomputes the content hash of
+  each published mart, as the auditor, and compares it with the latest publication's record: a row
+  changed behind the pipeline's back (even by a superuser) fails the step, naming the table.
+- ``CHECKS`` is where further weekly checks go, each a stage of its own.
 
 The checks run side by side; any failing one fails the run.
 """
@@ -35,10 +36,10 @@ VERIFY = Stage(name="verify", image="migrations", args=(),
                outputs=(INTACT, "audit_chain_entries", "audit_chain_seq", "audit_chain_head"),
                db_role="auditor")
 
-# SLOT check-published (issue 27, points 1-3): append the `contribflow reproduce --check-published`
-# stage here, e.g. Stage(name="reproduce", image="dbt", args=("--check-published",), db_role=...,
-# needs_pseudonym_key=True); it becomes one more task of the DAG, and its non-zero exit fails the run.
-CHECKS: list[Stage] = [VERIFY]
+CHECK_PUBLISHED = Stage(name="reproduce", image="dbt", args=("--check-published",), db_role="auditor")
+"""Only reads (marts and meta.publication_output), so the auditor runs it; no dbt, no pseudonym key."""
+
+CHECKS: list[Stage] = [VERIFY, CHECK_PUBLISHED]
 
 
 def check_template(stage: Stage):
@@ -58,8 +59,10 @@ def build(checks: list[Stage] = CHECKS) -> CronWorkflow:
         labels=LABELS,
         annotations={"workflows.argoproj.io/title": "ContribFlow weekly audit",
                      "workflows.argoproj.io/description":
-                         "Every week: contribflow verify (the audit trail's hash chain, as the auditor role); "
-                         "fails when a record was changed behind the pipeline's back."},
+                         "Every week, as the auditor role: contribflow verify (the audit trail's hash chain) and "
+                         "contribflow reproduce --check-published (the published marts against their "
+                         "publication's record); fails when a record or a published row was changed behind "
+                         "the pipeline's back."},
         schedules=SCHEDULES,
         timezone=TIMEZONE,
         concurrency_policy="Forbid",

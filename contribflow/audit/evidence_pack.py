@@ -221,10 +221,19 @@ def collect(conn: psycopg.Connection, first: dt.date, last: dt.date, identifiers
         # The audit chain's head when the pack was made (migration 0015): `contribflow verify` of a
         # later day proves every record the pack summarises is still as it was, up to this seq.
         "chain_head": {"seq": head["seq"], "link": head["link"]},
-        # The content hashes of the publications the period reports: filled from meta.publication
-        # (issue 27, points 1-3) when that record exists; the predicate of the signature carries them.
-        "publications": [],
+        # The content hashes of the period's publications (meta.publication_output, migration 0014):
+        # the signature's predicate carries them, so `contribflow reproduce` can be checked against
+        # what the signed pack says was published.
+        "publications": _rows(cur, _PUBLICATIONS, params),
     }
+
+
+_PUBLICATIONS = """
+SELECT p.id, p.logical_date::text AS logical_date, o.table_name AS table, o.row_count AS rows, o.content_hash
+  FROM meta.publication p JOIN meta.publication_output o ON o.publication_id = p.id
+ WHERE p.logical_date BETWEEN %(first)s AND %(last)s
+ ORDER BY p.id, o.table_name
+"""
 
 
 def render(pack: dict[str, Any]) -> str:
