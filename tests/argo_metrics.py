@@ -21,12 +21,9 @@ from conftest import ROOT
 RENDERED = ROOT / "workflows" / "rendered"
 ARGO_PREFIX = "argo_workflows_"
 
-# The audit trail's weekly check (issue 27, "Any published number, as it was") sets this gauge on its
-# `verify` template: 1 intact, 0 broken. Until that workflow is rendered here, the metric is taken
-# from this definition; once a rendered workflow emits it, the rendered one is used (and this fallback
-# can go: point AUDIT_TRAIL_INTACT at the rendered verify workflow).
+# The audit trail's weekly check (workflows/contribflow_audit.py) sets this gauge on its `verify`
+# template: 1 intact, 0 broken.
 AUDIT_TRAIL_INTACT = "contribflow_audit_trail_intact"
-AUDIT_TRAIL_TEMPLATE = "verify"
 
 
 @dataclass(frozen=True)
@@ -66,8 +63,6 @@ def emitted(rendered: Path = RENDERED) -> list[Metric]:
         found += _metrics((spec.get("metrics") or {}).get("prometheus", []), name, None)
         for template in spec.get("templates", []):
             found += _metrics((template.get("metrics") or {}).get("prometheus", []), name, template["name"])
-    if not any(m.name == AUDIT_TRAIL_INTACT for m in found):
-        found.append(Metric(AUDIT_TRAIL_INTACT, "gauge", (), "contribflow-verify", AUDIT_TRAIL_TEMPLATE))
     return found
 
 

@@ -50,7 +50,7 @@ def test_events_are_off_by_default_and_their_objects_render_only_when_enabled():
 def test_every_eventsource_and_sensor_is_valid_for_argo_events_strictly(source):
     objects = rendered(source)
     checked = check_all_argo(objects)
-    assert checked == {"argo-v4.1.2": 3, "argo-events-v1.9.11": 2}
+    assert checked == {"argo-v4.1.2": 5, "argo-events-v1.9.11": 2}  # daily, cron, backfill, apply-request, audit
     assert {o["kind"] for o in objects if o["kind"] in EVENTS.kinds} == {"EventSource", "Sensor"}
     es = one(objects, "EventSource", "contribflow-landing")
     assert set(es["spec"]) - {"eventBusName", "template"} == {source}

@@ -234,8 +234,14 @@ def build_series(metrics: list[Metric]) -> dict[tuple[str, Labels], Series]:
     def get(metric: Metric, run: Run | None = None, status: str | None = None) -> Series:
         return series.setdefault((metric.stored, _labels(metric, run, status)), Series())
 
+    defined: set[tuple] = set()
     for metric in metrics:
         name, template = metric.name, metric.template
+        # A definition two workflows share (the daily run's and contribflow-apply-request's dbt-test
+        # template) exports one series per run, not one per workflow that defines it.
+        if (name, metric.labels, template) in defined:
+            continue
+        defined.add((name, metric.labels, template))
         for run in RUNS:
             if name == "contribflow_run_elapsed_seconds":
                 start, end = run.start, run.end
