@@ -86,6 +86,15 @@ def _new_file(text: str) -> Path:
     return path
 
 
+def _regular_file(text: str) -> Path:
+    """An input file argument: refused at once when it is missing, a folder or a FIFO (which would
+    block the read), naming the argument, rather than failing later with a less clear error."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a regular file' if path.exists() else 'no such file'}")
+    return path
+
+
 def _stages_spec(text: str) -> dict:
     """run-stages' spec, as the local runner writes it: a JSON object naming a report file and a list
     of stages, each a name, its arguments and the environment it adds."""
@@ -565,8 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "signature of FILE's exact bytes, 1 otherwise. Without --public-key the "
                                    "key is the one the signature names and this installation holds "
                                    "(CONTRIBFLOW_SIGNING_KEY_FILE, or the local dev key).")
-    p.add_argument("file", type=Path, help="the evidence pack (HTML)")
-    p.add_argument("--public-key", type=Path, default=None,
+    p.add_argument("file", type=_regular_file, help="the evidence pack (HTML)")
+    p.add_argument("--public-key", type=_regular_file, default=None,
                    help="the signer's Ed25519 public key, PEM (SubjectPublicKeyInfo)")
     p.set_defaults(handler=cmd_verify_pack)
 

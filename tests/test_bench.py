@@ -41,7 +41,7 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
         "trace one declaration @100k",
         "publish of a 100k day @100k", "bare import of dbt + adapter", "daily run 2k: wall",
         "daily run 2k: steps' work", "daily run 2k: fixed cost", "dbt-build fixed cost @2k",
-        "dbt-test fixed cost @2k", "verify 20 runs",
+        "dbt-test fixed cost @2k", "verify 20 runs", "reproduce a publication @100k",
     }
     assert measured["ingest"]["rows"] == 3000 and measured["ingest"]["peak_rss_mb"] > 0
     # The targets' ratio is to the floor in file order, not to the sorted one shown beside it.
@@ -60,7 +60,10 @@ def test_the_bench_measures_every_case_and_its_checks_pass(tmp_path):
     assert report["repeats"] == 2 and report["large_repeats"] == 1
     # chain entries: 38 records per run, and init-db's own step
     assert measured["verify 20 runs"]["rows"] == 20 * 38 + 1
-    assert len(report["checks"]) == 7 and all(c["ok"] for c in report["checks"]), report["checks"]
+    assert len(report["checks"]) == 9 and all(c["ok"] for c in report["checks"]), report["checks"]
+    checks = {c["name"] for c in report["checks"]}
+    assert "reproduce @100k: both marts identical to the record" in checks, checks
+    assert any(name.startswith("publish @100k: history and hashes") for name in checks), checks
     assert {t["name"] for t in report["targets"]} >= {
         "ingest 3k <= 1.0x the hash-ordered floor", "ingest 3k >= 20x faster than baseline",
         "ingest peak RSS <= 200 MB", "re-ingest 3k <= 0.5 s", "daily run 2k: fixed cost <= 6 s",

@@ -152,7 +152,8 @@ def test_without_pg_variables_the_stages_and_the_audit_use_the_local_embedded_wa
     from contribflow.graph import EXIT_STAGE, STAGES
 
     assert {s.name for s in (*STAGES, EXIT_STAGE)} | {"audit", "trace", "purge-quarantine", "withdraw-file",
-                                                   "request", "requests", "approve", "reject", "apply"} \
+                                                   "request", "requests", "approve", "reject", "apply",
+                                                   "publications", "reproduce", "verify"} \
         == cli_module.WAREHOUSE_COMMANDS
     state = Path(tempfile.mkdtemp(prefix="cf17-"))  # short: the server's socket lives in it
     env = {k: v for k, v in os.environ.items()

@@ -44,7 +44,7 @@ def test_the_incremental_fct_reads_the_new_rows_by_index_even_without_statistics
     assert arrived == [(10_000,)]
 
 
-def test_a_pending_withdrawal_is_found_by_index_and_its_rows_leave_the_delta(database, sql, monkeypatch):
+def test_a_pending_withdrawal_is_found_by_index_and_its_rows_leave_the_delta(database, sql, monkeypatch, people):
     """A withdrawal the build applies: its file's rows are found through raw's ingestion_ts index
     within the span the withdrawal recorded (never a scan of raw), and they are no state."""
     assert cli.main(["init-db"]) == 0
@@ -59,19 +59,19 @@ def test_a_pending_withdrawal_is_found_by_index_and_its_rows_leave_the_delta(dat
                                           contribution_type, status, country, file_date, source_file, source_line,
                                           run_id, ingestion_ts, record_hash)
            select 'W' || i, '12345', 'k', date '2026-01-02', 1, 'EUR', 'INCOME_TAX', 'DUE', 'LU', date '2026-01-02',
-                  'w.csv', i, 'rw', timestamptz '2026-01-05 00:00:00+00' + i * interval '1 ms', md5('w' || i)::uuid
+                  'contributions_20260102.csv', i, 'rw', timestamptz '2026-01-05 00:00:00+00' + i * interval '1 ms', md5('w' || i)::uuid
              from generate_series(1, 100) as i""")
     [(source_id,)] = sql("insert into meta.source_file (file_name, sha256, file_date, size_bytes, outcome, run_id) "
-                         "values ('w.csv', 'sha', '2026-01-02', 1, 'LOADED', 'rw') returning id")
-    sql("""insert into meta.file_withdrawal (source_file_id, file_name, sha256, file_date, run_id, raw_rows,
-                                             first_loaded_at, last_loaded_at, reason)
-           select %s, 'w.csv', 'sha', '2026-01-02', 'rw', count(*), min(ingestion_ts), max(ingestion_ts), 'test'
-             from raw.contributions where source_file = 'w.csv'""", (source_id,))
+                         "values ('contributions_20260102.csv', 'sha', '2026-01-02', 1, 'LOADED', 'rw') returning id")
+    # Withdrawn the only way there is since issue 28: an approved request, applied (not yet published).
+    request = people.approved(["withdraw-file", "--date", "2026-01-02", "--reason", "test"])
+    assert cli.main(["apply", str(request), "--no-publish"]) == 0
+    assert sql("select source_file_id, raw_rows from meta.file_withdrawal") == [(source_id, 100)]
     settings = Settings.from_env()
     assert transform._invoke(settings, "run", ["--select", "file_withdrawals_applied"]).success
     assert transform._invoke(settings, "compile", ["--select", "fct_contributions_delta"]).success
     compiled = next(transform.target_dir(settings).rglob("compiled/**/fct_contributions_delta.sql")).read_text()
-    assert "r.source_file = 'w.csv'" in compiled  # the withdrawal, as literals
+    assert "r.source_file = 'contributions_20260102.csv'" in compiled  # the withdrawal, as literals
     plan = "\n".join(r[0] for r in sql("explain " + compiled))
     assert "Seq Scan on contributions " not in plan, plan
     delta = sql(f"select count(*), count(*) filter (where declaration_id like 'W%%') from ({compiled}) as d")

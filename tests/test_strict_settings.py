@@ -91,6 +91,7 @@ SETTINGS: dict[str, tuple[str | None, list[str], str]] = {
     "CONTRIBFLOW_NOTIFY_WEBHOOK_URL ": ("notify_webhook_url", ["https://h:99999/hunter2", "http://[hunter2/"],
                                         "is not a URL"),
     "CONTRIBFLOW_NOTIFY_WEBHOOK_URL_FILE": ("notify_webhook_url", [NOT_A_FILE], "cannot be read"),
+    "CONTRIBFLOW_SIGNING_KEY_FILE": ("signing_key_file", [NOT_A_FILE], "is not a regular file"),
     "CONTRIBFLOW_NOTIFY_FORMAT": ("notify_format", ["Slack", "email", "json"], "is not one of generic, slack, teams"),
     "CONTRIBFLOW_NOTIFY_TIMEOUT_S": ("notify_timeout_s", ["0", "-1", "61", "nan", "inf"], "a number from 0.1 to 60"),
     "CONTRIBFLOW_ARGO_UI_URL": ("argo_ui_url", ["argo.example.com", "ftp://argo.example.com", "https://"],
@@ -162,6 +163,9 @@ ARGUMENTS: list[tuple[list[str], int, str]] = [
     *_dates(["audit"], "--from", ["--to", D, "--html", "<new html>"]),
     *_dates(["audit", "--from", D], "--to", ["--html", "<new html>"]),
     (["audit", "--from", D, "--to", D, "--html", "<folder>"], 2, "argument --html: "),
+    *[(["verify-pack", v], 2, "argument file: ") for v in ["<folder>", "<fifo>", "/nonexistent/pack.html"]],
+    *[(["verify-pack", "<the file>", "--public-key", v], 2, "argument --public-key: ")
+      for v in ["<folder>", "<fifo>", "/nonexistent/key.pem"]],
     *_dates(["purge-quarantine"], "--before", []),
     *[(["run-stages", v], 2, "argument spec: ") for v in ["<folder>", "<fifo>", "<the file>", "/nonexistent/spec.json"]],
     *[(["withdraw-file", "--file", v, "--reason", "wrong export"], 2, "argument --file: ")
