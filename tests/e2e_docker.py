@@ -17,7 +17,8 @@ Makefile target builds them first. Then, on a fresh user-defined bridge network:
 6. run 3, a correction with four eyes (issue 28): the chart, rendered with two `people` (an operator
    and an approver) whose passwords are in Secrets of their own, has the init script create their
    logins; as the operator (a container of the migrations image, logged in as that person), a
-   withdrawal of the first day's file is requested; the operator's own approval is refused (exit 1);
+   withdrawal of the first day's file is requested; the operator's own approval is refused (exit 1,
+   no decision recorded);
    the approver approves; the rendered contribflow-apply-request is replayed with the request id: it
    applies, rebuilds and publishes; day 1's file is gone from the marts, raw keeps its rows and
    meta.correction_application records the application; replayed again, it changes nothing;
@@ -379,10 +380,15 @@ def run_correction(executor: DockerExecutor, pg: Postgres, objects: list[dict[st
     if asked.exit_code != 0 or not first or not first[0].isdigit():
         return [f"run 3: the operator's request failed (exit {asked.exit_code}): {said(asked)}"]
     request = first[0]
+    # Refused by PostgreSQL (meta.decide_correction): an operator is no approver, and a requester never
+    # decides their own request, whichever check comes first (the chart gives a person one role).
     own = operator.run("approve", request)
-    if own.exit_code != 1 or "cannot be decided by its requester" not in said(own):
+    refusals = (f"{PEOPLE['operator']} is not an approver", "cannot be decided by its requester")
+    undecided = pg.psql_super("-c", f"SELECT count(*) FROM meta.correction_decision WHERE request_id = {int(request)}")
+    if own.exit_code != 1 or not any(r in said(own) for r in refusals) or undecided.stdout.strip() != "0":
         return [f"run 3: the operator approving their own request {request} was not refused with exit 1 and "
-                f"the four-eyes message (exit {own.exit_code}): {said(own)}"]
+                f"one of {refusals} (exit {own.exit_code}, {undecided.stdout.strip()} decisions): {said(own)}"]
+    refusal = next(r for r in refusals if r in said(own))
     approved = approver.run("approve", request)
     if approved.exit_code != 0:
         return [f"run 3: the approver could not approve request {request} (exit {approved.exit_code}): {said(approved)}"]
@@ -392,7 +398,7 @@ def run_correction(executor: DockerExecutor, pg: Postgres, objects: list[dict[st
     if decided != f"{PEOPLE['operator']}\t{PEOPLE['approver']}\tt":
         return [f"run 3: request {request} is recorded as (requested_by, decided_by, approved) {decided!r}"]
     print(f"==> run 3: {PEOPLE['operator']} (operator) requested withdraw-file --date {day} (request {request}); "
-          f"their own approval was refused (exit 1: four eyes); {PEOPLE['approver']} (approver) approved it")
+          f"their own approval was refused (exit 1: {refusal!r}); {PEOPLE['approver']} (approver) approved it")
 
     apply = yaml.safe_load(APPLY_REQUEST.read_text(encoding="utf-8"))
     name3 = f"contribflow-apply-request-{suffix}c"
