@@ -17,7 +17,7 @@ cannot grow a field that nothing here proves:
   ``--memory-reservation``;
 - ``volumeMounts`` → bind mounts of host folders (``readOnly`` → read-only), owned ``root:fsGroup``
   with the group's rights, as the kubelet leaves an emptyDir, a PersistentVolumeClaim, a ConfigMap or
-  a Secret volume (``defaultMode`` applied to their files);
+  a Secret volume, or a projected volume of Secrets' items (``defaultMode`` applied to their files);
 - ``ports`` → ``--expose``; an exec ``livenessProbe`` → Docker's health check; exec
   ``startupProbe``/``readinessProbe`` → polled with ``docker exec`` before the service is used.
 """
@@ -201,6 +201,31 @@ class DockerExecutor:
                 file.write_bytes(data)
                 os.chown(file, 0, gid)
                 os.chmod(file, mode)
+            os.chown(host, 0, gid)
+            os.chmod(host, 0o2755 if fs_group is not None else 0o755)
+            return
+        if kinds == {"projected"}:
+            # The chart's `people` passwords: one file per item of each Secret source, at its path.
+            projected = volume["projected"]
+            _unknown(where, f"volume {volume['name']} keys", set(projected), {"sources", "defaultMode"})
+            mode = int(projected.get("defaultMode", 0o644))
+            for source in projected.get("sources") or []:
+                _unknown(where, f"volume {volume['name']} source", set(source), {"secret"})
+                secret = source["secret"]
+                _unknown(where, f"volume {volume['name']} secret keys", set(secret), {"name", "items"})
+                if secret["name"] not in secret_files:
+                    raise ReplayError(f"{where}: volume {volume['name']}: secret {secret['name']!r} does not exist")
+                for item in secret.get("items") or [{"key": k, "path": k} for k in secret_files[secret["name"]]]:
+                    _unknown(where, f"volume {volume['name']} item keys", set(item), {"key", "path"})
+                    if item["key"] not in secret_files[secret["name"]]:
+                        raise ReplayError(f"{where}: volume {volume['name']}: secret {secret['name']!r} "
+                                          f"has no key {item['key']!r}")
+                    file = host / item["path"]
+                    if file.resolve().parent != host.resolve():
+                        raise ReplayError(f"{where}: volume {volume['name']}: item path {item['path']!r} is not a file name")
+                    file.write_bytes(secret_files[secret["name"]][item["key"]])
+                    os.chown(file, 0, gid)
+                    os.chmod(file, mode)
             os.chown(host, 0, gid)
             os.chmod(host, 0o2755 if fs_group is not None else 0o755)
             return

@@ -14,7 +14,15 @@ Makefile target builds them first. Then, on a fresh user-defined bridge network:
    a wrong password is refused over TCP;
 5. a second run, on a copy of the first day's landed file whose header line is broken, must fail the
    task that reads it, never run that task's dependants, and have the exit handler record it;
-6. a table: each step's wall time in its container split into the engine's part (create, start,
+6. run 3, a correction with four eyes (issue 28): the chart, rendered with two `people` (an operator
+   and an approver) whose passwords are in Secrets of their own, has the init script create their
+   logins; as the operator (a container of the migrations image, logged in as that person), a
+   withdrawal of the first day's file is requested; the operator's own approval is refused (exit 1,
+   no decision recorded);
+   the approver approves; the rendered contribflow-apply-request is replayed with the request id: it
+   applies, rebuilds and publishes; day 1's file is gone from the marts, raw keeps its rows and
+   meta.correction_application records the application; replayed again, it changes nothing;
+7. a table: each step's wall time in its container split into the engine's part (create, start,
    stop, remove), the process's start-up (interpreter, imports, settings: the container's lifetime
    outside the step's own record) and the step's own time as meta.etl_run records it, of which the
    work (dbt's node execution, the publish transaction); the split must add up. The dbt steps must
@@ -31,6 +39,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import secrets as secrets_module
 import shutil
 import subprocess
 import sys
@@ -51,10 +60,11 @@ from contribflow.cluster import k8s  # noqa: E402
 from contribflow.contract import file_name  # noqa: E402
 from contribflow.ingest import completion  # noqa: E402
 
-from argo_replay import Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
+from argo_replay import Attempt, Pod, Replay, ReplayError, ReplayResult, TaskRun, depends_on  # noqa: E402
 from docker_executor import DockerExecutor, cpu_quantity, memory_bytes, secret_files  # noqa: E402
 
 DAILY = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-daily.yaml"
+APPLY_REQUEST = ROOT / "workflows" / "rendered" / "workflowtemplate-contribflow-apply-request.yaml"
 CHART = ROOT / "helm" / "contribflow"
 VALUES = CHART / "ci" / "kind-values.yaml"
 RELEASE = NAMESPACE = "contribflow"
@@ -73,8 +83,29 @@ def sh(*argv: str, input: str | None = None, check: bool = True, env: dict[str, 
     return done
 
 
-def render_chart(helm: str) -> list[dict[str, Any]]:
-    text = sh(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", str(VALUES)).stdout
+PEOPLE = {"operator": "olga", "approver": "arne"}
+"""Run 3's two people (values `people`): role → login."""
+
+
+def people_values(work: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """A values file listing PEOPLE, each password in a Secret of its own (`existingSecret`), and those
+    Secrets, as an administrator creates them (`kubectl create secret generic …`) before installing:
+    random passwords, never in values or in the rendered chart."""
+    people, objects = [], []
+    for role, name in PEOPLE.items():
+        secret = f"contribflow-person-{name}"
+        people.append({"name": name, "role": role, "existingSecret": secret, "passwordKey": "password"})
+        objects.append({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": secret, "namespace": NAMESPACE},
+                        "stringData": {"password": secrets_module.token_urlsafe(24)}})
+    path = work / "people-values.yaml"
+    path.write_text(yaml.safe_dump({"people": people}), encoding="utf-8")
+    return path, objects
+
+
+def render_chart(helm: str, *values: Path) -> list[dict[str, Any]]:
+    extra = [arg for path in values for arg in ("--values", str(path))]
+    text = sh(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", str(VALUES), *extra).stdout
     return [d for d in yaml.safe_load_all(text) if d]
 
 
@@ -230,8 +261,10 @@ def probe_containers(executor: DockerExecutor, template: dict[str, Any], work: P
 
 
 def replay(executor: DockerExecutor, work: Path, objects: list[dict[str, Any]], params: dict[str, str],
-           landing: Path, name: str) -> tuple[ReplayResult, str]:
-    template = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
+           landing: Path, name: str, rendered: Path = DAILY) -> tuple[ReplayResult, str]:
+    """The rendered WorkflowTemplate ``rendered`` (the daily one unless told), replayed in containers
+    with the chart's Secrets and ConfigMaps and the landing claim; its result and workflow uid."""
+    template = yaml.safe_load(rendered.read_text(encoding="utf-8"))
     files = secret_files(objects)
     secrets = {o["metadata"]["name"]: {k: v.decode() for k, v in files[o["metadata"]["name"]].items()}
                for o in objects if o["kind"] == "Secret"}
@@ -281,6 +314,130 @@ def etl_rows(pg: Postgres, run_id: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
+class Person:
+    """`contribflow ARGV` as one person: a container of the migrations image (the daily template's
+    init-db container spec: its image, sandbox and volumes) on the e2e network, logged in as that
+    person (PGUSER/PGPASSWORD; no PGOPTIONS: a person acts as their own session user, in their group),
+    every other setting from the chart's ConfigMap, as the pods get them."""
+
+    def __init__(self, executor: DockerExecutor, template: dict[str, Any], settings: dict[str, str],
+                 work: Path, name: str, password: str) -> None:
+        self.executor, self.settings, self.work, self.name, self.password = executor, settings, work, name, password
+        found = [t for t in template["spec"]["templates"]
+                 if "container" in t and "/contribflow-migrations:" in t["container"]["image"]]
+        if not found:
+            raise E2EFailure(f"no template of {template['metadata']['name']} runs the migrations image")
+        self.container = found[0]["container"]
+        self.volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+        self.pod_spec = {"securityContext": template["spec"].get("securityContext", {})}
+        self.calls = 0
+
+    def run(self, *argv: str) -> Attempt:
+        self.calls += 1
+        pod_name = f"person-{self.name}-{self.calls}"
+        spec = dict(self.container, command=["contribflow"], args=list(argv), env=[], envFrom=[])
+        mounts = {m["mountPath"].rstrip("/"): (self.volumes[m["name"]], self.work / pod_name / m["name"])
+                  for m in spec.get("volumeMounts", [])}
+        env = {**{k: str(v) for k, v in self.settings.items()}, "PGUSER": self.name, "PGPASSWORD": self.password}
+        attempt = self.executor.run(Pod(pod_name, spec, ["contribflow", *argv], env, mounts, self.pod_spec), 300)
+        self.executor.runs.pop()  # not a step of a workflow: kept out of the step table
+        return attempt
+
+
+def said(attempt: Attempt) -> str:
+    return (attempt.stdout + attempt.stderr).strip()
+
+
+def run_correction(executor: DockerExecutor, pg: Postgres, objects: list[dict[str, Any]], work: Path,
+                   landing: Path, day: dt.date, suffix: str, timings: list[StepTiming]) -> list[str]:
+    """Run 3: a withdrawal of ``day``'s file with four eyes, applied by the rendered
+    contribflow-apply-request (see the module's docstring); its problems."""
+    daily = yaml.safe_load(DAILY.read_text(encoding="utf-8"))
+    settings = one(objects, "ConfigMap", k8s.CONFIGMAP)["data"]
+    files = secret_files(objects)
+    people = {role: Person(executor, daily, settings, work / "people", name,
+                           files[f"contribflow-person-{name}"]["password"].decode())
+              for role, name in PEOPLE.items()}
+    operator, approver = people["operator"], people["approver"]
+    made = pg.psql_super("-F", "\t", "-c",
+                         "SELECT r.rolname, g.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid "
+                         "JOIN pg_roles g ON g.oid = m.roleid WHERE r.rolname IN "
+                         f"({', '.join(repr(n) for n in PEOPLE.values())}) "
+                         "AND r.rolcanlogin AND NOT r.rolsuper ORDER BY 1").stdout.split()
+    expected = sorted(f"{name}\tcontribflow_{role}".split("\t") for role, name in PEOPLE.items())
+    if [made[i:i + 2] for i in range(0, len(made), 2)] != expected:
+        return [f"run 3: the chart's init script did not make the people {expected} (login, group): {made}"]
+
+    def count(table: str) -> int:
+        return int(pg.psql_super("-c", f"SELECT count(*) FROM {table} WHERE file_date = '{day}'").stdout.strip())
+
+    raw_before, marts_before = count("raw.contributions"), count("marts.fct_contributions")
+    if not raw_before or not marts_before:
+        return [f"run 3: before the correction, day {day} has {raw_before} rows in raw and {marts_before} in the marts"]
+    asked = operator.run("request", "withdraw-file", "--date", day.isoformat(),
+                         "--reason", "e2e-docker: the source re-sent this day (a test of four eyes)")
+    first = asked.stdout.strip().splitlines()[:1]
+    if asked.exit_code != 0 or not first or not first[0].isdigit():
+        return [f"run 3: the operator's request failed (exit {asked.exit_code}): {said(asked)}"]
+    request = first[0]
+    # Refused by PostgreSQL (meta.decide_correction): an operator is no approver, and a requester never
+    # decides their own request, whichever check comes first (the chart gives a person one role).
+    own = operator.run("approve", request)
+    refusals = (f"{PEOPLE['operator']} is not an approver", "cannot be decided by its requester")
+    undecided = pg.psql_super("-c", f"SELECT count(*) FROM meta.correction_decision WHERE request_id = {int(request)}")
+    if own.exit_code != 1 or not any(r in said(own) for r in refusals) or undecided.stdout.strip() != "0":
+        return [f"run 3: the operator approving their own request {request} was not refused with exit 1 and "
+                f"one of {refusals} (exit {own.exit_code}, {undecided.stdout.strip()} decisions): {said(own)}"]
+    refusal = next(r for r in refusals if r in said(own))
+    approved = approver.run("approve", request)
+    if approved.exit_code != 0:
+        return [f"run 3: the approver could not approve request {request} (exit {approved.exit_code}): {said(approved)}"]
+    decided = pg.psql_super("-F", "\t", "-c", "SELECT r.requested_by, d.decided_by, d.approved FROM "
+                            "meta.correction_request r JOIN meta.correction_decision d ON d.request_id = r.id "
+                            f"WHERE r.id = {int(request)}").stdout.strip()
+    if decided != f"{PEOPLE['operator']}\t{PEOPLE['approver']}\tt":
+        return [f"run 3: request {request} is recorded as (requested_by, decided_by, approved) {decided!r}"]
+    print(f"==> run 3: {PEOPLE['operator']} (operator) requested withdraw-file --date {day} (request {request}); "
+          f"their own approval was refused (exit 1: {refusal!r}); {PEOPLE['approver']} (approver) approved it")
+
+    apply = yaml.safe_load(APPLY_REQUEST.read_text(encoding="utf-8"))
+    name3 = f"contribflow-apply-request-{suffix}c"
+    result, uid = replay(executor, work, objects, {"request-id": request}, landing, name3, rendered=APPLY_REQUEST)
+    rows = step_rows("run 3", result, apply, apply["spec"].get("onExit"), etl_timings(pg, uid))
+    timings.extend(rows)
+    problems = check_split(rows)
+    phases = {n: r.phase for n, r in result.tasks.items()}
+    if result.status != "Succeeded" or phases != dict.fromkeys(("apply", "dbt-build", "dbt-test", "publish"), "Succeeded"):
+        return [*problems, f"run 3: contribflow-apply-request ended {result.status}, tasks {phases}:\n{describe(result)}"]
+    raw_after, marts_after = count("raw.contributions"), count("marts.fct_contributions")
+    if marts_after != 0 or raw_after != raw_before:
+        problems.append(f"run 3: after the withdrawal, day {day} has {marts_after} rows in the marts (expected 0) and "
+                        f"{raw_after} in raw (expected the {raw_before} it had)")
+    migrator = files[k8s.DB_SECRET][k8s.db_secret_keys("migrator")[0]].decode()
+    recorded = pg.psql_super("-F", "\t", "-c",
+                             "SELECT a.applied_by, w.file_date, w.applied_build_id = (SELECT max(id) FROM meta.mart_build "
+                             "WHERE status = 'PUBLISHED') FROM meta.correction_application a JOIN meta.file_withdrawal w "
+                             f"ON w.request_id = a.request_id WHERE a.request_id = {int(request)}").stdout.strip()
+    if recorded != f"{migrator}\t{day}\tt":
+        problems.append(f"run 3: meta.correction_application/file_withdrawal record (applied_by, file_date, in the "
+                        f"latest publication) {recorded!r}, expected ({migrator!r}, {day}, true)")
+    # Applied once: the same request replayed again changes nothing and rebuilds nothing.
+    again, _ = replay(executor, work, objects, {"request-id": request}, landing, f"{name3}-again",
+                      rendered=APPLY_REQUEST)
+    phases_again = {n: r.phase for n, r in again.tasks.items()}
+    applications = pg.psql_super("-c", "SELECT count(*) FROM meta.correction_application").stdout.strip()
+    if again.status != "Succeeded" or phases_again != {"apply": "Succeeded", "dbt-build": "Skipped",
+                                                       "dbt-test": "Skipped", "publish": "Skipped"} or applications != "1":
+        problems.append(f"run 3: replayed again, request {request} gave {again.status} {phases_again} and "
+                        f"{applications} applications (expected Succeeded, only apply run, 1)")
+    if not problems:
+        print(f"==> run 3 (withdraw {day}, request {request}): contribflow-apply-request Succeeded (apply, dbt-build, "
+              f"dbt-test, publish); the marts publish none of the file's {marts_before} rows, raw keeps its "
+              f"{raw_before}; meta.correction_application records it (applied by {migrator}); a second apply "
+              f"changed nothing")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docker", default="docker")
@@ -303,7 +460,10 @@ def main() -> int:
     network = f"contribflow-e2e-{suffix}"
     work = Path(tempfile.mkdtemp(prefix="contribflow-e2e-docker-"))
     executor = DockerExecutor(docker, network, labels={"org.contribflow.e2e": suffix})
-    objects = render_chart(args.helm)
+    # The chart with run 3's two people, their passwords in Secrets of their own (added to the objects
+    # as the administrator's `kubectl create secret` would): the init script makes their logins.
+    people_file, people_secrets = people_values(work)
+    objects = [*render_chart(args.helm, people_file), *people_secrets]
     settings = one(objects, "ConfigMap", k8s.CONFIGMAP)["data"]
     secrets = secret_files(objects)[k8s.DB_SECRET]
     pg = Postgres(executor, objects, work, suffix)
@@ -316,6 +476,7 @@ def main() -> int:
     problems: list[str] = []
     started = time.monotonic()
     ready_s = float("nan")
+    run1_ok = False
     # What an interrupted earlier run left (only what this script starts carries the label).
     stale = sh(docker, "ps", "-aq", "--filter", "label=org.contribflow.e2e", check=False).stdout.split()
     if stale:
@@ -344,6 +505,7 @@ def main() -> int:
             problems.append(f"run 1 did not succeed:\n{describe(result1)}")
         else:
             print(f"==> run 1 ({day1}): every task Succeeded, and the exit handler")
+            run1_ok = True
             check = pg.psql_super("-v", f"run_id={uid1}", "-f", "-", input=CHECK_SQL.read_text(), check=False)
             if check.returncode != 0 or check.stdout.strip():
                 problems.append(f"scripts/e2e_check.sql for run 1:\n{check.stdout}{check.stderr}")
@@ -402,6 +564,12 @@ def main() -> int:
                     failed = sorted(n for n, r in result2.tasks.items() if r.phase == "Failed")
                     print(f"==> run 2 ({day2}, broken header): {', '.join(failed)} FAILED, its dependants "
                           f"{sorted(dependants(template, set(failed))) or 'none'} not run, {on_exit} recorded FAILED")
+
+        # --- run 3: a correction with four eyes, applied by the rendered contribflow-apply-request ----
+        if run1_ok:
+            problems += run_correction(executor, pg, objects, work, landing, day1, suffix, timings)
+        else:
+            problems.append("run 3 (a correction with four eyes) not run: run 1 did not succeed")
 
         # --- the dbt pods of run 1 started from the parse their image ships (read before cleanup) ------
         problems += check_saved_parse(executor, result1, DBT_STEPS)
@@ -612,7 +780,7 @@ def print_table(docker: str, timings: list[StepTiming], template: dict[str, Any]
         if standin:
             note += " (a local stand-in, docs/images.md)" if not base else " (built on a local stand-in, docs/images.md)"
         print(f"{image:<55} {int(size) / 1e6:8.1f}   {note.strip()}")
-    print(f"\ntotal (PostgreSQL start, both runs, checks): {total:.1f}s")
+    print(f"\ntotal (PostgreSQL start, the three runs, checks): {total:.1f}s")
 
 
 if __name__ == "__main__":

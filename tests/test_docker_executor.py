@@ -108,6 +108,36 @@ def test_the_chart_s_postgresql_container_maps_with_its_volumes(tmp_path: Path):
     assert ",readonly" in next(f for f in flags if f.endswith("target=/run/secrets/contribflow-db,readonly"))
 
 
+def test_the_people_s_passwords_reach_the_postgresql_container_as_their_projected_files(tmp_path: Path):
+    """Values `people` (issue 28): each person's password, from the Secret they name, is a file the
+    init script reads, with the projected volume's mode; a Secret or key that does not exist is refused."""
+    people = tmp_path / "people.yaml"
+    people.write_text(yaml.safe_dump({"people": [
+        {"name": "olga", "role": "operator", "existingSecret": "person-olga", "passwordKey": "password"},
+        {"name": "arne", "role": "approver", "existingSecret": "person-arne", "passwordKey": "pw"}]}))
+    objects = docs(template_text("--values", str(KIND_VALUES), "--values", str(people)))
+    pod = one(objects, "StatefulSet", "contribflow-postgresql")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    volumes["data"] = {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
+    container = pod["containers"][0]
+    mounts = {m["mountPath"]: (volumes[m["name"]], tmp_path / m["name"]) for m in container["volumeMounts"]}
+    files = {**secret_files(objects), "person-olga": {"password": b"olga-pw", "other": b"x"},
+             "person-arne": {"pw": b"arne-pw"}}
+    flags = EXECUTOR.flags("postgresql", container, {"securityContext": pod["securityContext"]}, mounts, files)
+    assert any(f.endswith("target=/run/secrets/contribflow-people,readonly") for f in flags)
+    folder = tmp_path / "people"
+    assert sorted(p.name for p in folder.iterdir()) == ["arne", "olga"], "only the items named"
+    assert (folder / "olga").read_bytes() == b"olga-pw" and (folder / "arne").read_bytes() == b"arne-pw"
+    uid = pod["securityContext"]["runAsUser"]
+    assert stat.S_IMODE((folder / "olga").stat().st_mode) == 0o440 and (folder / "olga").stat().st_gid == uid
+    with pytest.raises(ReplayError, match="secret 'person-arne' does not exist"):
+        EXECUTOR.flags("postgresql", container, {"securityContext": pod["securityContext"]}, mounts,
+                       {k: v for k, v in files.items() if k != "person-arne"})
+    with pytest.raises(ReplayError, match="secret 'person-arne' has no key 'pw'"):
+        EXECUTOR.flags("postgresql", container, {"securityContext": pod["securityContext"]}, mounts,
+                       {**files, "person-arne": {"password": b"x"}})
+
+
 def test_env_values_reach_docker_by_name_only():
     flags, env = EXECUTOR._docker_env({"PGPASSWORD": "s3cret"})
     assert flags == ["--env=PGPASSWORD"] and env["PGPASSWORD"] == "s3cret"
