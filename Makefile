@@ -191,7 +191,7 @@ base-image: install ## BASE_IMAGE and POSTGRES_IMAGE present locally: pulled, or
 	@DOCKER=$(DOCKER) PYTHON=$(BIN)/python images/standin/base-image.sh postgres $(POSTGRES_IMAGE)
 
 .PHONY: e2e-docker
-e2e-docker: install tools ## The rendered daily template in real containers: engine, bases, images, the chart's PostgreSQL, two runs, step table
+e2e-docker: install tools ## The rendered daily template in real containers: engine, bases, images, the chart's PostgreSQL, three runs (a day, a broken file, a four-eyes withdrawal through contribflow-apply-request), step table
 	@DOCKER=$(DOCKER) images/standin/engine.sh
 	@$(MAKE) --no-print-directory base-image images
 	$(BIN)/python tests/e2e_docker.py --docker $(DOCKER) --helm $(HELM)
